@@ -1,0 +1,146 @@
+"""Allocation axis: how a sparsity budget is spread over the targeted layers.
+
+``allocate(scores, sites, sparsity)`` gets one score vector per site (``+inf`` = must keep, ``-inf`` = must
+prune) and returns one keep vector per site. Both allocations select with
+:func:`prunecli.allocation._select.select_lowest`, which finds the exact threshold without concatenating the
+scores of all layers into one tensor.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+from torch import Tensor
+
+from prunecli.allocation._select import select_lowest
+from prunecli.errors import ConfigError
+from prunecli.sites import Site
+
+__all__ = ["Allocation", "Local", "Global", "parse_allocation"]
+
+
+@runtime_checkable
+class Allocation(Protocol):
+    """Spreads the sparsity budget over sites."""
+
+    def allocate(self, scores: dict[str, Tensor], sites: dict[str, Site], sparsity: float) -> dict[str, Tensor]:
+        """Keep vectors (bool, ``[site.num_units]``) for every site."""
+        ...
+
+    def reachable(self, sites: dict[str, Site]) -> float:
+        """The largest overall sparsity (over targeted elements) this allocation can reach on ``sites``."""
+        ...
+
+
+def _check_caps(min_sparsity: float, max_sparsity: float, key: str) -> None:
+    for name, value in (("min_sparsity", min_sparsity), ("max_sparsity", max_sparsity)):
+        if not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+            raise ConfigError(f"{key}.{name}", value, "a float in [0, 1]")
+    if min_sparsity > max_sparsity:
+        raise ConfigError(f"{key}.min_sparsity", min_sparsity, f"a value <= max_sparsity ({max_sparsity})")
+
+
+def _unit_caps(site: Site, min_sparsity: float, max_sparsity: float) -> tuple[int, int]:
+    """(min, max) number of units of ``site`` that may be pruned."""
+    high = math.floor(min(max_sparsity, site.max_sparsity) * site.num_units + 1e-9)
+    low = min(math.ceil(min_sparsity * site.num_units - 1e-9), high)
+    return low, high
+
+
+@dataclass(frozen=True)
+class Local:
+    """Every layer to the same sparsity (clamped to ``[min_sparsity, max_sparsity]`` and the pattern's limit)."""
+
+    min_sparsity: float = 0.0
+    max_sparsity: float = 1.0
+
+    def __post_init__(self) -> None:
+        _check_caps(self.min_sparsity, self.max_sparsity, "pruner.allocation")
+
+    def allocate(self, scores: dict[str, Tensor], sites: dict[str, Site], sparsity: float) -> dict[str, Tensor]:
+        keep = {}
+        for name, site in sites.items():
+            low, high = _unit_caps(site, self.min_sparsity, self.max_sparsity)
+            k = min(max(round(sparsity * site.num_units), low), high)
+            keep[name] = ~select_lowest([scores[name]], k)[0]
+        return keep
+
+    def reachable(self, sites: dict[str, Site]) -> float:
+        return min(_unit_caps(s, self.min_sparsity, self.max_sparsity)[1] / s.num_units for s in sites.values())
+
+
+@dataclass(frozen=True)
+class Global:
+    """One ranking over all targeted layers, weighted by the elements each unit stands for.
+
+    Per-layer caps are met by water-filling: layers whose share of the global selection falls outside
+    ``[min_sparsity, max_sparsity]`` are fixed at the cap and the rest is re-ranked with the remaining budget.
+    ``normalize: mean`` divides each layer's scores by their mean first (Torch-Pruning's global mode), so
+    layers with larger weights do not dominate the ranking.
+    """
+
+    min_sparsity: float = 0.0
+    max_sparsity: float = 1.0
+    normalize: str = "none"
+
+    def __post_init__(self) -> None:
+        _check_caps(self.min_sparsity, self.max_sparsity, "pruner.allocation")
+        if self.normalize not in ("none", "mean"):
+            raise ConfigError("pruner.allocation.normalize", self.normalize, ["none", "mean"])
+
+    def allocate(self, scores: dict[str, Tensor], sites: dict[str, Site], sparsity: float) -> dict[str, Tensor]:
+        if self.normalize == "mean":
+            scores = {n: s / s[s.isfinite()].abs().mean().clamp_min(1e-12) for n, s in scores.items()}
+        caps = {n: _unit_caps(site, self.min_sparsity, self.max_sparsity) for n, site in sites.items()}
+        weight = {n: site.unit_size for n, site in sites.items()}
+        budget = round(sparsity * sum(site.num_units * weight[n] for n, site in sites.items()))
+        pruned: dict[str, Tensor] = {}
+        active = list(sites)
+        while active:
+            spent = sum(int(pruned[n].sum()) * weight[n] for n in pruned)
+            room = sum(caps[n][1] * weight[n] for n in active)
+            chosen = select_lowest([scores[n] for n in active], min(max(budget - spent, 0), room),
+                                   [weight[n] for n in active])
+            out_of_caps = {}
+            for n, mask in zip(active, chosen):
+                count = int(mask.sum())
+                if not caps[n][0] <= count <= caps[n][1]:
+                    out_of_caps[n] = min(max(count, caps[n][0]), caps[n][1])
+            if not out_of_caps:
+                pruned.update(zip(active, chosen))
+                break
+            for n, k in out_of_caps.items():
+                pruned[n] = select_lowest([scores[n]], k)[0]
+            active = [n for n in active if n not in out_of_caps]
+        return {n: ~mask for n, mask in pruned.items()}
+
+    def reachable(self, sites: dict[str, Site]) -> float:
+        total = sum(s.num_units * s.unit_size for s in sites.values())
+        room = sum(_unit_caps(s, self.min_sparsity, self.max_sparsity)[1] * s.unit_size for s in sites.values())
+        return room / total
+
+
+ALLOCATIONS = {"local": Local, "global": Global}
+
+
+def parse_allocation(spec: Any, key: str = "pruner.allocation") -> Allocation:
+    """A name, ``{name: ..., min_sparsity: ..., max_sparsity: ...}`` or ``{_target_: ...}`` -> an allocation."""
+    if isinstance(spec, (Local, Global)):
+        return spec
+    options: dict[str, Any] = {}
+    if isinstance(spec, dict):
+        options = dict(spec)
+        if "_target_" in options:
+            from hydra.utils import instantiate
+
+            return instantiate(options)
+        spec = options.pop("name", "local")
+    cls = ALLOCATIONS.get(str(spec).strip().lower())
+    if cls is None:
+        raise ConfigError(key, spec, sorted(ALLOCATIONS))
+    for option in options:
+        if option not in cls.__dataclass_fields__:
+            raise ConfigError(f"{key}.{option}", options[option], f"an option of {spec}: {sorted(cls.__dataclass_fields__)}")
+    return cls(**options)

@@ -1,0 +1,65 @@
+"""Build a :class:`~prunecli.pruner.Pruner` from a plain mapping: the keys of a ``conf/pruner/*.yaml`` node plus
+``schedule`` (and optionally ``objective``). Strings are parsed into typed parts here, once."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from prunecli.allocation import parse_allocation
+from prunecli.criteria import parse_criterion
+from prunecli.errors import ConfigError
+from prunecli.layers import LayerSelection
+from prunecli.objectives import parse_objective
+from prunecli.pruner import Pruner
+from prunecli.schedules import build_schedule
+from prunecli.targets import parse_target
+
+KEYS = ("target", "criterion", "allocation", "schedule", "layers", "objective", "initial_masks", "reapply")
+
+
+def build_pruner(model: nn.Module, cfg: Mapping[str, Any], *, total_steps: int | None = None,
+                 optimizer: torch.optim.Optimizer | None = None) -> Pruner:
+    """Compose a pruner for ``model`` from ``cfg``.
+
+    Example::
+
+        pruner = build_pruner(model, {
+            "target": "2:4", "criterion": "magnitude", "allocation": "global",
+            "schedule": {"name": "agp", "final_sparsity": 0.5, "start_step": 0, "end_step": 1000, "frequency": 100},
+        }, optimizer=optimizer)
+
+    Args:
+        model: The model to prune.
+        cfg: ``target`` (default ``unstructured``), ``criterion`` (``magnitude``), ``allocation`` (``local``),
+            ``schedule`` (required), ``layers``, ``objective``, ``initial_masks``, ``reapply``. Each part is a
+            short name, a mapping with ``name`` and options, or a mapping with ``_target_`` (a user's class).
+        total_steps: Training steps of the run, to resolve ``schedule.start``/``schedule.end`` fractions.
+        optimizer: The optimizer, if known (enables the zero-state fast path of :class:`Pruner`).
+
+    Raises:
+        ConfigError: For any bad key or value; nothing is applied to the model before all parts are valid.
+    """
+    cfg = dict(cfg)
+    for key in cfg:
+        if key not in KEYS:
+            raise ConfigError(f"pruner.{key}", cfg[key], f"a key among {', '.join(KEYS)}")
+    if "schedule" not in cfg:
+        raise ConfigError("schedule", None, "a schedule mapping, e.g. {name: agp, final_sparsity: 0.9, ...}")
+    schedule_cfg = cfg["schedule"]
+    if isinstance(schedule_cfg, str):
+        schedule_cfg = {"name": schedule_cfg}
+    return Pruner(
+        model,
+        target=parse_target(cfg.get("target", "unstructured")),
+        criterion=parse_criterion(cfg.get("criterion", "magnitude")),
+        allocation=parse_allocation(cfg.get("allocation", "local")),
+        schedule=build_schedule(schedule_cfg, total_steps),
+        layers=LayerSelection.from_config(cfg.get("layers")),
+        objective=parse_objective(cfg.get("objective")),
+        optimizer=optimizer,
+        initial_masks=cfg.get("initial_masks", "dense"),
+        reapply=cfg.get("reapply", "auto"),
+    )

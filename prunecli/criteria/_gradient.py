@@ -1,0 +1,95 @@
+"""Criteria that accumulate weight-gradient statistics between mask updates.
+
+Accumulators are float32 tensors keyed by parameter FQN, created lazily at the first ``observe``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import torch
+from torch import Tensor, nn
+
+from prunecli.sites import Site
+
+
+@dataclass
+class _Accumulating:
+    """Holds per-parameter accumulators; subclasses define ``_term`` and ``_combine``."""
+
+    needs_grad = True
+    reset_on_update = False
+    _acc: dict[str, Tensor] = field(default_factory=dict, repr=False)
+    _count: int = field(default=0, repr=False)
+
+    def observe(self, params: Mapping[str, nn.Parameter]) -> None:
+        with torch.no_grad():
+            for name, p in params.items():
+                if p.grad is None:
+                    continue
+                term = self._term(p.detach().float(), p.grad.detach().float())
+                acc = self._acc.get(name)
+                self._acc[name] = term if acc is None else self._combine(acc, term)
+        self._count += 1
+
+    def score(self, site: Site) -> Tensor:
+        return site.reduce(lambda name, w: self._acc[name] if name in self._acc else torch.zeros_like(w, dtype=torch.float32))
+
+    @property
+    def ready(self) -> bool:
+        """Whether at least one gradient was observed since the window opened."""
+        return self._count > 0
+
+    def after_update(self) -> None:
+        if self.reset_on_update:
+            self._acc.clear()
+            self._count = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"count": self._count, "acc": dict(self._acc)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._count = int(state.get("count", 0))
+        self._acc = {k: v.clone() for k, v in state.get("acc", {}).items()}
+
+
+@dataclass
+class Taylor(_Accumulating):
+    """First-order Taylor importance, ``sum_t (w * g_t)^2`` accumulated since the last mask update (Molchanov et
+    al. 2019, "Importance Estimation for Neural Network Pruning", https://arxiv.org/abs/1906.10771)."""
+
+    reset_on_update = True
+
+    def _term(self, w: Tensor, g: Tensor) -> Tensor:
+        return (w * g).square_()
+
+    def _combine(self, acc: Tensor, term: Tensor) -> Tensor:
+        return acc.add_(term)
+
+
+@dataclass
+class Movement(_Accumulating):
+    """Movement score ``-sum_t w * g_t``: weights moving away from zero are kept (Sanh et al. 2020, "Movement
+    Pruning", https://arxiv.org/abs/2005.07683). Accumulates over the whole pruning window."""
+
+    def _term(self, w: Tensor, g: Tensor) -> Tensor:
+        return (w * g).neg_()
+
+    def _combine(self, acc: Tensor, term: Tensor) -> Tensor:
+        return acc.add_(term)
+
+
+@dataclass
+class SnipMomentum(_Accumulating):
+    """SNIP with momentum as Neural Compressor defines it: ``s <- alpha * s + beta * |w * g|`` (Lee et al. 2019,
+    "SNIP", https://arxiv.org/abs/1810.02340; Intel Neural Compressor's ``snip_momentum``)."""
+
+    alpha: float = 0.9
+    beta: float = 1.0
+
+    def _term(self, w: Tensor, g: Tensor) -> Tensor:
+        return (w * g).abs_().mul_(self.beta)
+
+    def _combine(self, acc: Tensor, term: Tensor) -> Tensor:
+        return acc.mul_(self.alpha).add_(term)

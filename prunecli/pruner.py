@@ -1,0 +1,227 @@
+"""The pruner: composes the five axes and reacts to the training-loop hooks of :mod:`prunecli.hooks`.
+
+Masks are bool tensors keyed by parameter FQN (True = kept). In the steady state nothing touches the forward
+pass: gradients of pruned weights are zeroed as they are accumulated (a post-accumulate-grad hook, while the
+gradient is still in cache), and the masks are re-applied in place after the optimizer step, so neither
+momentum nor weight decay can revive a pruned weight. When the pruner knows the optimizer and its type is one
+whose update is exactly zero for a zero weight with zero gradient and zero state (SGD, Adam, AdamW, ...), the
+state of pruned weights is zeroed at each mask update instead and the per-step re-application is skipped:
+the weights provably stay zero, and a masked model trains at dense speed.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from prunecli.allocation import Allocation
+from prunecli.criteria import Criterion
+from prunecli.errors import ConfigError
+from prunecli.layers import LayerSelection
+from prunecli.objectives import Objective, Sparsity
+from prunecli.report import SparsityReport, sparsity_report
+from prunecli.schedules import Schedule
+from prunecli.sites import Site
+from prunecli.targets import Target
+
+log = logging.getLogger(__name__)
+
+# Optimizers whose step leaves a parameter at exactly zero when its gradient and its state are zero.
+ZERO_PRESERVING = (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW, torch.optim.NAdam, torch.optim.RAdam,
+                   torch.optim.Adamax, torch.optim.Adagrad, torch.optim.RMSprop, torch.optim.Adadelta)
+INITIAL_MASKS = ("dense", "nonzero")
+REAPPLY = ("auto", "always")
+
+
+class Pruner:
+    """Prunes ``model`` along a target, criterion, allocation, schedule and objective.
+
+    Args:
+        model: The model; its parameters are masked in place.
+        target: What is pruned together (:mod:`prunecli.targets`).
+        criterion: How units are scored (:mod:`prunecli.criteria`).
+        allocation: How the budget is spread over layers (:mod:`prunecli.allocation`).
+        schedule: When masks change and to which sparsity (:mod:`prunecli.schedules`).
+        layers: Which modules are targeted.
+        objective: Translates what the user asked for into the final sparsity.
+        optimizer: The optimizer, if known: enables the zero-state fast path (see module docstring).
+        initial_masks: ``dense`` (all kept) or ``nonzero`` (keep the zeros the model already has).
+        reapply: ``auto`` (skip per-step re-application when provably unnecessary) or ``always``.
+
+    Raises:
+        ConfigError: When no layer is selected, or the final sparsity cannot be reached by the pattern.
+    """
+
+    def __init__(self, model: nn.Module, *, target: Target, criterion: Criterion, allocation: Allocation,
+                 schedule: Schedule, layers: LayerSelection = LayerSelection(), objective: Objective = Sparsity(),
+                 optimizer: torch.optim.Optimizer | None = None, initial_masks: str = "dense",
+                 reapply: str = "auto"):
+        if initial_masks not in INITIAL_MASKS:
+            raise ConfigError("pruner.initial_masks", initial_masks, INITIAL_MASKS)
+        if reapply not in REAPPLY:
+            raise ConfigError("pruner.reapply", reapply, REAPPLY)
+        sites, self.skipped = target.sites(model, layers.select(model, target.module_types))
+        if not sites:
+            raise ConfigError("pruner.layers", layers.describe(), f"rules selecting layers that target {target} "
+                              f"can prune; skipped: {self.skipped}")
+        self.model, self.target, self.criterion, self.allocation = model, target, criterion, allocation
+        self.sites: dict[str, Site] = {s.name: s for s in sites}
+        self.schedule = self._checked_schedule(schedule, objective.to_sparsity(schedule.final_sparsity, model, sites))
+        self.params: dict[str, nn.Parameter] = {m.name: m.param for s in sites for m in s.members}
+        self._scored = {m.name: m.param for s in sites for m in s.members if m.scored}
+        self.masks: dict[str, Tensor] = {
+            n: (p.detach() != 0) if initial_masks == "nonzero" else torch.ones_like(p, dtype=torch.bool)
+            for n, p in self.params.items()}
+        self.reapply, self.optimizer = reapply, optimizer
+        self.step, self.target_sparsity, self._pending = 0, 0.0, False
+        self._hooks: list[Any] = []
+        self._refresh()
+
+    def _checked_schedule(self, schedule: Schedule, final: float) -> Schedule:
+        reachable = self.allocation.reachable(self.sites)
+        if final > reachable + 1e-9:
+            raise ConfigError("sparsity", round(final, 6), f"a value <= {reachable:.4g}",
+                              f"target {self.target} with {type(self.allocation).__name__.lower()} allocation "
+                              "cannot prune more of the selected layers")
+        return schedule if final == schedule.final_sparsity else replace(schedule, final_sparsity=final)
+
+    # ----------------------------------------------------------------- hooks (see prunecli.hooks)
+    def on_train_begin(self) -> None:
+        self._install_grad_hooks()
+        self._apply()
+
+    def on_epoch_begin(self, epoch: int) -> None:
+        pass
+
+    def on_step_begin(self, step: int | None = None) -> None:
+        if step is not None:
+            self.step = step
+        if self.schedule.is_update_step(self.step) or self._pending:
+            self._pending = not self.criterion.ready
+            if not self._pending:
+                self.update_masks(self.schedule.sparsity(self.step))
+
+    def on_before_optimizer_step(self) -> None:
+        if self.criterion.needs_grad and (self._pending or self.step <= self.schedule.end_step):
+            self.criterion.observe(self._scored)
+
+    def on_after_optimizer_step(self) -> None:
+        if self._reapply_each_step and self._active:
+            with torch.no_grad():
+                torch._foreach_mul_([self.params[n] for n in self._active], [self._fmasks[n] for n in self._active])
+        self.step += 1
+
+    def on_step_end(self) -> None:
+        pass
+
+    def on_epoch_end(self, epoch: int) -> None:
+        pass
+
+    def on_train_end(self) -> None:
+        self.remove_hooks()
+        self._apply()
+
+    def on_before_eval(self) -> None:
+        self._apply()
+
+    def on_after_eval(self) -> None:
+        pass
+
+    # ----------------------------------------------------------------- masks
+    @torch.no_grad()
+    def update_masks(self, sparsity: float) -> None:
+        """Recompute every mask for ``sparsity``; pruned units stay pruned (their score is set to -inf)."""
+        scores = {}
+        for name, site in self.sites.items():
+            score = self.criterion.score(site).float()
+            score = score.masked_fill(~self._unit_keep(site), float("-inf"))
+            scores[name] = site.protect(score) if site.protect else score
+        keep = self.allocation.allocate(scores, self.sites, sparsity)
+        for name, site in self.sites.items():
+            self.masks.update(site.unit_masks(keep[name]))
+        self.target_sparsity = sparsity
+        self._refresh()
+        self._apply()
+        self._zero_optimizer_state()
+        self.criterion.after_update()
+        log.debug("step %d: masks updated to sparsity %.4f", self.step, sparsity)
+
+    def _unit_keep(self, site: Site) -> Tensor:
+        member = next(m for m in site.members if m.scored)
+        return member.layout.to_units(self.masks[member.name]).any(dim=1)
+
+    def _refresh(self) -> None:
+        """Cache float masks in each parameter's dtype; only masks with a pruned element are 'active'."""
+        self._fmasks = {n: m.to(self.params[n].dtype) for n, m in self.masks.items()}
+        self._active = [n for n, m in self.masks.items() if not bool(m.all())]
+        self._active_set = frozenset(self._active)
+
+    @torch.no_grad()
+    def _apply(self) -> None:
+        for n in self._active:
+            self.params[n].mul_(self._fmasks[n])
+
+    @torch.no_grad()
+    def _zero_optimizer_state(self) -> None:
+        if self.optimizer is None:
+            return
+        for n in self._active:
+            p = self.params[n]
+            for value in self.optimizer.state.get(p, {}).values():
+                if isinstance(value, Tensor) and value.shape == p.shape:
+                    value.mul_(self._fmasks[n].to(value.dtype))
+
+    @property
+    def _reapply_each_step(self) -> bool:
+        return self.reapply == "always" or type(self.optimizer) not in ZERO_PRESERVING
+
+    def _install_grad_hooks(self) -> None:
+        if self._hooks:
+            return
+        for name, p in self.params.items():
+            if p.requires_grad:
+                self._hooks.append(p.register_post_accumulate_grad_hook(self._grad_hook(name)))
+
+    def _grad_hook(self, name: str):
+        def mask_grad(param: Tensor) -> None:
+            if name in self._active_set and param.grad is not None:
+                param.grad.mul_(self._fmasks[name])
+
+        return mask_grad
+
+    def remove_hooks(self) -> None:
+        """Remove the gradient hooks (done by ``on_train_end``)."""
+        for handle in self._hooks:
+            handle.remove()
+        self._hooks.clear()
+
+    # ----------------------------------------------------------------- state and reporting
+    def report(self) -> SparsityReport:
+        """Per-layer and overall sparsity, total and non-zero parameter counts."""
+        return sparsity_report(self.model, self.masks)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume: masks, step, schedule position and the criterion's accumulators."""
+        return {"step": self.step, "pending": self._pending, "target_sparsity": self.target_sparsity,
+                "masks": {n: m.clone() for n, m in self.masks.items()}, "criterion": self.criterion.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` output and re-apply the masks to the model."""
+        masks = state["masks"]
+        if set(masks) != set(self.masks):
+            missing, extra = sorted(set(self.masks) - set(masks)), sorted(set(masks) - set(self.masks))
+            raise ConfigError("pruner.state.masks", f"missing {missing[:3]}, unexpected {extra[:3]}",
+                              "masks for exactly the parameters this pruner targets")
+        for n, m in masks.items():
+            if tuple(m.shape) != tuple(self.masks[n].shape):
+                raise ConfigError(f"pruner.state.masks.{n}", tuple(m.shape), f"shape {tuple(self.masks[n].shape)}")
+            self.masks[n] = m.to(device=self.params[n].device, dtype=torch.bool).clone()
+        self.step, self._pending = int(state["step"]), bool(state["pending"])
+        self.target_sparsity = float(state["target_sparsity"])
+        self.criterion.load_state_dict(state.get("criterion", {}))
+        self._refresh()
+        self._apply()

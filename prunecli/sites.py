@@ -1,0 +1,183 @@
+"""Sites: the parameters a target prunes together, and how their elements map onto prunable units.
+
+A :class:`Site` is what the Target axis hands to the rest of the core. A unit is what is kept or pruned as one:
+an element, a block, an output channel, an attention head. Each member parameter has a layout that maps an
+element-wise tensor of the parameter's shape to ``[units, k]`` and a per-unit keep vector back to an element mask.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+import torch
+from torch import Tensor, nn
+
+
+class Layout(Protocol):
+    """Maps a parameter's elements onto ``num_units`` units."""
+
+    num_units: int
+
+    def to_units(self, t: Tensor) -> Tensor:
+        """``t`` (the parameter's shape) -> ``[num_units, k]`` (padding, if any, is zero)."""
+        ...
+
+    def reduce(self, t: Tensor) -> Tensor:
+        """Sum of ``t`` over each unit -> ``[num_units]`` (scaled to a full unit where padded)."""
+        ...
+
+    def expand(self, keep: Tensor) -> Tensor:
+        """Per-unit bool ``[num_units]`` -> bool mask of the parameter's shape."""
+        ...
+
+
+@dataclass(frozen=True)
+class ElementLayout:
+    """Every element is its own unit, optionally in a permuted order (N:M groups run over the input dim)."""
+
+    shape: tuple[int, ...]
+    perm: tuple[int, ...] | None = None
+
+    @property
+    def num_units(self) -> int:
+        return math.prod(self.shape)
+
+    def to_units(self, t: Tensor) -> Tensor:
+        if self.perm is not None:
+            t = t.permute(self.perm)
+        return t.reshape(-1, 1)
+
+    def reduce(self, t: Tensor) -> Tensor:
+        return self.to_units(t).reshape(-1)
+
+    def expand(self, keep: Tensor) -> Tensor:
+        if self.perm is None:
+            return keep.reshape(self.shape)
+        permuted = [self.shape[i] for i in self.perm]
+        inverse = sorted(range(len(self.perm)), key=self.perm.__getitem__)
+        return keep.reshape(permuted).permute(inverse).contiguous()
+
+
+@dataclass(frozen=True)
+class BlockLayout:
+    """``rows x cols`` blocks of the weight viewed as 2-D ``[out, in * kernel]``; edges are zero-padded."""
+
+    shape: tuple[int, ...]
+    rows: int
+    cols: int
+
+    @property
+    def _grid(self) -> tuple[int, int, int, int]:
+        out, inner = self.shape[0], math.prod(self.shape[1:])
+        return out, inner, -(-out // self.rows), -(-inner // self.cols)
+
+    @property
+    def num_units(self) -> int:
+        _, _, gr, gc = self._grid
+        return gr * gc
+
+    def to_units(self, t: Tensor) -> Tensor:
+        out, inner, gr, gc = self._grid
+        t2 = t.reshape(out, inner)
+        pad_r, pad_c = gr * self.rows - out, gc * self.cols - inner
+        if pad_r or pad_c:
+            t2 = nn.functional.pad(t2, (0, pad_c, 0, pad_r))
+        return t2.reshape(gr, self.rows, gc, self.cols).permute(0, 2, 1, 3).reshape(gr * gc, self.rows * self.cols)
+
+    def reduce(self, t: Tensor) -> Tensor:
+        sums = self.to_units(t).sum(1)
+        out, inner, gr, gc = self._grid
+        if out % self.rows or inner % self.cols:
+            # Edge blocks hold fewer real elements; scale them to a full block so they are not pruned first.
+            counts = self.to_units(torch.ones(self.shape, device=t.device)).sum(1)
+            sums = sums * (self.rows * self.cols) / counts
+        return sums
+
+    def expand(self, keep: Tensor) -> Tensor:
+        out, inner, gr, gc = self._grid
+        blocks = keep.reshape(gr, 1, gc, 1).expand(gr, self.rows, gc, self.cols)
+        return blocks.reshape(gr * self.rows, gc * self.cols)[:out, :inner].reshape(self.shape).contiguous()
+
+
+@dataclass(frozen=True)
+class AxisLayout:
+    """Units are slices along one dim: output channels, or heads (``chunks`` > 1 for packed q/k/v)."""
+
+    shape: tuple[int, ...]
+    dim: int
+    num_units: int
+    chunks: int = 1
+
+    def _split(self, t: Tensor) -> Tensor:
+        t = t.movedim(self.dim, 0)
+        return t.reshape(self.chunks, self.num_units, -1).transpose(0, 1).reshape(self.num_units, -1)
+
+    def to_units(self, t: Tensor) -> Tensor:
+        return self._split(t)
+
+    def reduce(self, t: Tensor) -> Tensor:
+        return self._split(t).sum(1)
+
+    def expand(self, keep: Tensor) -> Tensor:
+        size = self.shape[self.dim]
+        per = size // (self.chunks * self.num_units)
+        along = keep.reshape(1, self.num_units, 1).expand(self.chunks, self.num_units, per).reshape(size)
+        view = [1] * len(self.shape)
+        view[self.dim] = size
+        return along.reshape(view).expand(self.shape).contiguous()
+
+
+@dataclass(frozen=True)
+class Member:
+    """One parameter of a site. ``scored`` members feed the criterion; the others are only masked with them."""
+
+    name: str
+    param: nn.Parameter
+    layout: Layout
+    scored: bool = True
+
+
+@dataclass
+class Site:
+    """Parameters pruned together, unit by unit.
+
+    Attributes:
+        name: The site's name (the primary parameter's FQN, or the attention module's FQN for heads).
+        members: Member parameters; all share ``num_units``.
+        max_sparsity: Largest fraction of units the pattern allows to prune (0.5 for 2:4).
+        protect: Optional map ``unit_scores -> unit_scores`` setting units the pattern must keep to +inf
+            (N:M keeps the N largest of every M).
+    """
+
+    name: str
+    members: tuple[Member, ...]
+    max_sparsity: float = 1.0
+    protect: Callable[[Tensor], Tensor] | None = None
+    num_units: int = field(init=False)
+    unit_size: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        counts = {m.layout.num_units for m in self.members}
+        assert len(counts) == 1, f"members of {self.name} disagree on unit count: {counts}"
+        self.num_units = counts.pop()
+        self.unit_size = max(1, round(sum(m.param.numel() for m in self.members if m.scored) / self.num_units))
+
+    @property
+    def weight(self) -> nn.Parameter:
+        """The primary parameter (first member)."""
+        return self.members[0].param
+
+    def reduce(self, element_score: Callable[[str, Tensor], Tensor]) -> Tensor:
+        """Sum an element-wise score over each unit of every scored member -> ``[num_units]``."""
+        total = None
+        for m in self.members:
+            if m.scored:
+                part = m.layout.reduce(element_score(m.name, m.param.detach()))
+                total = part if total is None else total + part
+        return total
+
+    def unit_masks(self, keep: Tensor) -> dict[str, Tensor]:
+        """Per-unit keep vector -> element masks keyed by parameter FQN."""
+        return {m.name: m.layout.expand(keep) for m in self.members}

@@ -1,0 +1,128 @@
+"""Structured targets: whole output channels and whole attention heads."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from torch import nn
+
+from prunecli.errors import ConfigError
+from prunecli.sites import AxisLayout, Member, Site
+from prunecli.targets._graph import following_norms
+from prunecli.targets._weights import WEIGHT_TYPES
+
+log = logging.getLogger(__name__)
+
+
+def _axis_member(name: str, param: nn.Parameter, dim: int, units: int, scored: bool, chunks: int = 1) -> Member:
+    return Member(name, param, AxisLayout(tuple(param.shape), dim, units, chunks), scored)
+
+
+@dataclass(frozen=True)
+class Channel:
+    """Whole output channels (filters) of Conv/Linear layers.
+
+    A channel's mask covers the layer's weight rows, its bias, and the weight AND bias of a norm layer that
+    directly consumes the layer's output, so a pruned channel outputs exactly zero (Li et al., "Pruning
+    Filters for Efficient ConvNets", 2017, https://arxiv.org/abs/1608.08710). Coupling across residual adds
+    and the consumers' input columns are the structured-export issue's job. At least one channel is kept.
+    """
+
+    module_types = WEIGHT_TYPES
+
+    def sites(self, model: nn.Module, modules: dict[str, nn.Module]) -> tuple[list[Site], dict[str, str]]:
+        norms = following_norms(model)
+        sites, skipped = [], {}
+        for name, module in modules.items():
+            weight = getattr(module, "weight", None)
+            if not isinstance(weight, nn.Parameter):
+                skipped[name] = f"{type(module).__name__} has no weight parameter"
+                continue
+            units = weight.shape[0]
+            members = [_axis_member(f"{name}.weight", weight, 0, units, True)]
+            if isinstance(getattr(module, "bias", None), nn.Parameter):
+                members.append(_axis_member(f"{name}.bias", module.bias, 0, units, False))
+            norm_name = norms.get(name)
+            if norm_name is not None:
+                norm = model.get_submodule(norm_name)
+                for pname in ("weight", "bias"):
+                    p = getattr(norm, pname, None)
+                    if isinstance(p, nn.Parameter) and p.dim() == 1 and p.shape[0] == units:
+                        members.append(_axis_member(f"{norm_name}.{pname}", p, 0, units, False))
+            sites.append(Site(f"{name}.weight", tuple(members), max_sparsity=(units - 1) / units))
+        return sites, skipped
+
+    def __str__(self) -> str:
+        return "channel"
+
+
+@dataclass(frozen=True)
+class Head:
+    """Whole attention heads.
+
+    Covers every ``torch.nn.MultiheadAttention`` selected by the layer rules, and q/k/v/o Linear quartets
+    named in config (``quartets: [{q: attn.q_proj, k: attn.k_proj, v: attn.v_proj, o: attn.out_proj}]``
+    with ``num_heads``). A head's mask covers its rows of q, k, v (weights and biases) and its columns of the
+    output projection, so the head contributes exactly zero (Michel et al., "Are Sixteen Heads Really Better
+    than One?", 2019, https://arxiv.org/abs/1905.10650). At least one head per module is kept.
+    """
+
+    num_heads: int | None = None
+    quartets: tuple[dict, ...] = field(default_factory=tuple)
+    module_types = (nn.MultiheadAttention,)
+
+    def sites(self, model: nn.Module, modules: dict[str, nn.Module]) -> tuple[list[Site], dict[str, str]]:
+        sites, skipped = [], {}
+        for name, module in modules.items():
+            if isinstance(module, nn.MultiheadAttention):
+                sites.append(self._mha_site(name, module))
+            else:
+                skipped[name] = f"{type(module).__name__} is not an nn.MultiheadAttention"
+        for i, quartet in enumerate(self.quartets):
+            sites.append(self._quartet_site(model, i, quartet))
+        return sites, skipped
+
+    def _mha_site(self, name: str, mha: nn.MultiheadAttention) -> Site:
+        h = mha.num_heads
+        members = []
+        if mha.in_proj_weight is not None:
+            members.append(_axis_member(f"{name}.in_proj_weight", mha.in_proj_weight, 0, h, True, chunks=3))
+        else:
+            for p in ("q_proj_weight", "k_proj_weight", "v_proj_weight"):
+                members.append(_axis_member(f"{name}.{p}", getattr(mha, p), 0, h, True))
+        if mha.in_proj_bias is not None:
+            members.append(_axis_member(f"{name}.in_proj_bias", mha.in_proj_bias, 0, h, False, chunks=3))
+        members.append(_axis_member(f"{name}.out_proj.weight", mha.out_proj.weight, 1, h, True))
+        return Site(name, tuple(members), max_sparsity=(h - 1) / h)
+
+    def _quartet_site(self, model: nn.Module, index: int, quartet: dict) -> Site:
+        key = f"pruner.target.quartets[{index}]"
+        if set(quartet) != {"q", "k", "v", "o"}:
+            raise ConfigError(key, dict(quartet), "a mapping with exactly the keys q, k, v, o (module FQNs)")
+        if not self.num_heads:
+            raise ConfigError("pruner.target.num_heads", self.num_heads, "a positive integer when quartets are given")
+        h = self.num_heads
+        layers = {}
+        for role, fqn in quartet.items():
+            try:
+                layers[role] = model.get_submodule(fqn)
+            except AttributeError:
+                raise ConfigError(f"{key}.{role}", fqn, "the FQN of an nn.Linear in the model") from None
+            if not isinstance(layers[role], nn.Linear):
+                raise ConfigError(f"{key}.{role}", fqn, "the FQN of an nn.Linear", f"it is a {type(layers[role]).__name__}")
+        for role, dim in (("q", 0), ("k", 0), ("v", 0), ("o", 1)):
+            size = layers[role].weight.shape[dim]
+            if size % h:
+                raise ConfigError("pruner.target.num_heads", h, f"a divisor of {quartet[role]}'s embedding size {size}")
+        members = []
+        for role in ("q", "k", "v"):
+            layer = layers[role]
+            members.append(_axis_member(f"{quartet[role]}.weight", layer.weight, 0, h, True))
+            if layer.bias is not None:
+                members.append(_axis_member(f"{quartet[role]}.bias", layer.bias, 0, h, False))
+        members.append(_axis_member(f"{quartet['o']}.weight", layers["o"].weight, 1, h, True))
+        return Site(quartet["q"].rsplit(".", 1)[0] or quartet["q"], tuple(members), max_sparsity=(h - 1) / h)
+
+    def __str__(self) -> str:
+        return "head"
