@@ -1,0 +1,87 @@
+"""Atomic writes: a reader (or a run killed half-way) sees the old file or directory or the new one, never a mix."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import threading
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename inside ``path`` durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temp file beside ``path``, fsync it, rename it over ``path``."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Atomically write ``obj`` as indented JSON."""
+    write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+
+
+def replace_dir(path: Path, fill: Callable[[Path], None]) -> None:
+    """Build a directory with ``fill(tmp_dir)`` and swap it in for ``path``.
+
+    POSIX cannot rename a directory over a non-empty one, so the old one moves to ``<path>.old`` for the
+    instant between the two renames; :func:`recover_dir` finds it if a crash lands exactly there.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp, old = path.with_name(path.name + ".tmp"), path.with_name(path.name + ".old")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    if old.exists() and path.exists():
+        shutil.rmtree(old)
+    tmp.mkdir()
+    fill(tmp)
+    for f in tmp.iterdir():
+        with open(f, "rb") as fh:
+            os.fsync(fh.fileno())
+    fsync_dir(tmp)
+    with deferred_sigint():
+        if path.exists():
+            os.replace(path, old)
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def recover_dir(path: Path) -> Path:
+    """``path``, or its ``.old`` twin when a crash fell between the two renames of :func:`replace_dir`."""
+    old = path.with_name(path.name + ".old")
+    return old if not path.exists() and old.is_dir() else path
+
+
+@contextlib.contextmanager
+def deferred_sigint() -> Iterator[None]:
+    """Hold Ctrl-C until the block is done (main thread only), so a save is never cut in half."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[Any] = []
+    previous = signal.signal(signal.SIGINT, lambda *args: caught.append(args))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if caught and callable(previous):
+            previous(*caught[0])

@@ -1,0 +1,135 @@
+"""The ``prunecli`` command: Typer in front, Hydra behind.
+
+Each subcommand takes its trailing arguments untouched and hands them to Hydra's own ``hydra.main`` with the
+primary config of the same name (``conf/prune.yaml`` ...), so overrides, ``-m/--multirun``, launchers,
+``--cfg job``, ``--info`` and Hydra's short errors behave exactly as in any Hydra app. The work itself is
+one module-level task function per subcommand in :mod:`prunecli.tasks` (launchers pickle it).
+
+Hydra and torch are imported only when a subcommand runs (or shows its help), so ``prunecli --help`` and
+tab completion stay fast.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Optional
+
+import typer
+from typer.core import TyperCommand
+
+CONFIG_MODULE = "prunecli.conf"
+
+app = typer.Typer(
+    name="prunecli",
+    help="Prune PyTorch models: [bold]prune[/], [bold]evaluate[/] and [bold]export[/]. "
+    "Arguments after a subcommand are Hydra overrides (key=value, group=option, -m for sweeps, --cfg job).",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+# Unknown options (-m, --cfg, --info, -cd ...) and all key=value words go to Hydra as they are.
+_PASS_THROUGH = {"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": ["-h", "--help"]}
+
+
+def config_groups(config_name: str) -> dict[str, tuple[list[str], Optional[str]]]:
+    """Each config group of a primary config: ``{group: (options, default option or None)}``."""
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
+        choices = compose(config_name, return_hydra_config=True).hydra.runtime.choices
+        loader = GlobalHydra.instance().config_loader()
+        groups = sorted(g for g in loader.list_groups("") if g != "hydra")
+        return {g: (loader.get_group_options(g), choices.get(g)) for g in groups}
+
+
+class _HydraCommand(TyperCommand):
+    """A subcommand whose ``--help`` also lists the config groups and their options (composed once)."""
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        super().format_help(ctx, formatter)
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title="config groups (group=option)", title_justify="left", box=None, pad_edge=False)
+        table.add_column("group", style="bold cyan")
+        table.add_column("options (default in bold)")
+        for group, (options, default) in config_groups(self.name or "").items():
+            shown = [f"[bold]{o}[/]" if o == default else o for o in options]
+            table.add_row(group, ", ".join(shown))
+        Console().print(table)
+
+
+def _complete_overrides(ctx: typer.Context, args: list[str], incomplete: str) -> list[str]:
+    """Shell completion of overrides (``model=res<TAB>``), answered by Hydra's completion for this config."""
+    from hydra import initialize_config_module
+    from hydra._internal.core_plugins.bash_completion import BashCompletion
+    from hydra.core.global_hydra import GlobalHydra
+
+    name = ctx.command.name or ""
+    words = [a for a in args[args.index(name) + 1 :]] if name in args else []
+    with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
+        completion = BashCompletion(GlobalHydra.instance().config_loader())
+        return completion._query(config_name=name, line=" ".join([*words, incomplete]))
+
+
+def run_hydra(config_name: str, task: Any, overrides: list[str]) -> None:
+    """Run ``task`` under ``hydra.main`` with ``overrides`` as its command line (``sys.argv`` restored after)."""
+    import hydra
+
+    main = hydra.main(config_path=f"pkg://{CONFIG_MODULE}", config_name=config_name, version_base="1.3")(task)
+    saved = sys.argv
+    sys.argv = [f"prunecli {config_name}", *overrides]
+    try:
+        main()
+    finally:
+        sys.argv = saved
+
+
+_OVERRIDES = typer.Argument(
+    None, help="Hydra overrides: key=value, group=option, -m/--multirun, --cfg job, --info ...",
+    autocompletion=_complete_overrides, show_default=False,
+)
+
+
+@app.command(cls=_HydraCommand, context_settings=_PASS_THROUGH)
+def prune(overrides: Optional[list[str]] = _OVERRIDES) -> None:
+    """Prune and fine-tune a model; writes checkpoint/, metrics.jsonl and summary.json to the run dir.
+
+    [dim]prunecli prune model=resnet18 pruner=l1_norm sparsity=0.5[/]
+    """
+    from prunecli.tasks.prune import prune as task
+
+    run_hydra("prune", task, list(overrides or []))
+
+
+@app.command(cls=_HydraCommand, context_settings=_PASS_THROUGH)
+def evaluate(overrides: Optional[list[str]] = _OVERRIDES) -> None:
+    """Accuracy, loss, per-layer sparsity, params, FLOPs and latency of a checkpoint; writes evaluate.json.
+
+    [dim]prunecli evaluate checkpoint=outputs/prune/<date>/<time>[/]
+    """
+    from prunecli.tasks.evaluate import evaluate as task
+
+    run_hydra("evaluate", task, list(overrides or []))
+
+
+@app.command(cls=_HydraCommand, context_settings=_PASS_THROUGH)
+def export(overrides: Optional[list[str]] = _OVERRIDES) -> None:
+    """Export a checkpoint as dense safetensors or ONNX (checked against PyTorch with onnxruntime).
+
+    [dim]prunecli export checkpoint=outputs/prune/<date>/<time> format=onnx output=model.onnx[/]
+    """
+    from prunecli.tasks.export import export as task
+
+    run_hydra("export", task, list(overrides or []))
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,192 @@
+"""The training loop. The engine owns it; a pruner only reacts to the hooks of :mod:`prunecli.hooks`.
+
+A run has up to two phases, each with its own optimizer and LR schedule: dense pre-training (no pruner), then
+pruning with fine-tuning, during which the pruner's hooks are called in the documented order.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from prunecli.checkpoint import load_checkpoint
+from prunecli.engine.evaluation import evaluate
+from prunecli.engine.progress import Bars
+from prunecli.engine.runtime import autocast
+from prunecli.engine.setup import Phase, Run, make_phase, pretrain_epochs, pruner_config
+from prunecli.engine.state import Position, current_masks, restore, save, sparsity_stats
+
+log = logging.getLogger(__name__)
+
+_BAR_EVERY = 10  # optimizer steps between progress-bar refreshes (each one syncs the device)
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns: metrics of the dense and the pruned model, and the pruner's report."""
+
+    dense: dict[str, float]
+    final: dict[str, float]
+    best_accuracy: float
+    report: dict[str, Any]
+    steps: int
+    pruner: Any
+
+
+def train(run: Run) -> TrainResult:
+    """Pre-train (dense), evaluate the dense model, then prune and fine-tune; resumes ``trainer.resume``."""
+    ckpt = load_checkpoint(run.settings.resume, with_state=True) if run.settings.resume else None
+    pos = Position.from_dict(ckpt.state["progress"]) if ckpt else Position()
+    if ckpt:
+        log.info("resuming %s at %s epoch %d, step %d", ckpt.path, pos.phase, pos.epoch, pos.step)
+    if pos.phase == "pretrain":
+        phase = make_phase(run, "pretrain", pretrain_epochs(run))
+        if ckpt:
+            restore(run, phase, ckpt)
+        run_phase(run, phase, pos)
+        pos, ckpt = Position(phase="prune"), None
+    if not pos.dense:
+        pos.dense = evaluate(run.model, run.val_loader, run.device, run.amp)
+        log.info("dense model: accuracy %.4f, loss %.4f", pos.dense["accuracy"], pos.dense["loss"])
+        _write_metrics(run, {"phase": "dense", **pos.dense})
+    phase = make_pruning_phase(run)
+    phase.hooks.on_train_begin()
+    if ckpt:  # after on_train_begin, so the saved state wins over anything it did
+        restore(run, phase, ckpt)
+    run_phase(run, phase, pos)
+    phase.hooks.on_train_end()
+    if not pos.last:  # no fine-tuning epochs (trainer.epochs=0): measure the pruned model once
+        phase.hooks.on_before_eval()
+        pos.last = {**evaluate(run.model, run.val_loader, run.device, run.amp), **_sparsity(phase)}
+        phase.hooks.on_after_eval()
+    save(run, phase, pos, "last")
+    return TrainResult(dense=pos.dense, final=pos.last, best_accuracy=pos.best_accuracy,
+                       report=sparsity_stats(run, phase) or {}, steps=pos.step, pruner=phase.hooks)
+
+
+def make_pruning_phase(run: Run) -> Phase:
+    """The pruning phase: optimizer and schedule as in :func:`make_phase`, the pruner as its hooks."""
+    from prunecli import build_pruner
+
+    phase = make_phase(run, "prune", run.settings.epochs)
+    phase.hooks = build_pruner(run.model, pruner_config(run.cfg), total_steps=phase.total_steps,
+                               optimizer=phase.optimizer)
+    return phase
+
+
+def run_phase(run: Run, phase: Phase, pos: Position) -> None:
+    """Epochs of ``phase`` from ``pos`` on; each ends with an evaluation and a ``checkpoint/last``."""
+    with Bars(run.settings.progress) as bars:
+        while pos.epoch < phase.epochs and pos.step < phase.total_steps:
+            if pos.batches_done == 0:
+                phase.hooks.on_epoch_begin(pos.epoch)
+            train_metrics = train_epoch(run, phase, pos, bars)
+            end_epoch(run, phase, pos, train_metrics)
+
+
+def train_epoch(run: Run, phase: Phase, pos: Position, bars: Bars) -> dict[str, float]:
+    """Optimizer steps over one epoch (or until ``total_steps``); returns mean train loss and accuracy."""
+    from prunecli.engine.data import start_epoch
+
+    s = run.settings
+    left = start_epoch(phase.loader, pos.epoch, pos.batches_done)
+    bars.start(f"{phase.name} {pos.epoch + 1}/{phase.epochs}", total=left)
+    run.model.train()
+    loss_sum = torch.zeros((), device=run.device)
+    correct = torch.zeros((), device=run.device, dtype=torch.long)
+    seen, micro = 0, 0
+    for inputs, targets in phase.loader:
+        if micro == 0:
+            phase.hooks.on_step_begin(pos.step)
+        loss, hits = forward_backward(run, phase, inputs, targets)
+        loss_sum += loss * targets.numel()
+        correct += hits
+        seen, micro, pos.batches_done = seen + targets.numel(), micro + 1, pos.batches_done + 1
+        if micro == s.accumulate or pos.batches_done == phase.batches_per_epoch:
+            optimizer_step(run, phase)
+            pos.step, micro = pos.step + 1, 0
+            if s.checkpoint_every and pos.step % s.checkpoint_every == 0:
+                save(run, phase, pos, "last")
+            if pos.step % _BAR_EVERY == 0 and bars.enabled:
+                bars.advance(loss=loss.item(), acc=correct.item() / seen, **_sparsity(phase))
+            if pos.step >= phase.total_steps:
+                break
+    return {"train_loss": loss_sum.item() / max(seen, 1), "train_accuracy": correct.item() / max(seen, 1)}
+
+
+def forward_backward(run: Run, phase: Phase, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One micro-batch: forward (under autocast), backward of the loss scaled for accumulation."""
+    inputs, targets = inputs.to(run.device, non_blocking=True), targets.to(run.device, non_blocking=True)
+    with autocast(run.device, run.amp):
+        logits = run.model(inputs)
+        loss = nn.functional.cross_entropy(logits.float(), targets)
+    scaled = loss / run.settings.accumulate
+    (phase.scaler.scale(scaled) if phase.scaler is not None else scaled).backward()
+    return loss.detach(), (logits.argmax(dim=1) == targets).sum()
+
+
+def optimizer_step(run: Run, phase: Phase) -> None:
+    """The hooks around one optimizer step, in the order of :mod:`prunecli.hooks`."""
+    if phase.scaler is not None:
+        phase.scaler.unscale_(phase.optimizer)  # the pruner sees true gradients
+    phase.hooks.on_before_optimizer_step()
+    if run.settings.grad_clip is not None:
+        nn.utils.clip_grad_norm_(run.model.parameters(), run.settings.grad_clip)
+    if phase.scaler is not None:
+        phase.scaler.step(phase.optimizer)
+        phase.scaler.update()
+    else:
+        phase.optimizer.step()
+    phase.hooks.on_after_optimizer_step()
+    phase.optimizer.zero_grad(set_to_none=True)
+    if phase.scheduler is not None:
+        phase.scheduler.step()
+    phase.hooks.on_step_end()
+
+
+def end_epoch(run: Run, phase: Phase, pos: Position, train_metrics: dict[str, float]) -> None:
+    """Evaluate, call the epoch-end hooks, log a metrics line, save ``last`` (and ``best``)."""
+    phase.hooks.on_before_eval()
+    val = evaluate(run.model, run.val_loader, run.device, run.amp)
+    phase.hooks.on_after_eval()
+    phase.hooks.on_epoch_end(pos.epoch)
+    sparsity = _sparsity(phase).get("sparsity", 0.0)
+    pos.last = {**val, **train_metrics, "sparsity": sparsity}
+    pos.epoch, pos.batches_done = pos.epoch + 1, 0
+    lr = phase.optimizer.param_groups[0]["lr"]
+    _write_metrics(run, {"phase": phase.name, "epoch": pos.epoch, "step": pos.step, "lr": lr, **pos.last})
+    log.info("%s epoch %d/%d: val accuracy %.4f, loss %.4f, sparsity %.4f", phase.name, pos.epoch,
+             phase.epochs, val["accuracy"], val["loss"], sparsity)
+    is_best = phase.name == "prune" and _better(pos, val["accuracy"], sparsity)
+    save(run, phase, pos, "last")
+    if is_best:
+        save(run, phase, pos, "best")
+
+
+def _better(pos: Position, accuracy: float, sparsity: float) -> bool:
+    """Best = most accurate at the highest sparsity reached so far (so a dense early epoch never wins)."""
+    if sparsity > pos.best_sparsity + 1e-9 or accuracy > pos.best_accuracy:
+        if sparsity >= pos.best_sparsity - 1e-9:
+            pos.best_accuracy, pos.best_sparsity = accuracy, max(sparsity, pos.best_sparsity)
+            return True
+    return False
+
+
+def _sparsity(phase: Phase) -> dict[str, float]:
+    """Fraction of masked-out entries over all masks (cheap: no report)."""
+    masks = current_masks(phase)
+    if not masks:
+        return {}
+    total = sum(m.numel() for m in masks.values())
+    kept = sum(int(m.sum()) for m in masks.values())
+    return {"sparsity": 1.0 - kept / max(total, 1)}
+
+
+def _write_metrics(run: Run, row: dict[str, Any]) -> None:
+    with open(run.run_dir / "metrics.jsonl", "a") as f:
+        f.write(json.dumps(row) + "\n")

@@ -1,0 +1,119 @@
+"""Build what a run needs from the composed config: model, data, device, and one optimizer per phase."""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from prunecli.engine.data import eval_loader, train_loader
+from prunecli.engine.runtime import amp_dtype, grad_scaler, pick_device, seed_everything
+from prunecli.engine.settings import TrainerSettings
+from prunecli.hooks import HOOKS
+
+log = logging.getLogger(__name__)
+
+PHASES = ("pretrain", "prune")
+
+
+class NoHooks:
+    """The hooks of a phase without a pruner (dense pre-training): every hook does nothing."""
+
+    def __getattr__(self, name: str) -> Any:
+        if name in HOOKS:
+            return lambda *args, **kwargs: None
+        raise AttributeError(name)
+
+
+@dataclass
+class Run:
+    """Everything built once per run. ``spec`` rebuilds the model: see :func:`prunecli.checkpoint.build_model`."""
+
+    cfg: Any
+    settings: TrainerSettings
+    model: nn.Module
+    data: Any  # prunecli.data.DataBundle
+    spec: dict[str, Any]
+    device: torch.device
+    amp: Optional[torch.dtype]
+    val_loader: DataLoader
+    run_dir: Path
+
+
+@dataclass
+class Phase:
+    """One training phase: dense pre-training (``hooks`` = :class:`NoHooks`) or pruning (``hooks`` = the pruner)."""
+
+    name: str
+    epochs: int
+    total_steps: int
+    steps_per_epoch: int
+    batches_per_epoch: int
+    loader: DataLoader
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: Optional[torch.amp.GradScaler]
+    hooks: Any = field(default_factory=NoHooks)
+
+
+def setup(cfg: Any, run_dir: Path) -> Run:
+    """Seed, then build the dataset, the model (sized by the dataset) and the validation loader."""
+    from hydra.utils import instantiate
+
+    settings = TrainerSettings.from_config(cfg.trainer)
+    seed_everything(int(cfg.seed))
+    data = instantiate(cfg.dataset)
+    sizes = {"in_channels": data.in_channels, "num_classes": data.num_classes, "image_size": data.image_size}
+    model = instantiate(cfg.model)(**sizes)
+    device = pick_device(settings.device)
+    model.to(device)
+    log.info("%s on %s: %d train / %d val samples, %d classes, device %s", cfg.model.get("name", "model"),
+             data.name, len(data.train), len(data.val), data.num_classes, device)
+    return Run(cfg=cfg, settings=settings, model=model, data=data, spec={"config": plain(cfg.model), **sizes},
+               device=device, amp=amp_dtype(settings.precision, device),
+               val_loader=eval_loader(data.val, settings.eval_batch_size, settings.num_workers), run_dir=run_dir)
+
+
+def pretrain_epochs(run: Run) -> int:
+    """Dense epochs before pruning: ``trainer.pretrain_epochs``, or 0 for a model loaded from weights."""
+    return 0 if run.cfg.model.get("weights") else run.settings.pretrain_epochs
+
+
+def make_phase(run: Run, name: str, epochs: int) -> Phase:
+    """A fresh optimizer and LR schedule (by ``_target_``) for one phase of ``epochs`` epochs."""
+    from hydra.utils import instantiate
+
+    s = run.settings
+    loader = train_loader(run.data.train, s.batch_size, int(run.cfg.seed), PHASES.index(name), s.num_workers)
+    batches = math.ceil(len(run.data.train) / s.batch_size)
+    steps_per_epoch = math.ceil(batches / s.accumulate)
+    total = epochs * steps_per_epoch if s.max_steps is None else min(s.max_steps, epochs * steps_per_epoch)
+    run.cfg.trainer.total_steps = max(total, 1)  # for LR schedules: T_max: ${trainer.total_steps}
+    optimizer = instantiate(run.cfg.trainer.optimizer)(run.model.parameters())
+    node = run.cfg.trainer.get("lr_scheduler")
+    scheduler = instantiate(node)(optimizer) if node else None
+    return Phase(name=name, epochs=epochs, total_steps=total, steps_per_epoch=steps_per_epoch,
+                 batches_per_epoch=batches, loader=loader, optimizer=optimizer, scheduler=scheduler,
+                 scaler=grad_scaler(run.device, run.amp))
+
+
+def pruner_config(cfg: Any) -> dict[str, Any]:
+    """What :func:`prunecli.build_pruner` takes: the pruner node plus ``schedule`` (and ``objective``)."""
+    out = plain(cfg.pruner)
+    out["schedule"] = plain(cfg.schedule)
+    if cfg.get("objective") is not None:
+        out["objective"] = plain(cfg.objective)
+    return out
+
+
+def plain(node: Any) -> Any:
+    """A resolved plain-Python copy of a config node."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node

@@ -1,0 +1,53 @@
+"""What the task functions share: the run dir, the user-error boundary, JSON output."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from prunecli.errors import CheckpointError, ConfigError
+
+log = logging.getLogger("prunecli")
+
+USER_ERROR_EXIT = 2
+INTERRUPT_EXIT = 130
+
+
+def run_dir() -> Path:
+    """Hydra's output dir of the running job (version_base 1.3 does not chdir into it)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return Path(HydraConfig.get().runtime.output_dir)
+
+
+def task(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """Turn user errors raised by a task into one line on stderr and exit code 2, Ctrl-C into exit code 130.
+
+    Hydra would otherwise print a traceback for any exception a job raises.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(cfg: Any) -> Any:
+        try:
+            return fn(cfg)
+        except (ConfigError, CheckpointError) as err:
+            log.error("error: %s", err)
+            sys.exit(USER_ERROR_EXIT)
+        except KeyboardInterrupt:
+            log.error("interrupted: checkpoint/last in %s is intact; continue with trainer.resume=<that dir>",
+                      run_dir())
+            sys.exit(INTERRUPT_EXIT)
+
+    return wrapper
+
+
+def require(cfg: Any, key: str, allowed: str) -> Any:
+    """The value of a mandatory key (``???`` in the YAML), or a :class:`ConfigError` naming it."""
+    from omegaconf import OmegaConf
+
+    if OmegaConf.is_missing(cfg, key) or cfg.get(key) is None:
+        raise ConfigError(key, None, allowed, reason=f"pass {key}=...")
+    return cfg.get(key)

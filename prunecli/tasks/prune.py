@@ -1,0 +1,66 @@
+"""``prunecli prune``: train (optionally dense first), prune with fine-tuning, write summary.json."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from prunecli.errors import ConfigError
+from prunecli.tasks._common import run_dir, task
+
+log = logging.getLogger("prunecli")
+
+
+@task
+def prune(cfg: Any) -> dict[str, Any]:
+    """Run the engine on the composed config; returns (and writes as ``summary.json``) the summary."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from prunecli._atomic import write_json
+    from prunecli.engine import setup, train
+    from prunecli.metrics import count_params
+
+    start = time.perf_counter()
+    check_sparsity(cfg.get("sparsity"))
+    out = run_dir()
+    run = setup(cfg, out)
+    result = train(run)
+    choices = HydraConfig.get().runtime.choices
+    summary = {
+        "model": choices.get("model"), "dataset": choices.get("dataset"), "pruner": choices.get("pruner"),
+        "schedule": choices.get("schedule"), "target_sparsity": float(cfg.sparsity),
+        "dense_accuracy": result.dense["accuracy"], "dense_loss": result.dense["loss"],
+        "accuracy": result.final["accuracy"], "loss": result.final["loss"],
+        "best_accuracy": result.best_accuracy,
+        "sparsity": result.report.get("sparsity", 0.0),
+        **count_params(run.model),
+        "per_layer": result.report.get("per_layer", {}),
+        "steps": result.steps,
+        "wall_seconds": round(time.perf_counter() - start, 3),
+        "run_dir": str(out), "checkpoint": str(out / "checkpoint" / "last"),
+    }
+    write_json(out / "summary.json", summary)
+    print_summary(summary)
+    return summary
+
+
+def check_sparsity(value: Any) -> float:
+    """The top-level ``sparsity`` must be a number in [0, 1)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+        raise ConfigError("sparsity", value, "a number in [0, 1)")
+    return float(value)
+
+
+def print_summary(s: dict[str, Any]) -> None:
+    """Dense vs pruned accuracy, sparsity and size on stdout."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{s['model']} on {s['dataset']}, pruner {s['pruner']}", show_header=False, box=None)
+    table.add_row("accuracy", f"dense {s['dense_accuracy']:.4f} -> pruned {s['accuracy']:.4f}")
+    table.add_row("sparsity", f"{s['sparsity']:.4f} of targeted weights (goal {s['target_sparsity']})")
+    table.add_row("params", f"{s['params_nonzero']:,} non-zero of {s['params_total']:,}")
+    table.add_row("time", f"{s['wall_seconds']:.1f} s, {s['steps']} pruning steps")
+    table.add_row("run dir", s["run_dir"])
+    Console(soft_wrap=True).print(table)
