@@ -1,0 +1,42 @@
+"""The registry of prunecli's built-in models (timm-style: a decorator adds a builder under its function name).
+
+Only built-ins live here. Torchvision's classification models are found through torchvision's own registry
+(:mod:`prunecli.models.torchvision_models`), so there is no second list of their names to keep in sync.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, TypeVar
+
+from torch import nn
+
+ModelBuilder = Callable[..., nn.Module]
+_F = TypeVar("_F", bound=ModelBuilder)
+
+_BUILTINS: dict[str, ModelBuilder] = {}
+
+
+def register_model(fn: _F) -> _F:
+    """Register ``fn`` as a built-in model named ``fn.__name__``.
+
+    A builder takes keyword arguments ``in_channels``, ``num_classes``, ``image_size`` plus its own
+    hyper-parameters (each with a default), and returns a freshly initialised ``nn.Module``.
+
+    Raises:
+        ValueError: a built-in with that name is already registered (a programming error).
+    """
+    name = fn.__name__
+    if name in _BUILTINS:
+        raise ValueError(f"model {name!r} is registered twice")
+    _BUILTINS[name] = fn
+    return fn
+
+
+def builtin_models() -> list[str]:
+    """Names of the registered built-in models, sorted."""
+    return sorted(_BUILTINS)
+
+
+def get_builtin(name: str) -> ModelBuilder | None:
+    """The builder registered as ``name``, or None when ``name`` is not a built-in."""
+    return _BUILTINS.get(name)
