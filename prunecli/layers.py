@@ -63,7 +63,8 @@ class LayerSelection:
 
     def select(self, model: nn.Module, default_types: tuple[type[nn.Module], ...],
                key: str = "pruner.layers") -> dict[str, nn.Module]:
-        """The selected modules, keyed by FQN, in registration order."""
+        """The selected modules, keyed by FQN, in registration order (possibly none: the pruner checks that
+        its target found something to prune)."""
         types = tuple(_module_type(t, f"{key}.types") for t in self.types) or default_types
         include = _compile(self.include, f"{key}.include")
         exclude = _compile(self.exclude, f"{key}.exclude")
@@ -79,9 +80,6 @@ class LayerSelection:
             last = [n for n, m in model.named_modules() if isinstance(m, CLASSIFIER_TYPES)]
             if last:
                 chosen.pop(last[-1], None)
-        if not chosen:
-            raise ConfigError(key, self.describe(), "rules that select at least one "
-                              f"{'/'.join(t.__name__ for t in types)} module (exclude_last drops the classifier)")
         return chosen
 
     def describe(self) -> dict[str, Any]:

@@ -1,0 +1,42 @@
+"""A user's own criterion and target, plugged in by dotted path (``_target_: _plugins.Rows``)."""
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from prunecli.sites import AxisLayout, Member, Site
+
+
+@dataclass
+class FirstUnitsLeast:
+    """Scores units by their index: the first units are pruned first."""
+
+    needs_grad = False
+    ready = True
+
+    def observe(self, params):
+        pass
+
+    def score(self, site):
+        return torch.arange(site.num_units, dtype=torch.float32)
+
+    def after_update(self):
+        pass
+
+    def state_dict(self):
+        return {}
+
+    def load_state_dict(self, state):
+        pass
+
+
+@dataclass(frozen=True)
+class Rows:
+    """Whole rows of Linear weights, without touching biases."""
+
+    module_types = (nn.Linear,)
+
+    def sites(self, model, modules):
+        return [Site(f"{n}.weight", (Member(f"{n}.weight", m.weight, AxisLayout(tuple(m.weight.shape), 0, m.weight.shape[0])),))
+                for n, m in modules.items()], {}

@@ -1,0 +1,194 @@
+"""Every target and allocation reaches the requested sparsity; pattern invariants hold in every group."""
+
+import math
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from prunecli import build_pruner
+from prunecli.errors import ConfigError
+
+from _models import small_cnn
+
+SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@st.composite
+def models(draw):
+    """A random stack of Conv2d and Linear layers (shapes need not divide anything)."""
+    torch.manual_seed(draw(st.integers(0, 10_000)))
+    layers, channels = [], draw(st.integers(1, 12))
+    for _ in range(draw(st.integers(1, 3))):
+        out = draw(st.integers(2, 20))
+        layers.append(nn.Conv2d(channels, out, draw(st.sampled_from([1, 3])), padding=1))
+        channels = out
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+    for _ in range(draw(st.integers(1, 3))):
+        out = draw(st.integers(2, 40))
+        layers.append(nn.Linear(channels, out))
+        channels = out
+    return nn.Sequential(*layers)
+
+
+def unit_pruned(pruner, site):
+    member = next(m for m in site.members if m.scored)
+    return int((~member.layout.to_units(pruner.masks[member.name]).any(1)).sum())
+
+
+def prune_once(model, target, allocation, sparsity, criterion="magnitude"):
+    pruner = build_pruner(model, {"target": target, "criterion": criterion, "allocation": allocation,
+                                  "layers": {"exclude_last": False},
+                                  "schedule": {"name": "oneshot", "final_sparsity": sparsity}})
+    pruner.on_train_begin()
+    pruner.on_step_begin()
+    return pruner
+
+
+TARGETS = ["unstructured", "2:4", "1:4", "4x1", "1x4", "3x3", "channel"]
+
+
+@SETTINGS
+@given(model=models(), target=st.sampled_from(TARGETS), sparsity=st.floats(0.0, 0.99))
+def test_local_allocation_reaches_sparsity_per_layer(model, target, sparsity):
+    try:
+        pruner = prune_once(model, target, "local", sparsity)
+    except ConfigError as err:  # only acceptable refusals: no layer fits the pattern, or sparsity above its limit
+        assert err.key in ("pruner.layers", "sparsity")
+        return
+    for site in pruner.sites.values():
+        cap = math.floor(site.max_sparsity * site.num_units + 1e-9)
+        expected = min(round(sparsity * site.num_units), cap)
+        assert unit_pruned(pruner, site) == expected, site.name
+
+
+@SETTINGS
+@given(model=models(), target=st.sampled_from(TARGETS), sparsity=st.floats(0.0, 0.99))
+def test_global_allocation_reaches_overall_sparsity(model, target, sparsity):
+    try:
+        pruner = prune_once(model, target, "global", sparsity)
+    except ConfigError as err:
+        assert err.key in ("pruner.layers", "sparsity")
+        return
+    sites = pruner.sites.values()
+    budget = round(sparsity * sum(s.num_units * s.unit_size for s in sites))
+    reached = sum(unit_pruned(pruner, s) * s.unit_size for s in sites)
+    assert budget - max(s.unit_size for s in sites) < reached <= budget
+
+
+@SETTINGS
+@given(model=models(), nm=st.sampled_from([(2, 4), (1, 4), (4, 8), (1, 2)]), full=st.booleans(),
+       allocation=st.sampled_from(["local", "global"]))
+def test_nm_invariant_in_every_group(model, nm, full, allocation):
+    n, m = nm
+    sparsity = (m - n) / m if full else (m - n) / m / 2
+    try:
+        pruner = prune_once(model, f"{n}:{m}", allocation, sparsity)
+    except ConfigError as err:
+        assert err.key == "pruner.layers"
+        return
+    for site in pruner.sites.values():
+        (member,) = site.members
+        groups = member.layout.to_units(pruner.masks[member.name]).reshape(-1, m)
+        kept = groups.sum(1)
+        assert bool((kept >= n).all())
+        if full:
+            assert bool((kept == n).all())
+        weight = member.param.detach()
+        assert bool((weight[~pruner.masks[member.name]] == 0).all())
+
+
+def test_nm_groups_run_over_conv_input_channels():
+    conv = nn.Sequential(nn.Conv2d(8, 4, 3), nn.Conv2d(4, 2, 1))
+    pruner = prune_once(conv, "2:4", "local", 0.5)
+    mask = pruner.masks["0.weight"]                       # [Cout=4, Cin=8, 3, 3]
+    per_group = mask.permute(0, 2, 3, 1).reshape(-1, 4).sum(1)
+    assert per_group.tolist() == [2] * (4 * 3 * 3 * 2)
+
+
+def test_nm_skips_layer_whose_input_does_not_divide():
+    model = nn.Sequential(nn.Linear(6, 8), nn.Linear(8, 8), nn.Linear(8, 2))
+    pruner = prune_once(model, "2:4", "local", 0.5)
+    assert set(pruner.sites) == {"1.weight", "2.weight"}
+    assert "not a multiple of 4" in pruner.skipped["0"]
+
+
+@SETTINGS
+@given(model=models(), block=st.sampled_from([(4, 1), (1, 4), (2, 2), (8, 8), (3, 5)]), sparsity=st.floats(0.05, 0.95))
+def test_block_invariant_every_block_all_or_nothing(model, block, sparsity):
+    pruner = prune_once(model, f"{block[0]}x{block[1]}", "local", sparsity)
+    for site in pruner.sites.values():
+        (member,) = site.members
+        mask = pruner.masks[member.name].reshape(member.param.shape[0], -1)
+        r, c = block
+        for i in range(0, mask.shape[0], r):
+            for j in range(0, mask.shape[1], c):
+                tile = mask[i:i + r, j:j + c]
+                assert bool(tile.all()) or not bool(tile.any())
+
+
+def test_channel_pruned_outputs_are_exactly_zero_including_norm_bias():
+    model = small_cnn()
+    for bn in (model[1], model[4]):   # non-trivial BN statistics and affine parameters
+        bn.running_mean.uniform_(-1, 1), bn.running_var.uniform_(0.5, 2), bn.bias.data.uniform_(-1, 1)
+    pruner = prune_once(model, "channel", "local", 0.5)
+    assert {"1.weight", "1.bias", "4.weight", "4.bias"} <= set(pruner.masks)
+    x = torch.randn(4, 3, 8, 8)
+    for train_mode in (False, True):
+        model.train(train_mode)
+        with torch.no_grad():
+            features = model[:5](x)             # after the second conv + BN
+        pruned = ~pruner.masks["3.weight"].reshape(16, -1).any(1)
+        assert int(pruned.sum()) == 8
+        assert float(features[:, pruned].abs().max()) == 0.0
+
+
+def test_head_target_zeroes_whole_heads_of_multihead_attention():
+    torch.manual_seed(0)
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attn = nn.MultiheadAttention(16, 4, batch_first=True)
+            self.head = nn.Linear(16, 3)
+
+        def forward(self, x):
+            return self.head(self.attn(x, x, x, need_weights=False)[0])
+
+    model = Block()
+    pruner = build_pruner(model, {"target": "head", "criterion": "l2", "allocation": "local",
+                                  "schedule": {"name": "oneshot", "final_sparsity": 0.5}})
+    pruner.on_step_begin()
+    keep = ~(pruner.masks["attn.out_proj.weight"] == 0).all(0).reshape(4, 4).all(1)
+    assert keep.tolist().count(True) == 2
+    # a model with the pruned heads removed by hand computes the same attention output
+    x = torch.randn(2, 5, 16)
+    full = model.attn(x, x, x, need_weights=False)[0]
+    q, k, v = model.attn.in_proj_weight.chunk(3)
+    bq, bk, bv = model.attn.in_proj_bias.chunk(3)
+    out = torch.zeros(2, 5, 16)
+    for h in keep.nonzero().flatten().tolist():
+        s = slice(4 * h, 4 * h + 4)
+        qh, kh, vh = x @ q[s].T + bq[s], x @ k[s].T + bk[s], x @ v[s].T + bv[s]
+        att = torch.softmax(qh @ kh.transpose(1, 2) / 2.0, -1)
+        out += (att @ vh) @ model.attn.out_proj.weight[:, s].T
+    assert torch.allclose(full, out + model.attn.out_proj.bias, atol=1e-5)
+
+
+def test_head_quartet_with_indivisible_heads_is_a_config_error():
+    model = nn.ModuleDict({"q": nn.Linear(12, 12), "k": nn.Linear(12, 12), "v": nn.Linear(12, 12), "o": nn.Linear(12, 12)})
+    quartet = {"q": "q", "k": "k", "v": "v", "o": "o"}
+    cfg = {"target": {"name": "head", "num_heads": 5, "quartets": [quartet]},
+           "schedule": {"name": "oneshot", "final_sparsity": 0.5}}
+    before = {n: p.clone() for n, p in model.named_parameters()}
+    with pytest.raises(ConfigError, match="num_heads=5"):
+        build_pruner(model, cfg)
+    assert all(torch.equal(before[n], p) for n, p in model.named_parameters())
+    cfg["target"]["num_heads"] = 3
+    cfg["schedule"]["final_sparsity"] = 0.34
+    pruner = build_pruner(model, cfg)
+    pruner.on_step_begin()
+    assert pruner.report().per_layer["o.weight"] == pytest.approx(1 / 3)
+    assert pruner.report().per_layer["q.bias"] == pytest.approx(1 / 3)
