@@ -1,0 +1,15 @@
+"""Datasets by short name, each returning a :class:`DataBundle` of train/val splits and their shape.
+
+    from prunecli.data import build_dataset
+    data = build_dataset("digits")            # embedded UCI digits: 1x8x8, 10 classes, 1437 / 360
+    data = build_dataset("cifar10", root="~/data")
+
+Config nodes ``conf/dataset/<name>.yaml`` point ``_target_`` at :func:`build_dataset`.
+"""
+
+from prunecli.data import digits, fake, torchvision_datasets  # noqa: F401  (importing registers them)
+from prunecli.data._registry import list_datasets, register_dataset
+from prunecli.data.bundle import DataBundle, ImageTensorDataset
+from prunecli.data.factory import build_dataset
+
+__all__ = ["DataBundle", "ImageTensorDataset", "build_dataset", "list_datasets", "register_dataset"]
