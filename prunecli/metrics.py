@@ -1,4 +1,4 @@
-"""Cost of a model: parameters (total, non-zero), FLOPs, and measured latency."""
+"""Cost of a model: FLOPs and measured latency (parameter counts: :func:`prunecli.report.sparsity_report`)."""
 
 from __future__ import annotations
 
@@ -8,13 +8,6 @@ from typing import Mapping, Optional
 
 import torch
 from torch import nn
-
-
-def count_params(model: nn.Module) -> dict[str, int]:
-    """``{"params_total": n, "params_nonzero": n}`` over every parameter of ``model``."""
-    total = sum(p.numel() for p in model.parameters())
-    nonzero = sum(int(torch.count_nonzero(p.detach())) for p in model.parameters())
-    return {"params_total": total, "params_nonzero": nonzero}
 
 
 @torch.no_grad()

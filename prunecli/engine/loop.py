@@ -66,7 +66,7 @@ def train(run: Run) -> TrainResult:
         phase.hooks.on_after_eval()
     save(run, phase, pos, "last")
     return TrainResult(dense=pos.dense, final=pos.last, best_accuracy=pos.best_accuracy,
-                       report=sparsity_stats(run, phase) or {}, steps=pos.step, pruner=phase.hooks)
+                       report=sparsity_stats(run, phase), steps=pos.step, pruner=phase.hooks)
 
 
 def make_pruning_phase(run: Run) -> Phase:

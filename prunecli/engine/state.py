@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from prunecli.checkpoint import Checkpoint, save_checkpoint
 from prunecli.engine.runtime import rng_state, set_rng_state
@@ -34,10 +34,11 @@ def current_masks(phase: Phase) -> dict[str, Any]:
     return dict(getattr(phase.hooks, "masks", None) or {})
 
 
-def sparsity_stats(run: Run, phase: Phase) -> Optional[dict[str, Any]]:
-    """The pruner's report as a dict, or None before pruning."""
-    report = getattr(phase.hooks, "report", None)
-    return report().to_dict() if callable(report) else None
+def sparsity_stats(run: Run, phase: Phase) -> dict[str, Any]:
+    """Sparsity report of the model under the phase's masks (none before pruning), as a dict."""
+    from prunecli.report import sparsity_report
+
+    return sparsity_report(run.model, current_masks(phase)).to_dict()
 
 
 def save(run: Run, phase: Phase, pos: Position, name: str) -> Path:

@@ -19,7 +19,6 @@ def prune(cfg: Any) -> dict[str, Any]:
 
     from prunecli._atomic import write_json
     from prunecli.engine import setup, train
-    from prunecli.metrics import count_params
 
     start = time.perf_counter()
     check_sparsity(cfg.get("sparsity"))
@@ -33,9 +32,10 @@ def prune(cfg: Any) -> dict[str, Any]:
         "dense_accuracy": result.dense["accuracy"], "dense_loss": result.dense["loss"],
         "accuracy": result.final["accuracy"], "loss": result.final["loss"],
         "best_accuracy": result.best_accuracy,
-        "sparsity": result.report.get("sparsity", 0.0),
-        **count_params(run.model),
-        "per_layer": result.report.get("per_layer", {}),
+        "sparsity": result.report["sparsity"],
+        "params_total": result.report["params_total"],
+        "params_nonzero": result.report["params_nonzero"],
+        "per_layer": result.report["per_layer"],
         "steps": result.steps,
         "wall_seconds": round(time.perf_counter() - start, 3),
         "run_dir": str(out), "checkpoint": str(out / "checkpoint" / "last"),

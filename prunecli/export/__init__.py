@@ -1,0 +1,39 @@
+"""Exports of a checkpoint, one module per format.
+
+Each format module defines ``SUFFIX`` (the default file suffix) and
+``export(model, checkpoint, output, options) -> dict`` that writes ``output`` and returns what it measured.
+A new format (``compact``) is one more module and one more entry in :data:`FORMATS`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Mapping
+
+from prunecli.errors import ConfigError
+
+FORMATS: dict[str, str] = {
+    "dense": "prunecli.export.dense",
+    "onnx": "prunecli.export.onnx",
+}
+
+
+def format_module(name: str) -> ModuleType:
+    """The module that writes format ``name``; an unknown name is a :class:`ConfigError`."""
+    if name not in FORMATS:
+        raise ConfigError("format", name, sorted(FORMATS))
+    return importlib.import_module(FORMATS[name])
+
+
+def export(checkpoint: Any, fmt: str, output: Path, options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Rebuild the checkpoint's model and write it as ``fmt`` to ``output``; returns the format's report."""
+    from prunecli.checkpoint import build_model
+
+    module = format_module(fmt)
+    model = build_model(checkpoint).eval()
+    return {"format": fmt, "output": str(output), **module.export(model, checkpoint, Path(output), dict(options or {}))}
+
+
+__all__ = ["FORMATS", "export", "format_module"]

@@ -1,0 +1,77 @@
+"""``prunecli evaluate``: accuracy, loss, sparsity per layer, params, FLOPs and latency of a checkpoint."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from prunecli.errors import ConfigError
+from prunecli.tasks._common import require, run_dir, task
+
+log = logging.getLogger("prunecli")
+
+_CHECKPOINT = "a checkpoint dir (.../checkpoint/last) or a prune run dir"
+
+
+@task
+def evaluate(cfg: Any) -> dict[str, Any]:
+    """Evaluate ``cfg.checkpoint`` on its own dataset (or ``dataset=...``); writes ``evaluate.json``."""
+    from prunecli._atomic import write_json
+    from prunecli.checkpoint import build_model, load_checkpoint
+    from prunecli.engine import evaluate as evaluate_model
+    from prunecli.engine.data import eval_loader
+    from prunecli.engine.runtime import pick_device
+    from prunecli.metrics import count_flops, example_input, measure_latency
+    from prunecli.report import sparsity_report
+
+    ckpt = load_checkpoint(require(cfg, "checkpoint", _CHECKPOINT))
+    device = pick_device(str(cfg.device))
+    model = build_model(ckpt).to(device)
+    data = load_dataset(cfg, ckpt)
+    metrics = evaluate_model(model, eval_loader(data.val, int(cfg.batch_size)), device)
+    report = sparsity_report(model, ckpt.masks).to_dict()
+    lat = cfg.latency
+    example = example_input(ckpt.spec, int(lat.batch_size), device)
+    result = {
+        "checkpoint": str(ckpt.path), "dataset": data.name, "accuracy": metrics["accuracy"],
+        "loss": metrics["loss"], "samples": metrics["samples"], **report,
+        **count_flops(model, example[:1], ckpt.masks),
+        **measure_latency(model, example, warmup=int(lat.warmup), repeats=int(lat.repeats)),
+        "device": str(device),
+    }
+    write_json(run_dir() / "evaluate.json", result)
+    print_result(result)
+    return result
+
+
+def load_dataset(cfg: Any, ckpt: Any) -> Any:
+    """The ``dataset=`` override, or the checkpoint's own dataset; it must fit the model's input and classes."""
+    from hydra.utils import instantiate
+
+    spec = ckpt.spec
+    node = cfg.get("dataset") or ckpt.meta["config"]["dataset"]
+    data = instantiate(node, image_size=spec["image_size"])
+    if (data.in_channels, data.num_classes) != (spec["in_channels"], spec["num_classes"]):
+        raise ConfigError("dataset", data.name, f"a dataset with {spec['in_channels']} input channels and "
+                          f"{spec['num_classes']} classes, like the checkpoint's model")
+    return data
+
+
+def print_result(r: dict[str, Any]) -> None:
+    """A per-layer sparsity table and the totals, on stdout."""
+    from rich.console import Console
+    from rich.table import Table
+
+    layers = Table("layer (parameter FQN)", "sparsity", title="per-layer sparsity", title_justify="left")
+    for name, value in r["per_layer"].items():
+        layers.add_row(name, f"{value:.4f}")
+    totals = Table(show_header=False, box=None)
+    totals.add_row("accuracy / loss", f"{r['accuracy']:.4f} / {r['loss']:.4f} on {r['samples']} {r['dataset']} samples")
+    totals.add_row("sparsity", f"{r['sparsity']:.4f} of targeted weights")
+    totals.add_row("params", f"{r['params_nonzero']:,} non-zero of {r['params_total']:,}")
+    totals.add_row("FLOPs", f"{r['flops']:,} dense, {r['flops_effective']:,} skipping zeros (per sample)")
+    totals.add_row("latency", f"{r['latency_ms_median']:.3f} ms median (batch {r['latency_batch_size']}, "
+                   f"{r['latency_repeats']} repeats, {r['device']})")
+    console = Console(soft_wrap=True)
+    console.print(layers)
+    console.print(totals)
