@@ -50,12 +50,12 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
 
 def _read(file: Path) -> object:
     if file.suffix == ".safetensors":
-        from safetensors import SafetensorsError
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
         try:
             return load_file(str(file), device="cpu")
-        except (SafetensorsError, OSError) as err:
+        except (SafetensorError, OSError) as err:
             raise ConfigError(_KEY, str(file), "a valid .safetensors file", reason=_one_line(err)) from None
     try:
         return torch.load(file, map_location="cpu", weights_only=True)
