@@ -52,6 +52,10 @@ class _Cut:
     inclusive: bool
     counts: list[int] = field(default_factory=list)  # per tensor, how many units lie below the cut
 
+    @property
+    def key(self) -> tuple[float, bool]:
+        return self.value, self.inclusive
+
     def for_dtype(self, dtype: torch.dtype) -> tuple[float, bool]:
         """An equivalent cut whose value is exactly representable in ``dtype``.
 
@@ -208,6 +212,7 @@ class _Selector:
         k = self.budget
         lower = _Cut(-math.inf, False, [0] * len(self.sizes))
         upper = _Cut(math.inf, True, list(self.sizes))  # NaN is booked below +inf until it is found
+        stalled = False  # the last round overflowed without narrowing: gather the next interior whole
         for _ in range(_MAX_ROUNDS):
             inside = [u - l for u, l in zip(upper.counts, lower.counts)]
             if sum(inside) <= SAMPLE_SIZE:
@@ -215,7 +220,8 @@ class _Selector:
             else:
                 lo, hi, frac = self.bracket(self.sample(lower, upper, inside), lower, upper)
                 limits = [4 * frac * c + _SLACK for c in inside]
-            parts = [self.partition(i, lo, hi, limits[i]) for i in range(len(self.sizes))]
+            parts = [self.partition(i, lo, hi, limit, math.inf if stalled else limit)
+                     for i, limit in enumerate(limits)]
             lo.counts = [p.below for p in parts]
             hi.counts = [p.below + p.cand for p in parts]
             if self.wsum(lo.counts) > k:  # θ < lo: unlucky sample
@@ -225,6 +231,7 @@ class _Selector:
             elif all(p.vals is not None for p in parts):
                 return self.finish(parts)
             else:  # too many candidates: narrow to this bracket and sample inside it
+                stalled = (lo.key, hi.key) == (lower.key, upper.key)
                 lower, upper = lo, hi
         raise RuntimeError("select_lowest did not converge")  # pragma: no cover
 
@@ -264,8 +271,12 @@ class _Selector:
         lo, hi = _Cut(lo.value, lo.inclusive), _Cut(hi.value, hi.inclusive)  # fresh counts
         return lo, hi, (min(r_hi, m) - max(r_lo, 1) + 1) / m
 
-    def partition(self, i: int, lo: _Cut, hi: _Cut, limit: float) -> _Part:
-        """Write ``below lo`` into mask ``i`` and gather the units between the cuts (see module docstring)."""
+    def partition(self, i: int, lo: _Cut, hi: _Cut, limit: float, interior_limit: float) -> _Part:
+        """Write ``below lo`` into mask ``i`` and gather the units between the cuts (see module docstring).
+
+        Over ``limit`` candidates, ties at the cut values are counted instead, and the rest gathered if there
+        are at most ``interior_limit``; otherwise only counts come back.
+        """
         n, flat, below = self.sizes[i], _flat(self.tensors[i]), self.masks[i]
         if n == 0:
             return _Part(0, 0, torch.empty(0, dtype=torch.int32), flat)
@@ -285,10 +296,10 @@ class _Selector:
         cand = n - int(torch.count_nonzero(taken))
         blocks = []  # too many: count the ties at the cut values, gather the rest
         for cut, has_ties in ((lo, not lo.inclusive), (hi, hi.inclusive)):
-            if has_ties and math.isfinite(cut.value) and (c := _count_equal(flat, cut.value, eq)):
+            if has_ties and (c := _count_equal(flat, cut.value, eq)):
                 blocks.append((cut.value, c))
                 torch.logical_or(taken, eq, out=taken)
-        idx = _free_positions(taken, limit)
+        idx = _free_positions(taken, interior_limit)
         if idx is None:
             return _Part(nb, cand)
         return self._gathered(flat, nb, idx, blocks)
