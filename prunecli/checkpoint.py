@@ -127,14 +127,14 @@ def load_checkpoint(path: Path | str, *, with_state: bool = False) -> Checkpoint
 
 def build_model(checkpoint: Checkpoint) -> torch.nn.Module:
     """Rebuild the checkpoint's model from its spec and load its weights (masks already folded in)."""
-    from hydra.utils import instantiate
+    from prunecli._instantiate import build
 
     spec = dict(checkpoint.spec)
     node = dict(spec["config"])
     if "weights" in node:
         node["weights"] = None  # the checkpoint carries the weights; the original file may be elsewhere
-    model = instantiate(node)(in_channels=spec["in_channels"], num_classes=spec["num_classes"],
-                              image_size=spec["image_size"])
+    model = build(node, "model", in_channels=spec["in_channels"], num_classes=spec["num_classes"],
+                  image_size=spec["image_size"])
     try:
         model.load_state_dict(checkpoint.model_state)
     except RuntimeError as err:

@@ -15,10 +15,11 @@ import torch
 from torch import nn
 
 from prunecli.checkpoint import load_checkpoint
+from prunecli.config import build_pruner
 from prunecli.engine.evaluation import evaluate
 from prunecli.engine.progress import Bars
 from prunecli.engine.runtime import autocast
-from prunecli.engine.setup import Phase, Run, make_phase, pretrain_epochs, pruner_config
+from prunecli.engine.setup import Phase, Run, make_phase, phase_steps, pretrain_epochs, pruner_config
 from prunecli.engine.state import Position, current_masks, restore, save, sparsity_stats
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,8 @@ def train(run: Run) -> TrainResult:
     if ckpt:
         log.info("resuming %s at %s epoch %d, step %d", ckpt.path, pos.phase, pos.epoch, pos.step)
     if pos.phase == "pretrain":
+        build_pruner(run.model, pruner_config(run.cfg), total_steps=phase_steps(run, run.settings.epochs)[2])
+        # ^ only to reject a bad pruner config now rather than after pre-training; construction changes nothing
         phase = make_phase(run, "pretrain", pretrain_epochs(run))
         if ckpt:
             restore(run, phase, ckpt)
@@ -71,8 +74,6 @@ def train(run: Run) -> TrainResult:
 
 def make_pruning_phase(run: Run) -> Phase:
     """The pruning phase: optimizer and schedule as in :func:`make_phase`, the pruner as its hooks."""
-    from prunecli import build_pruner
-
     phase = make_phase(run, "prune", run.settings.epochs)
     phase.hooks = build_pruner(run.model, pruner_config(run.cfg), total_steps=phase.total_steps,
                                optimizer=phase.optimizer)

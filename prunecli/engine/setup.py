@@ -12,6 +12,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from prunecli._instantiate import build
 from prunecli.engine.data import eval_loader, train_loader
 from prunecli.engine.runtime import amp_dtype, grad_scaler, pick_device, seed_everything
 from prunecli.engine.settings import TrainerSettings
@@ -64,13 +65,11 @@ class Phase:
 
 def setup(cfg: Any, run_dir: Path) -> Run:
     """Seed, then build the dataset, the model (sized by the dataset) and the validation loader."""
-    from hydra.utils import instantiate
-
     settings = TrainerSettings.from_config(cfg.trainer)
     seed_everything(int(cfg.seed))
-    data = instantiate(cfg.dataset)
+    data = build(cfg.dataset, "dataset")
     sizes = {"in_channels": data.in_channels, "num_classes": data.num_classes, "image_size": data.image_size}
-    model = instantiate(cfg.model)(**sizes)
+    model = build(cfg.model, "model", **sizes)
     device = pick_device(settings.device)
     model.to(device)
     log.info("%s on %s: %d train / %d val samples, %d classes, device %s", cfg.model.get("name", "model"),
@@ -87,20 +86,25 @@ def pretrain_epochs(run: Run) -> int:
 
 def make_phase(run: Run, name: str, epochs: int) -> Phase:
     """A fresh optimizer and LR schedule (by ``_target_``) for one phase of ``epochs`` epochs."""
-    from hydra.utils import instantiate
-
     s = run.settings
     loader = train_loader(run.data.train, s.batch_size, int(run.cfg.seed), PHASES.index(name), s.num_workers)
-    batches = math.ceil(len(run.data.train) / s.batch_size)
-    steps_per_epoch = math.ceil(batches / s.accumulate)
-    total = epochs * steps_per_epoch if s.max_steps is None else min(s.max_steps, epochs * steps_per_epoch)
+    batches, steps_per_epoch, total = phase_steps(run, epochs)
     run.cfg.trainer.total_steps = max(total, 1)  # for LR schedules: T_max: ${trainer.total_steps}
-    optimizer = instantiate(run.cfg.trainer.optimizer)(run.model.parameters())
+    optimizer = build(run.cfg.trainer.optimizer, "trainer.optimizer", run.model.parameters())
     node = run.cfg.trainer.get("lr_scheduler")
-    scheduler = instantiate(node)(optimizer) if node else None
+    scheduler = build(node, "trainer.lr_scheduler", optimizer) if node else None
     return Phase(name=name, epochs=epochs, total_steps=total, steps_per_epoch=steps_per_epoch,
                  batches_per_epoch=batches, loader=loader, optimizer=optimizer, scheduler=scheduler,
                  scaler=grad_scaler(run.device, run.amp))
+
+
+def phase_steps(run: Run, epochs: int) -> tuple[int, int, int]:
+    """``(batches per epoch, optimizer steps per epoch, optimizer steps of the phase)``."""
+    s = run.settings
+    batches = math.ceil(len(run.data.train) / s.batch_size)
+    steps_per_epoch = math.ceil(batches / s.accumulate)
+    total = epochs * steps_per_epoch
+    return batches, steps_per_epoch, total if s.max_steps is None else min(s.max_steps, total)
 
 
 def pruner_config(cfg: Any) -> dict[str, Any]:

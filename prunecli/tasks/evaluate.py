@@ -46,11 +46,11 @@ def evaluate(cfg: Any) -> dict[str, Any]:
 
 def load_dataset(cfg: Any, ckpt: Any) -> Any:
     """The ``dataset=`` override, or the checkpoint's own dataset; it must fit the model's input and classes."""
-    from hydra.utils import instantiate
+    from prunecli._instantiate import build
 
     spec = ckpt.spec
     node = cfg.get("dataset") or ckpt.meta["config"]["dataset"]
-    data = instantiate(node, image_size=spec["image_size"])
+    data = build(node, "dataset", image_size=spec["image_size"])
     if (data.in_channels, data.num_classes) != (spec["in_channels"], spec["num_classes"]):
         raise ConfigError("dataset", data.name, f"a dataset with {spec['in_channels']} input channels and "
                           f"{spec['num_classes']} classes, like the checkpoint's model")

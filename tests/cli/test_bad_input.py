@@ -1,0 +1,72 @@
+"""Bad input ends with one ``error:`` line on stderr (after any progress lines) and a non-zero exit code,
+never a traceback."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import SMOKE
+
+
+def _assert_one_line(result, *fragments: str, code: int = 2) -> None:
+    assert result.exit_code == code, (result.stdout, result.stderr, result.exception)
+    assert result.exception is None
+    assert "Traceback" not in result.stderr + result.stdout
+    errors = [line for line in result.error_lines if line.startswith("error:")]
+    assert len(errors) == 1 and result.error_lines[-1] == errors[0], result.stderr
+    for fragment in fragments:
+        assert fragment in errors[0]
+
+
+@pytest.mark.parametrize(
+    "override, fragments",
+    [
+        ("sparsity=1.5", ("sparsity=1.5", "[0, 1)")),
+        ("trainer.epochs=-1", ("trainer.epochs=-1", "integer >= 0")),
+        ("trainer.batch_size=0", ("trainer.batch_size=0", "integer >= 1")),
+        ("trainer.precision=fp8", ("trainer.precision='fp8'", "fp16")),
+        ("trainer.device=tpu", ("trainer.device='tpu'", "cuda")),
+        ("model.name=not_a_model", ("not_a_model",)),
+        ("pruner.criterion=bogus", ("bogus",)),
+        ("trainer.optimizer.lr=-1", ("trainer.optimizer=", "Invalid learning rate")),
+        ("dataset=mnist", ("dataset.root=",)),
+    ],
+)
+def test_bad_values_are_one_line(cli, tmp_path, override, fragments):
+    _assert_one_line(cli("prune", *SMOKE, override, f"hydra.run.dir={tmp_path}"), *fragments)
+
+
+def test_unknown_group_option_is_hydras_short_error(cli, tmp_path):
+    result = cli("prune", "model=not_a_model", f"hydra.run.dir={tmp_path}")
+    assert result.exit_code == 1 and result.exception is None
+    assert "Could not find 'model/not_a_model'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_malformed_override_is_hydras_short_error(cli):
+    result = cli("prune", "trainer.epochs=[")
+    assert result.exit_code == 1 and result.exception is None
+    assert "Traceback" not in result.stderr and "override" in result.stderr.lower()
+
+
+def test_missing_checkpoint_is_one_line(cli, tmp_path):
+    _assert_one_line(cli("evaluate", f"checkpoint={tmp_path / 'nope'}", f"hydra.run.dir={tmp_path / 'e'}"),
+                     "does not exist")
+    _assert_one_line(cli("export", f"hydra.run.dir={tmp_path / 'x'}"), "checkpoint=None")
+
+
+def test_unwritable_output_is_one_line(cli, smoke_checkpoint, tmp_path):
+    result = cli("export", f"checkpoint={smoke_checkpoint}", "output=/proc/prunecli/model.onnx", "format=onnx",
+                 f"hydra.run.dir={tmp_path}")
+    _assert_one_line(result, "output='/proc/prunecli/model.onnx'", "writable")
+
+
+def test_unknown_export_format_is_one_line(cli, smoke_checkpoint, tmp_path):
+    result = cli("export", f"checkpoint={smoke_checkpoint}", "format=tflite", f"hydra.run.dir={tmp_path}")
+    _assert_one_line(result, "format='tflite'", "dense", "onnx")
+
+
+def test_evaluate_on_a_dataset_that_does_not_fit_is_one_line(cli, smoke_checkpoint, tmp_path):
+    result = cli("evaluate", f"checkpoint={smoke_checkpoint}", "dataset=fake", "dataset.in_channels=3",
+                 f"hydra.run.dir={tmp_path}")
+    _assert_one_line(result, "dataset=", "1 input channels")
