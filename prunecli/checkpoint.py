@@ -91,8 +91,8 @@ def save_checkpoint(path: Path | str, *, model_state: Mapping[str, torch.Tensor]
     return path
 
 
-def resolve_checkpoint_path(path: Path | str) -> Path:
-    """A checkpoint directory from what users pass: the directory itself, or a prune run directory."""
+def resolve_checkpoint_path(path: Path | str, key: str = "checkpoint") -> Path:
+    """A checkpoint directory from what users pass (as ``key=``): the directory itself, or a prune run dir."""
     p = recover_dir(Path(path).expanduser())
     if (p / "meta.json").is_file():
         return p
@@ -101,15 +101,18 @@ def resolve_checkpoint_path(path: Path | str) -> Path:
         if (candidate / "meta.json").is_file():
             return candidate
     if not p.exists():
-        raise CheckpointError(f"checkpoint={str(path)!r} does not exist: expected a checkpoint dir or a prune run dir")
-    raise CheckpointError(f"checkpoint={str(path)!r} is not a checkpoint: no meta.json in it or in checkpoint/last")
+        raise CheckpointError(f"{key}={str(path)!r} does not exist: expected a checkpoint dir or a prune run dir")
+    raise CheckpointError(f"{key}={str(path)!r} is not a checkpoint: no meta.json in it or in checkpoint/last")
 
 
-def load_checkpoint(path: Path | str, *, with_state: bool = False) -> Checkpoint:
-    """Load and verify a checkpoint (SHA-256 of every file); any damage raises :class:`CheckpointError`."""
+def load_checkpoint(path: Path | str, *, with_state: bool = False, key: str = "checkpoint") -> Checkpoint:
+    """Load and verify a checkpoint (SHA-256 of every file); any damage raises :class:`CheckpointError`.
+
+    ``key`` names the setting the path came from, for error messages (``checkpoint``, ``trainer.resume``).
+    """
     from safetensors.torch import load
 
-    path = resolve_checkpoint_path(path)
+    path = resolve_checkpoint_path(path, key)
     meta = _read_meta(path)
     loaded: dict[str, dict[str, torch.Tensor]] = {}
     skeleton: Any = {}

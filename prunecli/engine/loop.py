@@ -41,7 +41,7 @@ class TrainResult:
 
 def train(run: Run) -> TrainResult:
     """Pre-train (dense), evaluate the dense model, then prune and fine-tune; resumes ``trainer.resume``."""
-    ckpt = load_checkpoint(run.settings.resume, with_state=True) if run.settings.resume else None
+    ckpt = load_checkpoint(s.resume, with_state=True, key="trainer.resume") if (s := run.settings).resume else None
     pos = Position.from_dict(ckpt.state["progress"]) if ckpt else Position()
     if ckpt:
         log.info("resuming %s at %s epoch %d, step %d", ckpt.path, pos.phase, pos.epoch, pos.step)

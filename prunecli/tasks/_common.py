@@ -37,8 +37,12 @@ def task(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
             log.error("error: %s", err)
             sys.exit(USER_ERROR_EXIT)
         except KeyboardInterrupt:
-            log.error("interrupted: checkpoint/last in %s is intact; continue with trainer.resume=<that dir>",
-                      run_dir())
+            last = run_dir() / "checkpoint" / "last"
+            if last.is_dir():
+                log.error("interrupted: checkpoint/last in %s is intact; continue with trainer.resume=%s",
+                          run_dir(), run_dir())
+            else:
+                log.error("interrupted before any checkpoint was written")
             sys.exit(INTERRUPT_EXIT)
 
     return wrapper

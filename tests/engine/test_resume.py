@@ -1,0 +1,79 @@
+"""A killed run resumed with trainer.resume=... ends bit-identical to an uninterrupted run (CPU)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from safetensors.torch import load_file
+
+import prunecli.engine.loop as loop
+from conftest import invoke
+
+# dense pre-training then AGP pruning; accumulation, checkpoints every 5 optimizer steps, agp updates every 3
+RECIPE = [
+    "trainer.pretrain_epochs=1", "trainer.epochs=2", "trainer.max_steps=null", "trainer.batch_size=96",
+    "trainer.accumulate=2", "trainer.checkpoint_every=5", "trainer.progress=false", "sparsity=0.8",
+    "schedule.frequency=3", "seed=3",
+]
+
+
+def _run(out, *extra):
+    return invoke("prune", *RECIPE, f"hydra.run.dir={out}", *extra)
+
+
+def _interrupt_at(monkeypatch, call: int):
+    """Make the ``call``-th optimizer step raise KeyboardInterrupt, as a Ctrl-C would."""
+    real, calls = loop.optimizer_step, {"n": 0}
+
+    def step(run, phase):
+        calls["n"] += 1
+        if calls["n"] == call:
+            raise KeyboardInterrupt
+        real(run, phase)
+
+    monkeypatch.setattr(loop, "optimizer_step", step)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    out = tmp_path_factory.mktemp("resume") / "full"
+    result = _run(out)
+    assert result.exit_code == 0, (result.stderr, result.exception)
+    return out
+
+
+# 8 optimizer steps per epoch (15 batches of 96, 2 per step). Killed at the 7th step: mid pre-training, after
+# its step-5 checkpoint; 14th: pruning step 6, after the epoch-end checkpoint of pre-training (masks pruned
+# from the first step); 24th: pruning epoch 2 (step 16), after the step-15 checkpoint.
+@pytest.mark.parametrize("kill_at", [7, 14, 24])
+def test_resumed_run_matches_uninterrupted(uninterrupted, tmp_path, monkeypatch, kill_at):
+    _interrupt_at(monkeypatch, kill_at)
+    killed = _run(tmp_path / "killed")
+    assert killed.exit_code == 130
+    assert killed.error_lines[-1].startswith("interrupted: checkpoint/last in ")
+    monkeypatch.undo()
+
+    resumed = _run(tmp_path / "resumed", f"trainer.resume={tmp_path / 'killed'}")
+    assert resumed.exit_code == 0, (resumed.stderr, resumed.exception)
+
+    full_ckpt, resumed_ckpt = uninterrupted / "checkpoint" / "last", tmp_path / "resumed" / "checkpoint" / "last"
+    for name in ("model.safetensors", "masks.safetensors"):
+        assert (full_ckpt / name).read_bytes() == (resumed_ckpt / name).read_bytes(), name
+    full = json.loads((uninterrupted / "summary.json").read_text())
+    again = json.loads((tmp_path / "resumed" / "summary.json").read_text())
+    for key in ("dense_accuracy", "accuracy", "loss", "sparsity", "params_nonzero", "per_layer", "steps"):
+        assert full[key] == again[key], key
+    assert full["sparsity"] == pytest.approx(0.8, abs=0.01)
+
+
+def test_interrupt_leaves_a_loadable_checkpoint(tmp_path, monkeypatch):
+    from prunecli.checkpoint import load_checkpoint
+
+    _interrupt_at(monkeypatch, 15)  # pruning step 7: the step-5 checkpoint of pruning is the last one
+    assert _run(tmp_path / "killed").exit_code == 130
+    ckpt = load_checkpoint(tmp_path / "killed", with_state=True)
+    assert ckpt.state["progress"]["phase"] == "prune" and ckpt.state["progress"]["step"] == 5
+    assert not any(p.name.endswith((".tmp", ".old")) for p in (tmp_path / "killed" / "checkpoint").iterdir())
+    masks = load_file(str(ckpt.path / "masks.safetensors"))
+    assert masks and all(m.dtype.is_floating_point is False for m in masks.values())
