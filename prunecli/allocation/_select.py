@@ -166,7 +166,7 @@ def _free_positions(taken: torch.Tensor, limit: float) -> torch.Tensor | None:
     hit = (words != _ALL_TRUE).nonzero().squeeze(1)
     if hit.numel() > limit:  # every such word holds at least one free position
         return None
-    row, col = torch.logical_not(taken[:n8].view(-1, 8)[hit]).nonzero(as_tuple=True)
+    row, col = torch.logical_not(taken[:n8].view(-1, 8).index_select(0, hit)).nonzero(as_tuple=True)
     tail = torch.logical_not(taken[n8:]).nonzero().squeeze(1) + n8
     idx = torch.cat([hit[row] * 8 + col, tail])
     return idx if idx.numel() <= limit else None
@@ -236,10 +236,10 @@ class _Selector:
         raise RuntimeError("select_lowest did not converge")  # pragma: no cover
 
     def sample(self, lower: _Cut, upper: _Cut, inside: list[int]) -> torch.Tensor:
-        """``SAMPLE_SIZE`` scores drawn between the cuts, each unit with probability proportional to its weight."""
+        """About ``SAMPLE_SIZE`` scores drawn between the cuts, each unit with probability proportional to its
+        weight. Per-tensor counts are Poisson (one vectorised draw); given their total the sample is iid."""
         mass = torch.tensor([w * c for w, c in zip(self.weights, inside)], dtype=torch.float64)
-        per = torch.multinomial(mass, SAMPLE_SIZE, replacement=True, generator=self.gen)
-        per = torch.bincount(per, minlength=len(inside)).tolist()
+        per = torch.poisson(mass * (SAMPLE_SIZE / mass.sum()), generator=self.gen).long().tolist()
         whole = all(c == 0 for c in lower.counts) and upper.counts == self.sizes
         vals = []
         for i, m in enumerate(per):
@@ -254,8 +254,8 @@ class _Selector:
                 torch.logical_or(taken, _compare(flat, upper, other, below=False), out=taken)
                 free = _free_positions(taken, math.inf)
                 pos = free[torch.randint(free.numel(), (m,), generator=self.gen).to(free.device)]
-            vals.append(flat[pos.to(flat.device)].to("cpu", torch.float64))
-        sample = torch.cat(vals)
+            vals.append(flat.index_select(0, pos.to(flat.device)).to("cpu", torch.float64))
+        sample = torch.cat(vals) if vals else torch.empty(0, dtype=torch.float64)
         _check_nan(sample)
         return sample
 
@@ -264,6 +264,8 @@ class _Selector:
         k_in = self.budget - self.wsum(lower.counts)
         q = k_in / (self.wsum(upper.counts) - self.wsum(lower.counts))
         m = sample.numel()
+        if m == 0:  # only possible with a tiny SAMPLE_SIZE: take the whole bracket
+            return _Cut(lower.value, lower.inclusive), _Cut(upper.value, upper.inclusive), 1.0
         half = _Z * math.sqrt(m * q * (1 - q)) + _Z
         r_lo, r_hi = math.floor(q * m - half), max(math.ceil(q * m + half), 1)
         lo = lower if r_lo < 1 else _Cut(torch.kthvalue(sample, r_lo).values.item(), False)
@@ -306,7 +308,7 @@ class _Selector:
 
     @staticmethod
     def _gathered(flat: torch.Tensor, nb: int, idx: torch.Tensor, blocks: list) -> _Part:
-        vals = flat[idx]
+        vals = flat.index_select(0, idx)
         _check_nan(vals)
         small = idx.to(torch.int32) if flat.numel() < 2**31 else idx  # halves candidate memory
         return _Part(nb, idx.numel() + sum(c for _, c in blocks), small, vals, blocks)

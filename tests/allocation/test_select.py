@@ -15,17 +15,24 @@ from prunecli.allocation._select import select_lowest
 DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
 
 
-def reference(scores: list[torch.Tensor], budget: int, weights: list[int] | None = None) -> list[torch.Tensor]:
-    """Sort every unit stably by score (ties: tensor order, then flat index) and take the longest prefix whose
-    total weight is at most ``budget``. float64 holds every float16/bfloat16/float32 value exactly."""
+def reference_many(scores: list[torch.Tensor], budgets: list[int], weights: list[int] | None = None):
+    """Sort every unit stably by score (ties: tensor order, then flat index) and, per budget, take the longest
+    prefix whose total weight is at most the budget. float64 holds every float16/bfloat16/float32 exactly."""
     weights = weights or [1] * len(scores)
     values = torch.cat([s.reshape(-1).double() for s in scores])
     unit_weight = torch.cat([torch.full((s.numel(),), w, dtype=torch.int64) for s, w in zip(scores, weights)])
     order = torch.sort(values, stable=True).indices
-    take = int(torch.searchsorted(torch.cumsum(unit_weight[order], 0), budget, right=True))
-    chosen = torch.zeros(values.numel(), dtype=torch.bool)
-    chosen[order[:take]] = True
-    return [part.view(s.shape) for part, s in zip(chosen.split([s.numel() for s in scores]), scores)]
+    cumulative = torch.cumsum(unit_weight[order], 0)
+    results = []
+    for budget in budgets:
+        chosen = torch.zeros(values.numel(), dtype=torch.bool)
+        chosen[order[: int(torch.searchsorted(cumulative, budget, right=True))]] = True
+        results.append([part.view(s.shape) for part, s in zip(chosen.split([s.numel() for s in scores]), scores)])
+    return results
+
+
+def reference(scores: list[torch.Tensor], budget: int, weights: list[int] | None = None) -> list[torch.Tensor]:
+    return reference_many(scores, [budget], weights)[0]
 
 
 def finite_weight(scores, weights=None) -> int:
@@ -96,27 +103,44 @@ def test_equals_reference_through_sampling(tiny_sample, sample_size, z, slack):
     check()
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("weights", [None, [3, 1, 7]])
-def test_large_inputs_take_the_sampled_path(dtype, weights):
+def _large_case(dtype: torch.dtype, rows: int) -> list[torch.Tensor]:
     gen = torch.Generator().manual_seed(1)
-    scores = [torch.randn(300, 700, generator=gen), torch.rand(1000, 300, generator=gen), torch.randn(5, generator=gen)]
+    scores = [torch.randn(rows, 700, generator=gen), torch.rand(1000, rows, generator=gen), torch.randn(5, generator=gen)]
     scores = [s.to(dtype) for s in scores]
     scores[0][:, :100] = 0.0  # a large tie block
-    assert sum(s.numel() for s in scores) > select_module.SAMPLE_SIZE
+    return scores
+
+
+def _check_fractions(scores, weights, fractions=(0.0, 0.001, 0.1, 0.5, 0.9, 0.999, 1.0)):
     total = finite_weight(scores, weights)
-    for fraction in (0.0, 0.001, 0.1, 0.5, 0.9, 0.999, 1.0):
-        budget = round(fraction * total)
+    budgets = [round(fraction * total) for fraction in fractions]
+    for budget, want in zip(budgets, reference_many(scores, budgets, weights)):
         got = select_lowest(scores, budget, weights)
-        assert_same(got, reference(scores, budget, weights))
+        assert_same(got, want)
         if weights is None:
             assert sum(int(m.sum()) for m in got) == budget
 
 
+def test_large_input_at_the_real_sample_size():
+    scores = _large_case(torch.float32, 300)
+    assert sum(s.numel() for s in scores) > select_module.SAMPLE_SIZE
+    _check_fractions(scores, None, (0.001, 0.9))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("weights", [None, [3, 1, 7]])
+def test_larger_inputs_take_the_sampled_path(monkeypatch, dtype, weights):
+    monkeypatch.setattr(select_module, "SAMPLE_SIZE", 2048)
+    scores = _large_case(dtype, 40)
+    assert sum(s.numel() for s in scores) > 10 * select_module.SAMPLE_SIZE
+    _check_fractions(scores, weights)
+
+
 def test_massive_ties_at_the_threshold():
     scores = [torch.zeros(600, 600), torch.ones(200, 200), torch.zeros(300, 300)]
-    for budget in (1, 123_457, 360_000, 400_000, 449_999, 450_000, 460_000):
-        assert_same(select_lowest(scores, budget), reference(scores, budget))
+    budgets = [1, 123_457, 360_000, 400_000, 449_999, 450_000, 460_000]
+    for budget, want in zip(budgets, reference_many(scores, budgets)):
+        assert_same(select_lowest(scores, budget), want)
 
 
 def test_ties_fill_in_tensor_then_index_order():
