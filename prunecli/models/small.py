@@ -15,7 +15,7 @@ from prunecli.errors import ConfigError
 from prunecli.models._registry import register_model
 
 
-def positive_ints(key: str, value: Any) -> tuple[int, ...]:
+def _positive_ints(key: str, value: Any) -> tuple[int, ...]:
     """``value`` as a tuple of positive ints (accepts a list, a tuple, an OmegaConf ListConfig or one int).
 
     Raises:
@@ -47,7 +47,7 @@ def mlp(
         hidden: Widths of the hidden layers, input side first.
         dropout: Dropout probability after each hidden activation (0 disables it).
     """
-    widths = positive_ints("model.hidden", hidden)
+    widths = _positive_ints("model.hidden", hidden)
     if not 0.0 <= dropout < 1.0:
         raise ConfigError("model.dropout", dropout, "a float in [0, 1)")
     layers: list[nn.Module] = [nn.Flatten()]
@@ -83,8 +83,8 @@ def cnn(
         channels: Output channels of the two conv blocks.
         hidden: Width of the hidden Linear layer.
     """
-    c1, c2 = _two(positive_ints("model.channels", channels))
-    (hidden_width,) = positive_ints("model.hidden", [hidden])
+    c1, c2 = _two(_positive_ints("model.channels", channels))
+    (hidden_width,) = _positive_ints("model.hidden", [hidden])
     if image_size < 4:
         raise ConfigError("dataset.image_size", image_size, "at least 4 for model=cnn (it pools twice)")
     side = min(image_size // 4, 4)

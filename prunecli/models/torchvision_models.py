@@ -22,8 +22,9 @@ is downloaded) and ``num_classes``. Two adaptations follow:
   =====================================================  ===============================================
 
 Without a small stem, ViT still gets ``image_size`` (and a patch size dividing it), MaxViT a partition size
-dividing its grids. Known limits: Inception-v3 needs at least 75x75 images with its ImageNet stem and about
-20x20 with the small one; VGG and AlexNet need 32x32 and about 15x15 without a small stem.
+dividing its grids. Smallest images: Inception-v3 needs 75x75 with its ImageNet stem and 19x19 with the small
+one; without a small stem VGG needs 32x32 and AlexNet 63x63. Every other model, and VGG and AlexNet with a
+small stem, runs on 8x8 images.
 """
 
 from __future__ import annotations
