@@ -40,6 +40,7 @@ SAMPLE_SIZE = 1 << 18  # sample points per bracket; brackets below this size are
 _Z = 5.0  # bracket half-width in binomial standard deviations
 _MAX_ROUNDS = 32  # each round narrows the bracket ~50x; reaching this is a bug
 _SEED = 0x5E1EC7  # a private generator keeps results reproducible and the global RNG untouched
+_SORT_MEAN_SIZE = 2048  # many tiny tensors: one sort beats ~15 torch ops per tensor
 _SLACK = 4096  # candidates a tensor may return beyond 4x its expected share before ties are split off
 _ALL_TRUE = 0x0101010101010101  # eight True bools viewed as one int64
 
@@ -110,6 +111,8 @@ def select_lowest(
     total = sum(w * t.numel() for t, w in zip(tensors, weights))
     if budget == 0 or budget >= total:
         return _trivial(tensors, budget, total)
+    if sum(t.numel() for t in tensors) <= min(SAMPLE_SIZE, _SORT_MEAN_SIZE * len(tensors)):
+        return _sort_prefix(tensors, weights, budget)
     return _Selector(tensors, weights, budget).run()
 
 
@@ -140,6 +143,21 @@ def _trivial(tensors: list[torch.Tensor], budget: int, total: int) -> list[torch
         raise ValueError(f"budget {budget} exceeds the weighted count of finite scores")
     return [torch.full_like(t, bool(budget), dtype=torch.bool, memory_format=torch.contiguous_format)
             for t in tensors]
+
+
+def _sort_prefix(tensors: list[torch.Tensor], weights: list[int], budget: int) -> list[torch.Tensor]:
+    """The definition itself, for many small tensors (at most ``SAMPLE_SIZE`` units in all): one stable sort."""
+    sizes = [t.numel() for t in tensors]
+    values = torch.cat([_flat(t).to("cpu", torch.float64) for t in tensors])
+    _check_nan(values)
+    unit_weight = torch.repeat_interleave(torch.tensor(weights), torch.tensor(sizes))
+    values, order = torch.sort(values, stable=True)
+    take = int(torch.searchsorted(torch.cumsum(unit_weight[order], 0), budget, right=True))
+    if take and values[take - 1] == math.inf:
+        raise ValueError(f"budget {budget} exceeds the weighted count of finite scores")
+    chosen = torch.zeros(len(values), dtype=torch.bool)
+    chosen[order[:take]] = True
+    return [part.view(t.shape).to(t.device, copy=True) for part, t in zip(chosen.split(sizes), tensors)]
 
 
 def _flat(t: torch.Tensor) -> torch.Tensor:

@@ -70,11 +70,18 @@ def problems(draw):
     return scores, budget, weights
 
 
+@pytest.fixture(params=[0, 2048], ids=["selector", "one-sort"])
+def both_paths(request, monkeypatch):
+    """Small inputs go through one sort by default; ``_SORT_MEAN_SIZE = 0`` sends them through the selector."""
+    monkeypatch.setattr(select_module, "_SORT_MEAN_SIZE", request.param)
+
+
 @pytest.fixture
 def tiny_sample(monkeypatch):
     """Force the sampling, bracket-retry and tie-splitting paths on small inputs."""
 
     def configure(sample_size: int, z: float, slack: int) -> None:
+        monkeypatch.setattr(select_module, "_SORT_MEAN_SIZE", 0)
         monkeypatch.setattr(select_module, "SAMPLE_SIZE", sample_size)
         monkeypatch.setattr(select_module, "_Z", z)
         monkeypatch.setattr(select_module, "_SLACK", slack)
@@ -82,11 +89,17 @@ def tiny_sample(monkeypatch):
     return configure
 
 
-@settings(max_examples=150, deadline=None)
-@given(problems())
-def test_equals_reference_gathered_whole(problem):
-    scores, budget, weights = problem
-    assert_same(select_lowest(scores, budget, weights), reference(scores, budget, weights))
+@pytest.mark.parametrize("sort_mean_size", [0, 2048], ids=["gathered-whole", "one-sort"])
+def test_equals_reference_on_small_inputs(monkeypatch, sort_mean_size):
+    monkeypatch.setattr(select_module, "_SORT_MEAN_SIZE", sort_mean_size)
+
+    @settings(max_examples=100, deadline=None)
+    @given(problems())
+    def check(problem):
+        scores, budget, weights = problem
+        assert_same(select_lowest(scores, budget, weights), reference(scores, budget, weights))
+
+    check()
 
 
 @pytest.mark.parametrize("sample_size,z,slack", [(16, 5.0, 0), (8, 0.0, 0), (32, 1.0, 2)])
@@ -131,6 +144,7 @@ def test_large_input_at_the_real_sample_size():
 @pytest.mark.parametrize("weights", [None, [3, 1, 7]])
 def test_larger_inputs_take_the_sampled_path(monkeypatch, dtype, weights):
     monkeypatch.setattr(select_module, "SAMPLE_SIZE", 2048)
+    monkeypatch.setattr(select_module, "_SORT_MEAN_SIZE", 0)
     scores = _large_case(dtype, 40)
     assert sum(s.numel() for s in scores) > 10 * select_module.SAMPLE_SIZE
     _check_fractions(scores, weights)
@@ -143,14 +157,14 @@ def test_massive_ties_at_the_threshold():
         assert_same(select_lowest(scores, budget), want)
 
 
-def test_ties_fill_in_tensor_then_index_order():
+def test_ties_fill_in_tensor_then_index_order(both_paths):
     scores = [torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([0.0, 0.0, -1.0])]
     got = select_lowest(scores, 3)
     assert got[0].tolist() == [[False, True], [True, False]]
     assert got[1].tolist() == [False, False, True]
 
 
-def test_weighted_prefix_stops_at_the_first_unit_that_does_not_fit():
+def test_weighted_prefix_stops_at_the_first_unit_that_does_not_fit(both_paths):
     scores = [torch.tensor([1.0, 4.0]), torch.tensor([2.0, 3.0])]
     got = select_lowest(scores, 6, weights=[1, 5])  # 1.0 (1), 2.0 (5) = 6; then 3.0 (5) does not fit
     assert [m.tolist() for m in got] == [[True, False], [True, False]]
@@ -158,28 +172,28 @@ def test_weighted_prefix_stops_at_the_first_unit_that_does_not_fit():
     assert [m.tolist() for m in got] == [[True, False], [False, False]]
 
 
-def test_inf_is_never_selected_and_minus_inf_first():
+def test_inf_is_never_selected_and_minus_inf_first(both_paths):
     scores = [torch.tensor([math.inf, -math.inf, 0.5, math.inf])]
     assert select_lowest(scores, 2)[0].tolist() == [False, True, True, False]
     with pytest.raises(ValueError, match="finite"):
         select_lowest(scores, 3)
 
 
-def test_single_tensor_and_non_contiguous_input():
+def test_single_tensor_and_non_contiguous_input(both_paths):
     x = torch.randn(50, 40).t()
     got = select_lowest([x], 777)[0]
     assert got.shape == x.shape and int(got.sum()) == 777
     assert torch.equal(got, reference([x.contiguous()], 777)[0])
 
 
-def test_empty_tensors_and_zero_budget():
+def test_empty_tensors_and_zero_budget(both_paths):
     scores = [torch.empty(0), torch.randn(3, 0), torch.tensor([2.0, 1.0])]
     assert [m.tolist() for m in select_lowest(scores, 1)] == [[], [[], [], []], [False, True]]
     assert not any(m.any() for m in select_lowest(scores, 0))
 
 
 @pytest.mark.parametrize("budget", [0, 1, 5])
-def test_nan_is_rejected(budget):
+def test_nan_is_rejected(both_paths, budget):
     scores = [torch.tensor([1.0, float("nan"), 3.0, 4.0, 5.0])]
     with pytest.raises(ValueError, match="NaN"):
         select_lowest(scores, budget)
