@@ -1,4 +1,5 @@
-"""Shared fixtures: run the real CLI in process on configs shrunk to a CPU smoke run.
+"""Shared fixtures (not imports: sibling test dirs have conftest.py files of their own): run the real CLI in
+process on configs shrunk to a CPU smoke run.
 
 ``SMOKE`` overrides keep the embedded digits data and the default cnn + agp, but train a few steps only.
 """
@@ -45,9 +46,16 @@ def invoke(*args: str) -> CliResult:
     return CliResult(result.exit_code, result.stdout, result.stderr, exc)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def cli():
+    """``cli(*args)``: run ``prunecli *args`` in process; returns a :class:`CliResult`."""
     return invoke
+
+
+@pytest.fixture(scope="session")
+def smoke() -> list[str]:
+    """Overrides that shrink ``prunecli prune`` to a few CPU steps."""
+    return list(SMOKE)
 
 
 @pytest.fixture

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import SMOKE
-
 
 def _assert_one_line(result, *fragments: str, code: int = 2) -> None:
     assert result.exit_code == code, (result.stdout, result.stderr, result.exception)
@@ -32,8 +30,8 @@ def _assert_one_line(result, *fragments: str, code: int = 2) -> None:
         ("dataset=mnist", ("dataset.root=",)),
     ],
 )
-def test_bad_values_are_one_line(cli, tmp_path, override, fragments):
-    _assert_one_line(cli("prune", *SMOKE, override, f"hydra.run.dir={tmp_path}"), *fragments)
+def test_bad_values_are_one_line(cli, smoke, tmp_path, override, fragments):
+    _assert_one_line(cli("prune", *smoke, override, f"hydra.run.dir={tmp_path}"), *fragments)
 
 
 def test_unknown_group_option_is_hydras_short_error(cli, tmp_path):

@@ -7,8 +7,6 @@ import os
 
 import pytest
 
-from conftest import SMOKE
-
 
 def test_prune_smoke_writes_summary_checkpoint_and_metrics(prune_run):
     out, summary = prune_run("sparsity=0.5", "schedule=oneshot")
@@ -52,9 +50,9 @@ def test_schedule_comes_from_the_pruner_preset_unless_overridden(cli):
     assert "name: linear" in linear.stdout.split("schedule:")[1].split("pruner:")[0]
 
 
-def test_multirun_writes_one_summary_per_job(cli, tmp_path):
+def test_multirun_writes_one_summary_per_job(cli, smoke, tmp_path):
     sweep = tmp_path / "sweep"
-    result = cli("prune", "-m", *SMOKE, "sparsity=0.3,0.6", f"hydra.sweep.dir={sweep}")
+    result = cli("prune", "-m", *smoke, "sparsity=0.3,0.6", f"hydra.sweep.dir={sweep}")
     assert result.exit_code == 0, (result.stderr, result.exception)
     summaries = sorted(sweep.glob("*/summary.json"))
     assert len(summaries) == 2
@@ -64,9 +62,9 @@ def test_multirun_writes_one_summary_per_job(cli, tmp_path):
 
 
 @pytest.mark.slow
-def test_multirun_with_joblib_launcher(cli, tmp_path):
+def test_multirun_with_joblib_launcher(cli, smoke, tmp_path):
     sweep = tmp_path / "sweep"
-    result = cli("prune", "-m", *SMOKE, "sparsity=0.3,0.6", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+    result = cli("prune", "-m", *smoke, "sparsity=0.3,0.6", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
                  f"hydra.sweep.dir={sweep}")
     assert result.exit_code == 0, (result.stderr, result.exception)
     assert len(list(sweep.glob("*/summary.json"))) == 2

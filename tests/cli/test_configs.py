@@ -86,8 +86,9 @@ def test_trainer_configs_build_optimizer_and_lr_schedule(compose, name):
     cfg.trainer.total_steps = 10
     optimizer = instantiate(cfg.trainer.optimizer)([torch.nn.Parameter(torch.zeros(3))])
     if cfg.trainer.lr_scheduler is not None:
+        scheduler = instantiate(cfg.trainer.lr_scheduler)(optimizer)
         optimizer.step()
-        instantiate(cfg.trainer.lr_scheduler)(optimizer).step()
+        scheduler.step()
 
 
 @pytest.mark.parametrize("name", _options("experiment"))

@@ -12,8 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SMOKE
-
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -24,9 +22,9 @@ def _prunecli_script() -> str:
     return script
 
 
-def test_console_script_runs_prune_from_another_directory(tmp_path):
+def test_console_script_runs_prune_from_another_directory(smoke, tmp_path):
     out = tmp_path / "run"
-    proc = subprocess.run([_prunecli_script(), "prune", *SMOKE, f"hydra.run.dir={out}"], cwd=tmp_path,
+    proc = subprocess.run([_prunecli_script(), "prune", *smoke, f"hydra.run.dir={out}"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     summary = json.loads((out / "summary.json").read_text())

@@ -8,7 +8,6 @@ import pytest
 from safetensors.torch import load_file
 
 import prunecli.engine.loop as loop
-from conftest import invoke
 
 # dense pre-training then AGP pruning; accumulation, checkpoints every 5 optimizer steps, agp updates every 3
 RECIPE = [
@@ -18,8 +17,8 @@ RECIPE = [
 ]
 
 
-def _run(out, *extra):
-    return invoke("prune", *RECIPE, f"hydra.run.dir={out}", *extra)
+def _run(cli, out, *extra):
+    return cli("prune", *RECIPE, f"hydra.run.dir={out}", *extra)
 
 
 def _interrupt_at(monkeypatch, call: int):
@@ -36,9 +35,9 @@ def _interrupt_at(monkeypatch, call: int):
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory):
+def uninterrupted(cli, tmp_path_factory):
     out = tmp_path_factory.mktemp("resume") / "full"
-    result = _run(out)
+    result = _run(cli, out)
     assert result.exit_code == 0, (result.stderr, result.exception)
     return out
 
@@ -47,14 +46,14 @@ def uninterrupted(tmp_path_factory):
 # its step-5 checkpoint; 14th: pruning step 6, after the epoch-end checkpoint of pre-training (masks pruned
 # from the first step); 24th: pruning epoch 2 (step 16), after the step-15 checkpoint.
 @pytest.mark.parametrize("kill_at", [7, 14, 24])
-def test_resumed_run_matches_uninterrupted(uninterrupted, tmp_path, monkeypatch, kill_at):
+def test_resumed_run_matches_uninterrupted(cli, uninterrupted, tmp_path, monkeypatch, kill_at):
     _interrupt_at(monkeypatch, kill_at)
-    killed = _run(tmp_path / "killed")
+    killed = _run(cli, tmp_path / "killed")
     assert killed.exit_code == 130
     assert killed.error_lines[-1].startswith("interrupted: checkpoint/last in ")
     monkeypatch.undo()
 
-    resumed = _run(tmp_path / "resumed", f"trainer.resume={tmp_path / 'killed'}")
+    resumed = _run(cli, tmp_path / "resumed", f"trainer.resume={tmp_path / 'killed'}")
     assert resumed.exit_code == 0, (resumed.stderr, resumed.exception)
 
     full_ckpt, resumed_ckpt = uninterrupted / "checkpoint" / "last", tmp_path / "resumed" / "checkpoint" / "last"
@@ -67,11 +66,11 @@ def test_resumed_run_matches_uninterrupted(uninterrupted, tmp_path, monkeypatch,
     assert full["sparsity"] == pytest.approx(0.8, abs=0.01)
 
 
-def test_interrupt_leaves_a_loadable_checkpoint(tmp_path, monkeypatch):
+def test_interrupt_leaves_a_loadable_checkpoint(cli, tmp_path, monkeypatch):
     from prunecli.checkpoint import load_checkpoint
 
     _interrupt_at(monkeypatch, 15)  # pruning step 7: the step-5 checkpoint of pruning is the last one
-    assert _run(tmp_path / "killed").exit_code == 130
+    assert _run(cli, tmp_path / "killed").exit_code == 130
     ckpt = load_checkpoint(tmp_path / "killed", with_state=True)
     assert ckpt.state["progress"]["phase"] == "prune" and ckpt.state["progress"]["step"] == 5
     assert not any(p.name.endswith((".tmp", ".old")) for p in (tmp_path / "killed" / "checkpoint").iterdir())
