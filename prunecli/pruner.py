@@ -79,7 +79,7 @@ class Pruner:
         self.reapply, self.optimizer = reapply, optimizer
         self.step, self.target_sparsity, self._pending = 0, 0.0, False
         self._hooks: list[Any] = []
-        self._refresh()
+        self._refresh(units=True)
 
     def _checked_schedule(self, schedule: Schedule, final: float) -> Schedule:
         reachable = self.allocation.reachable(self.sites)
@@ -138,11 +138,12 @@ class Pruner:
         scores = {}
         for name, site in self.sites.items():
             score = self.criterion.score(site).float()
-            score = score.masked_fill(~self._unit_keep(site), float("-inf"))
+            score = score.masked_fill(~self._keep[name], float("-inf"))
             scores[name] = site.protect(score) if site.protect else score
         keep = self.allocation.allocate(scores, self.sites, sparsity)
         for name, site in self.sites.items():
             self.masks.update(site.unit_masks(keep[name]))
+        self._keep = keep
         self.target_sparsity = sparsity
         self._refresh()
         self._apply()
@@ -154,8 +155,11 @@ class Pruner:
         member = next(m for m in site.members if m.scored)
         return member.layout.to_units(self.masks[member.name]).any(dim=1)
 
-    def _refresh(self) -> None:
-        """Cache float masks in each parameter's dtype; only masks with a pruned element are 'active'."""
+    def _refresh(self, units: bool = False) -> None:
+        """Cache float masks in each parameter's dtype; only masks with a pruned element are 'active'.
+        With ``units``, also derive each site's per-unit keep vector from the element masks."""
+        if units:
+            self._keep = {name: self._unit_keep(site) for name, site in self.sites.items()}
         self._fmasks = {n: m.to(self.params[n].dtype) for n, m in self.masks.items()}
         self._active = [n for n, m in self.masks.items() if not bool(m.all())]
         self._active_set = frozenset(self._active)
@@ -223,5 +227,5 @@ class Pruner:
         self.step, self._pending = int(state["step"]), bool(state["pending"])
         self.target_sparsity = float(state["target_sparsity"])
         self.criterion.load_state_dict(state.get("criterion", {}))
-        self._refresh()
+        self._refresh(units=True)
         self._apply()

@@ -87,8 +87,12 @@ class BlockLayout:
         return t2.reshape(gr, self.rows, gc, self.cols).permute(0, 2, 1, 3).reshape(gr * gc, self.rows * self.cols)
 
     def reduce(self, t: Tensor) -> Tensor:
-        sums = self.to_units(t).sum(1)
         out, inner, gr, gc = self._grid
+        t2 = t.reshape(out, inner)
+        if out % self.rows or inner % self.cols:
+            t2 = nn.functional.pad(t2, (0, gc * self.cols - inner, 0, gr * self.rows - out))
+        # Summing over the block dims of a view avoids materialising the permuted [units, k] copy.
+        sums = t2.reshape(gr, self.rows, gc, self.cols).sum(dim=(1, 3)).reshape(-1)
         if out % self.rows or inner % self.cols:
             # Edge blocks hold fewer real elements; scale them to a full block so they are not pruned first.
             counts = self.to_units(torch.ones(self.shape, device=t.device)).sum(1)

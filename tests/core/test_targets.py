@@ -192,3 +192,17 @@ def test_head_quartet_with_indivisible_heads_is_a_config_error():
     pruner.on_step_begin()
     assert pruner.report().per_layer["o.weight"] == pytest.approx(1 / 3)
     assert pruner.report().per_layer["q.bias"] == pytest.approx(1 / 3)
+
+
+@SETTINGS
+@given(rows=st.integers(1, 9), cols=st.integers(1, 9), out=st.integers(1, 20), inner=st.integers(1, 20))
+def test_block_reduce_matches_unit_view(rows, cols, out, inner):
+    from prunecli.sites import BlockLayout
+
+    layout = BlockLayout((out, inner), rows, cols)
+    t = torch.rand(out, inner)
+    counts = layout.to_units(torch.ones(out, inner)).sum(1)
+    expected = layout.to_units(t).sum(1) * rows * cols / counts
+    assert torch.allclose(layout.reduce(t), expected, atol=1e-5)
+    keep = torch.rand(layout.num_units) > 0.5
+    assert torch.equal(layout.to_units(layout.expand(keep).float()).amax(1).bool(), keep)
