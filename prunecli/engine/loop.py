@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from prunecli.checkpoint import load_checkpoint
+from prunecli.checkpoint import Checkpoint, load_checkpoint
 from prunecli.config import build_pruner
 from prunecli.engine.evaluation import evaluate
 from prunecli.engine.progress import Bars
@@ -41,17 +41,13 @@ class TrainResult:
 
 def train(run: Run) -> TrainResult:
     """Pre-train (dense), evaluate the dense model, then prune and fine-tune; resumes ``trainer.resume``."""
-    ckpt = load_checkpoint(s.resume, with_state=True, key="trainer.resume") if (s := run.settings).resume else None
+    resume = run.settings.resume
+    ckpt = load_checkpoint(resume, with_state=True, key="trainer.resume") if resume else None
     pos = Position.from_dict(ckpt.state["progress"]) if ckpt else Position()
     if ckpt:
         log.info("resuming %s at %s epoch %d, step %d", ckpt.path, pos.phase, pos.epoch, pos.step)
     if pos.phase == "pretrain":
-        build_pruner(run.model, pruner_config(run.cfg), total_steps=phase_steps(run, run.settings.epochs)[2])
-        # ^ only to reject a bad pruner config now rather than after pre-training; construction changes nothing
-        phase = make_phase(run, "pretrain", pretrain_epochs(run))
-        if ckpt:
-            restore(run, phase, ckpt)
-        run_phase(run, phase, pos)
+        pretrain(run, pos, ckpt)
         pos, ckpt = Position(phase="prune"), None
     if not pos.dense:
         pos.dense = evaluate(run.model, run.val_loader, run.device, run.amp)
@@ -62,14 +58,26 @@ def train(run: Run) -> TrainResult:
     if ckpt:  # after on_train_begin, so the saved state wins over anything it did
         restore(run, phase, ckpt)
     run_phase(run, phase, pos)
+    if phase.total_steps == 0:  # trainer.epochs=0: the masks of step 0 (one-shot pruning), no fine-tuning
+        phase.hooks.on_step_begin(0)
+        phase.hooks.on_step_end()
     phase.hooks.on_train_end()
-    if not pos.last:  # no fine-tuning epochs (trainer.epochs=0): measure the pruned model once
+    if not pos.last:
         phase.hooks.on_before_eval()
         pos.last = {**evaluate(run.model, run.val_loader, run.device, run.amp), **_sparsity(phase)}
         phase.hooks.on_after_eval()
     save(run, phase, pos, "last")
     return TrainResult(dense=pos.dense, final=pos.last, best_accuracy=pos.best_accuracy,
                        report=sparsity_stats(run, phase), steps=pos.step, pruner=phase.hooks)
+
+
+def pretrain(run: Run, pos: Position, ckpt: Checkpoint | None) -> None:
+    """Dense epochs before pruning (no hooks), after checking the pruner config so a typo fails fast."""
+    build_pruner(run.model, pruner_config(run.cfg), total_steps=phase_steps(run, run.settings.epochs)[2])
+    phase = make_phase(run, "pretrain", pretrain_epochs(run))
+    if ckpt:
+        restore(run, phase, ckpt)
+    run_phase(run, phase, pos)
 
 
 def make_pruning_phase(run: Run) -> Phase:
