@@ -1,7 +1,7 @@
 """Benchmark exact global selection: naive ``torch.cat`` + ``torch.kthvalue`` versus ``select_lowest``.
 
     python scripts/bench_select.py                      # 24 x (2048 x 2048) float32 scores, 90% selected
-    python scripts/bench_select.py --tensors 8 --repeats 3
+    python scripts/bench_select.py --tensors 8 --repeats 3 --threads 1
 
 Time: both methods run side by side in this process on the same scores, one warm-up each, then ``repeats``
 interleaved runs; the median is reported. Memory: each method also runs once in a fresh child process, which
@@ -139,8 +139,11 @@ def main() -> None:
     parser.add_argument("--shape", type=int, nargs="+", default=[2048, 2048])
     parser.add_argument("--sparsity", type=float, default=0.9)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--child", choices=sorted(METHODS), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.child:
         return _child(args.child, args.tensors, tuple(args.shape), args.sparsity)
     r = bench_global_selection(args.tensors, tuple(args.shape), args.sparsity, args.repeats)

@@ -1,8 +1,8 @@
 """Exact weighted k-smallest selection over many score tensors, without concatenating them.
 
 Global pruning ranks the scores of all layers together and prunes the lowest. The textbook way,
-``torch.cat`` of every score and then ``torch.kthvalue``, copies all scores at least twice (4 to 8 extra bytes
-per parameter) and selects over far more values than it needs to. :func:`select_lowest` gives the same answer
+``torch.cat`` of every score and then ``torch.kthvalue``, costs ~15 extra bytes per parameter (the copy, the
+copy ``kthvalue`` makes, its int64 indices) and selects over far more values than it needs to. :func:`select_lowest` gives the same answer
 with one comparison pass per tensor, after a small random sample has bracketed the threshold. This is the
 sampling idea of Floyd & Rivest, "Expected time bounds for selection" (CACM 18(3), 1975), applied to a list of
 tensors and to weighted units:
@@ -24,7 +24,8 @@ tensors and to weighted units:
 The result equals the naive reference: sort all units stably by score (ties in tensor order, then flat index
 order) and take the longest prefix whose total weight does not exceed the budget. θ is the score of the
 first unit left out. Extra memory: two bool scratch buffers the size of the largest tensor plus the
-candidates (~0.5% of all units at the default sample size), i.e. well under one byte per score.
+candidates (~0.6% of all units at the default sample size): ~0.3 bytes per score on 24 x 2048 x 2048.
+Many tiny tensors (channel scores) skip all this: their few values are sorted once (``_sort_prefix``).
 """
 
 from __future__ import annotations
