@@ -38,7 +38,10 @@ def config_groups(config_name: str) -> dict[str, tuple[list[str], Optional[str]]
     from hydra.core.global_hydra import GlobalHydra
 
     with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
-        choices = compose(config_name, return_hydra_config=True).hydra.runtime.choices
+        try:
+            choices = compose(config_name, return_hydra_config=True).hydra.runtime.choices
+        except Exception:  # noqa: BLE001  help must render even when the defaults do not compose
+            choices = {}
         loader = GlobalHydra.instance().config_loader()
         groups = sorted(g for g in loader.list_groups("") if g != "hydra")
         return {g: (loader.get_group_options(g), choices.get(g)) for g in groups}
