@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
+from hydra.experimental.callback import Callback
+
 from prunecli.errors import CheckpointError, ConfigError
 
 log = logging.getLogger("prunecli")
@@ -55,3 +57,32 @@ def require(cfg: Any, key: str, allowed: str) -> Any:
     if OmegaConf.is_missing(cfg, key) or cfg.get(key) is None:
         raise ConfigError(key, None, allowed, reason=f"pass {key}=...")
     return cfg.get(key)
+
+
+class RunDirCheck(Callback):
+    """Hydra callback: an output dir that cannot be created is one ``error:`` line, not Hydra's traceback.
+
+    Hydra creates the run dir itself, before any task code runs; this checks it first.
+    """
+
+    def on_run_start(self, config: Any, **kwargs: Any) -> None:
+        self._check("hydra.run.dir", config.hydra.run.dir)
+
+    def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
+        self._check("hydra.sweep.dir", config.hydra.sweep.dir)
+
+    @staticmethod
+    def _check(key: str, value: Any) -> None:
+        import os
+
+        path = Path(str(value))
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            writable = os.access(path, os.W_OK)
+            reason = None
+        except OSError as err:
+            writable, reason = False, err.strerror
+        if not writable:
+            error = ConfigError(key, str(value), "a directory that can be created and written", reason)
+            print(f"error: {error}", file=sys.stderr)
+            sys.exit(USER_ERROR_EXIT)

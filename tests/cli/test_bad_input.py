@@ -68,3 +68,9 @@ def test_evaluate_on_a_dataset_that_does_not_fit_is_one_line(cli, smoke_checkpoi
     result = cli("evaluate", f"checkpoint={smoke_checkpoint}", "dataset=fake", "dataset.in_channels=3",
                  f"hydra.run.dir={tmp_path}")
     _assert_one_line(result, "dataset=", "1 input channels")
+
+
+@pytest.mark.parametrize("key", ["hydra.run.dir", "hydra.sweep.dir"])
+def test_run_dir_that_cannot_be_created_is_one_line(cli, key):
+    args = ["prune", "-m", f"{key}=/proc/prunecli"] if key == "hydra.sweep.dir" else ["prune", f"{key}=/proc/prunecli"]
+    _assert_one_line(cli(*args), f"{key}='/proc/prunecli'", "can be created")
