@@ -17,7 +17,8 @@ from torch import nn
 from prunecli.checkpoint import Checkpoint, load_checkpoint
 from prunecli.config import build_pruner
 from prunecli.engine.evaluation import evaluate
-from prunecli.engine.progress import Bars
+from prunecli.engine.data import start_epoch
+from prunecli.engine.progress import EpochBar
 from prunecli.engine.runtime import autocast
 from prunecli.engine.setup import Phase, Run, make_phase, phase_steps, pretrain_epochs, pruner_config
 from prunecli.engine.state import Position, current_masks, restore, save, sparsity_stats
@@ -90,41 +91,39 @@ def make_pruning_phase(run: Run) -> Phase:
 
 def run_phase(run: Run, phase: Phase, pos: Position) -> None:
     """Epochs of ``phase`` from ``pos`` on; each ends with an evaluation and a ``checkpoint/last``."""
-    with Bars(run.settings.progress) as bars:
-        while pos.epoch < phase.epochs and pos.step < phase.total_steps:
-            if pos.batches_done == 0:
-                phase.hooks.on_epoch_begin(pos.epoch)
-            train_metrics = train_epoch(run, phase, pos, bars)
-            end_epoch(run, phase, pos, train_metrics)
+    while pos.epoch < phase.epochs and pos.step < phase.total_steps:
+        if pos.batches_done == 0:
+            phase.hooks.on_epoch_begin(pos.epoch)
+        train_metrics = train_epoch(run, phase, pos)
+        end_epoch(run, phase, pos, train_metrics)
 
 
-def train_epoch(run: Run, phase: Phase, pos: Position, bars: Bars) -> dict[str, float]:
+def train_epoch(run: Run, phase: Phase, pos: Position) -> dict[str, float]:
     """Optimizer steps over one epoch (or until ``total_steps``); returns mean train loss and accuracy."""
-    from prunecli.engine.data import start_epoch
-
     s = run.settings
     left = start_epoch(phase.loader, pos.epoch, pos.batches_done)
-    bars.start(f"{phase.name} {pos.epoch + 1}/{phase.epochs}", total=left)
     run.model.train()
     loss_sum = torch.zeros((), device=run.device)
     correct = torch.zeros((), device=run.device, dtype=torch.long)
     seen, micro = 0, 0
-    for inputs, targets in phase.loader:
-        if micro == 0:
-            phase.hooks.on_step_begin(pos.step)
-        loss, hits = forward_backward(run, phase, inputs, targets)
-        loss_sum += loss * targets.numel()
-        correct += hits
-        seen, micro, pos.batches_done = seen + targets.numel(), micro + 1, pos.batches_done + 1
-        if micro == s.accumulate or pos.batches_done == phase.batches_per_epoch:
-            optimizer_step(run, phase)
-            pos.step, micro = pos.step + 1, 0
-            if s.checkpoint_every and pos.step % s.checkpoint_every == 0:
-                save(run, phase, pos, "last")
-            if pos.step % _BAR_EVERY == 0 and bars.enabled:
-                bars.advance(loss=loss.item(), acc=correct.item() / seen, **_sparsity(phase))
-            if pos.step >= phase.total_steps:
-                break
+    with EpochBar(f"{phase.name} {pos.epoch + 1}/{phase.epochs}", left, s.progress) as bar:
+        for inputs, targets in phase.loader:
+            if micro == 0:
+                phase.hooks.on_step_begin(pos.step)
+            loss, hits = forward_backward(run, phase, inputs, targets)
+            loss_sum += loss * targets.numel()
+            correct += hits
+            seen, micro, pos.batches_done = seen + targets.numel(), micro + 1, pos.batches_done + 1
+            bar.advance()
+            if micro == s.accumulate or pos.batches_done == phase.batches_per_epoch:
+                optimizer_step(run, phase)
+                pos.step, micro = pos.step + 1, 0
+                if s.checkpoint_every and pos.step % s.checkpoint_every == 0:
+                    save(run, phase, pos, "last")
+                if bar.enabled and pos.step % _BAR_EVERY == 0:
+                    bar.status(loss=loss.item(), acc=correct.item() / seen, **_sparsity(phase))
+                if pos.step >= phase.total_steps:
+                    break
     return {"train_loss": loss_sum.item() / max(seen, 1), "train_accuracy": correct.item() / max(seen, 1)}
 
 

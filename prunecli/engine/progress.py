@@ -6,24 +6,28 @@ import sys
 from typing import Any, Optional
 
 
-class Bars:
-    """One bar per epoch. ``enabled=None`` shows bars only when stderr is a terminal (never in tests or CI)."""
+class EpochBar:
+    """A transient bar for one epoch (it disappears when the epoch's log line is printed).
 
-    def __init__(self, enabled: Optional[bool] = None):
+    ``enabled=None`` shows it only when stderr is a terminal, so tests, CI and log files see no bars.
+    """
+
+    def __init__(self, description: str, total: int, enabled: Optional[bool] = None):
         self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        self.description, self.total = description, total
         self._progress: Any = None
-        self._task: Any = None
 
-    def __enter__(self) -> "Bars":
+    def __enter__(self) -> "EpochBar":
         if self.enabled:
             from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
             self._progress = Progress(
                 TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                TextColumn("{task.fields[status]}"), console=Console(stderr=True), transient=False,
+                TextColumn("{task.fields[status]}"), console=Console(stderr=True), transient=True,
             )
             self._progress.__enter__()
+            self._task = self._progress.add_task(self.description, total=self.total, status="")
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -31,11 +35,11 @@ class Bars:
             self._progress.__exit__(*exc)
             self._progress = None
 
-    def start(self, description: str, total: int) -> None:
+    def advance(self) -> None:
         if self._progress is not None:
-            self._task = self._progress.add_task(description, total=total, status="")
+            self._progress.advance(self._task)
 
-    def advance(self, **status: float) -> None:
-        if self._progress is not None and self._task is not None:
-            text = "  ".join(f"{k} {v:.4f}" for k, v in status.items())
-            self._progress.update(self._task, advance=1, status=text)
+    def status(self, **values: float) -> None:
+        if self._progress is not None:
+            text = "  ".join(f"{k} {v:.4f}" for k, v in values.items())
+            self._progress.update(self._task, status=text)
