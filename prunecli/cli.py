@@ -71,7 +71,7 @@ def _complete_overrides(ctx: typer.Context, args: list[str], incomplete: str) ->
     from hydra.core.global_hydra import GlobalHydra
 
     name = ctx.command.name or ""
-    words = [a for a in args[args.index(name) + 1 :]] if name in args else []
+    words = args[args.index(name) + 1 :] if name in args else []  # what follows the subcommand
     with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
         completion = BashCompletion(GlobalHydra.instance().config_loader())
         return completion._query(config_name=name, line=" ".join([*words, incomplete]))

@@ -9,6 +9,7 @@ from typing import Any
 from prunecli.checkpoint import Checkpoint, save_checkpoint
 from prunecli.engine.runtime import rng_state, set_rng_state
 from prunecli.engine.setup import Phase, Run, plain
+from prunecli.errors import CheckpointError
 
 
 @dataclass
@@ -63,14 +64,21 @@ def save(run: Run, phase: Phase, pos: Position, name: str) -> Path:
 
 
 def restore(run: Run, phase: Phase, checkpoint: Checkpoint) -> None:
-    """Load model, optimizer, LR schedule, scaler, pruner and RNG states, in that order (RNG last)."""
+    """Load model, optimizer, LR schedule, scaler, pruner and RNG states, in that order (RNG last).
+
+    A checkpoint of another model or optimizer is a :class:`CheckpointError` naming ``trainer.resume``.
+    """
     state = checkpoint.state or {}
-    run.model.load_state_dict(checkpoint.model_state)
-    phase.optimizer.load_state_dict(state["optimizer"])
-    if phase.scheduler is not None and state.get("lr_scheduler") is not None:
-        phase.scheduler.load_state_dict(state["lr_scheduler"])
-    if phase.scaler is not None and state.get("scaler") is not None:
-        phase.scaler.load_state_dict(state["scaler"])
+    try:
+        run.model.load_state_dict(checkpoint.model_state)
+        phase.optimizer.load_state_dict(state["optimizer"])
+        if phase.scheduler is not None and state.get("lr_scheduler") is not None:
+            phase.scheduler.load_state_dict(state["lr_scheduler"])
+        if phase.scaler is not None and state.get("scaler") is not None:
+            phase.scaler.load_state_dict(state["scaler"])
+    except (RuntimeError, ValueError, KeyError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"trainer.resume={str(checkpoint.path)!r} does not fit this run: {first}") from None
     if state.get("pruner") is not None:
         phase.hooks.load_state_dict(state["pruner"])
     set_rng_state(state["rng"])

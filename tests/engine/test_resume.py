@@ -76,3 +76,11 @@ def test_interrupt_leaves_a_loadable_checkpoint(cli, tmp_path, monkeypatch):
     assert not any(p.name.endswith((".tmp", ".old")) for p in (tmp_path / "killed" / "checkpoint").iterdir())
     masks = load_file(str(ckpt.path / "masks.safetensors"))
     assert masks and all(m.dtype.is_floating_point is False for m in masks.values())
+
+
+def test_resuming_a_checkpoint_of_another_model_is_one_line(cli, smoke, tmp_path):
+    first = cli("prune", *smoke, "model=mlp", f"hydra.run.dir={tmp_path / 'mlp'}")
+    assert first.exit_code == 0, first.stderr
+    result = cli("prune", *smoke, f"trainer.resume={tmp_path / 'mlp'}", f"hydra.run.dir={tmp_path / 'cnn'}")
+    assert result.exit_code == 2 and "Traceback" not in result.stderr
+    assert result.error_lines[-1].startswith("error: trainer.resume=") and "does not fit this run" in result.stderr
