@@ -36,7 +36,7 @@ def task(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
         try:
             return fn(cfg)
         except (ConfigError, CheckpointError) as err:
-            log.error("error: %s", err)
+            log.error("error: %s", "; ".join(line.strip() for line in str(err).splitlines() if line.strip()))
             sys.exit(USER_ERROR_EXIT)
         except KeyboardInterrupt:
             last = run_dir() / "checkpoint" / "last"
