@@ -12,20 +12,23 @@ import torch
 from prunecli.errors import ConfigError
 
 
-def pick_device(name: str = "auto") -> torch.device:
-    """``auto`` picks cuda, then mps, then cpu; an explicit device that is not available is a ConfigError."""
+def pick_device(name: str = "auto", key: str = "trainer.device") -> torch.device:
+    """``auto`` picks cuda, then mps, then cpu; an unavailable device is a ConfigError naming ``key``."""
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(key, name, "auto, cpu, cuda, cuda:<index> or mps") from None
     available = {"cpu": True, "cuda": torch.cuda.is_available(),
                  "mps": getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()}
-    if not available[device.type]:
+    if not available.get(device.type, False):
         usable = [k for k, ok in available.items() if ok]
-        raise ConfigError("trainer.device", name, ["auto", *usable], reason=f"{device.type} is not available here")
+        raise ConfigError(key, name, ["auto", *usable], reason=f"{device.type} is not available here")
     return device
 
 

@@ -25,7 +25,7 @@ def evaluate(cfg: Any) -> dict[str, Any]:
     from prunecli.report import sparsity_report
 
     ckpt = load_checkpoint(require(cfg, "checkpoint", _CHECKPOINT))
-    device = pick_device(str(cfg.device))
+    device = pick_device(str(cfg.device), key="device")
     model = build_model(ckpt).to(device)
     data = load_dataset(cfg, ckpt)
     metrics = evaluate_model(model, eval_loader(data.val, int(cfg.batch_size)), device)

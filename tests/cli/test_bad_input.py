@@ -74,3 +74,9 @@ def test_evaluate_on_a_dataset_that_does_not_fit_is_one_line(cli, smoke_checkpoi
 def test_run_dir_that_cannot_be_created_is_one_line(cli, key):
     args = ["prune", "-m", f"{key}=/proc/prunecli"] if key == "hydra.sweep.dir" else ["prune", f"{key}=/proc/prunecli"]
     _assert_one_line(cli(*args), f"{key}='/proc/prunecli'", "can be created")
+
+
+@pytest.mark.parametrize("device", ["xpu", "no_such_device"])
+def test_unavailable_evaluate_device_is_one_line(cli, smoke_checkpoint, tmp_path, device):
+    result = cli("evaluate", f"checkpoint={smoke_checkpoint}", f"device={device}", f"hydra.run.dir={tmp_path}")
+    _assert_one_line(result, f"device='{device}'")
