@@ -31,7 +31,7 @@ def prune(cfg: Any) -> dict[str, Any]:
         "schedule": choices.get("schedule"), "target_sparsity": float(cfg.sparsity),
         "dense_accuracy": result.dense["accuracy"], "dense_loss": result.dense["loss"],
         "accuracy": result.final["accuracy"], "loss": result.final["loss"],
-        "best_accuracy": result.best_accuracy,
+        "best_accuracy": result.best_accuracy if result.best_accuracy >= 0 else None,  # None: no epochs
         "sparsity": result.report["sparsity"],
         "params_total": result.report["params_total"],
         "params_nonzero": result.report["params_nonzero"],
