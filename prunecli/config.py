@@ -8,16 +8,20 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
+from prunecli._progressive import parse_progressive
 from prunecli.allocation import parse_allocation
 from prunecli.criteria import parse_criterion
 from prunecli.errors import ConfigError
 from prunecli.layers import LayerSelection
 from prunecli.objectives import parse_objective
+from prunecli.presets import note_alias
 from prunecli.pruner import Pruner
+from prunecli.regularizers import parse_regularizer
 from prunecli.schedules import build_schedule
 from prunecli.targets import parse_target
 
-KEYS = ("target", "criterion", "allocation", "schedule", "layers", "objective", "initial_masks", "reapply")
+KEYS = ("target", "criterion", "allocation", "schedule", "layers", "objective", "initial_masks", "reapply",
+        "regularizer", "progressive", "alias")
 
 
 def build_pruner(model: nn.Module, cfg: Mapping[str, Any], *, total_steps: int | None = None,
@@ -34,8 +38,10 @@ def build_pruner(model: nn.Module, cfg: Mapping[str, Any], *, total_steps: int |
     Args:
         model: The model to prune.
         cfg: ``target`` (default ``unstructured``), ``criterion`` (``magnitude``), ``allocation`` (``local``),
-            ``schedule`` (required), ``layers``, ``objective``, ``initial_masks``, ``reapply``. Each part is a
-            short name, a mapping with ``name`` and options, or a mapping with ``_target_`` (a user's class).
+            ``schedule`` (required), ``layers``, ``objective``, ``initial_masks``, ``reapply``, ``regularizer``
+            (none; window keys ``start``/``end`` beside its options), ``progressive`` (none, or ``{steps: 4}``)
+            and ``alias`` (set by the alias configs of :mod:`prunecli.presets`: logs the preset's new name).
+            Each part is a short name, a mapping with ``name`` and options, or a mapping with ``_target_``.
         total_steps: Training steps of the run, to resolve ``schedule.start``/``schedule.end`` fractions.
         optimizer: The optimizer, if known (enables the zero-state fast path of :class:`Pruner`).
 
@@ -51,15 +57,22 @@ def build_pruner(model: nn.Module, cfg: Mapping[str, Any], *, total_steps: int |
     schedule_cfg = cfg["schedule"]
     if isinstance(schedule_cfg, str):
         schedule_cfg = {"name": schedule_cfg}
+    if cfg.get("alias") is not None:
+        note_alias(cfg["alias"])
+    schedule = build_schedule(schedule_cfg, total_steps)
+    regularizer, window = parse_regularizer(cfg.get("regularizer"), total_steps, schedule.end_step)
     return Pruner(
         model,
         target=parse_target(cfg.get("target", "unstructured")),
         criterion=parse_criterion(cfg.get("criterion", "magnitude")),
         allocation=parse_allocation(cfg.get("allocation", "local")),
-        schedule=build_schedule(schedule_cfg, total_steps),
+        schedule=schedule,
         layers=LayerSelection.from_config(cfg.get("layers")),
         objective=parse_objective(cfg.get("objective")),
         optimizer=optimizer,
         initial_masks=cfg.get("initial_masks", "dense"),
         reapply=cfg.get("reapply", "auto"),
+        regularizer=regularizer,
+        regularizer_window=window,
+        progressive=parse_progressive(cfg.get("progressive")),
     )

@@ -7,6 +7,16 @@ momentum nor weight decay can revive a pruned weight. When the pruner knows the 
 whose update is exactly zero for a zero weight with zero gradient and zero state (SGD, Adam, AdamW, ...), the
 state of pruned weights is zeroed at each mask update instead and the per-step re-application is skipped:
 the weights provably stay zero, and a masked model trains at dense speed.
+
+Criteria that need data get it through hooks the pruner installs and removes itself: gradients are observed
+in ``on_before_optimizer_step``; activations through forward hooks (:mod:`prunecli._taps`) that exist only
+while a mask update is due within the criterion's next ``batches`` training forward passes. A mask update
+due before the criterion is ready waits for it; if the run ends with an update still waiting, ``on_train_end``
+raises a :class:`~prunecli.errors.ConfigError` naming what was never observed.
+
+In ``on_before_optimizer_step`` the order is: the criterion observes the loss's gradients, then the
+regulariser (:mod:`prunecli.regularizers`, inside its window) adds its penalty's gradient, then the gradients
+of pruned weights are zeroed again, so no penalty moves a pruned weight.
 """
 
 from __future__ import annotations
@@ -18,11 +28,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from prunecli._progressive import Progressive
+from prunecli._taps import ActivationTaps
 from prunecli.allocation import Allocation
 from prunecli.criteria import Criterion
 from prunecli.errors import ConfigError
 from prunecli.layers import LayerSelection
 from prunecli.objectives import Objective, Sparsity
+from prunecli.regularizers import Regularizer, Window
 from prunecli.report import SparsityReport, sparsity_report
 from prunecli.schedules import Schedule
 from prunecli.sites import Site
@@ -51,15 +64,20 @@ class Pruner:
         optimizer: The optimizer, if known: enables the zero-state fast path (see module docstring).
         initial_masks: ``dense`` (all kept) or ``nonzero`` (keep the zeros the model already has).
         reapply: ``auto`` (skip per-step re-application when provably unnecessary) or ``always``.
+        regularizer: A penalty whose gradient is added before each optimizer step inside ``regularizer_window``.
+        regularizer_window: The optimizer steps during which ``regularizer`` acts (default: all).
+        progressive: Mask interpolation between updates (:mod:`prunecli._progressive`); default off.
 
     Raises:
-        ConfigError: When no layer is selected, or the final sparsity cannot be reached by the pattern.
+        ConfigError: When no layer is selected, the final sparsity cannot be reached by the pattern, or the
+            criterion, regulariser or interpolation cannot work on the target's sites.
     """
 
     def __init__(self, model: nn.Module, *, target: Target, criterion: Criterion, allocation: Allocation,
                  schedule: Schedule, layers: LayerSelection = LayerSelection(), objective: Objective = Sparsity(),
                  optimizer: torch.optim.Optimizer | None = None, initial_masks: str = "dense",
-                 reapply: str = "auto"):
+                 reapply: str = "auto", regularizer: Regularizer | None = None,
+                 regularizer_window: Window = Window(), progressive: Progressive | None = None):
         if initial_masks not in INITIAL_MASKS:
             raise ConfigError("pruner.initial_masks", initial_masks, INITIAL_MASKS)
         if reapply not in REAPPLY:
@@ -71,6 +89,14 @@ class Pruner:
         self.model, self.target, self.criterion, self.allocation = model, target, criterion, allocation
         self.sites: dict[str, Site] = {s.name: s for s in sites}
         self.schedule = self._checked_schedule(schedule, objective.to_sparsity(schedule.final_sparsity, model, sites))
+        for part in (criterion, regularizer):
+            if hasattr(part, "bind"):
+                part.bind(self.sites)
+        self.progressive = progressive if progressive is not None else Progressive()
+        self.progressive.check(self.sites, self.schedule)
+        self.regularizer, self.regularizer_window = regularizer, regularizer_window
+        needs_activations = getattr(criterion, "needs_activations", False)
+        self._taps = ActivationTaps(model, self.sites, criterion) if needs_activations else None
         self.params: dict[str, nn.Parameter] = {m.name: m.param for s in sites for m in s.members}
         self._scored = {m.name: m.param for s in sites for m in s.members if m.scored}
         self.masks: dict[str, Tensor] = {
@@ -100,14 +126,20 @@ class Pruner:
     def on_step_begin(self, step: int | None = None) -> None:
         if step is not None:
             self.step = step
+        if self.progressive.advance(self.step, self.masks):
+            self._masks_changed()
         if self.schedule.is_update_step(self.step) or self._pending:
             self._pending = not self.criterion.ready
             if not self._pending:
                 self.update_masks(self.schedule.sparsity(self.step))
+        self._tap_activations()
 
     def on_before_optimizer_step(self) -> None:
         if self.criterion.needs_grad and (self._pending or self.step <= self.schedule.end_step):
             self.criterion.observe(self._scored)
+        if self.regularizer is not None and self.step in self.regularizer_window:
+            self.regularizer.penalize(self.sites)
+            self._mask_grads()
 
     def on_after_optimizer_step(self) -> None:
         if self._reapply_each_step and self._active:
@@ -124,8 +156,14 @@ class Pruner:
     def on_train_end(self) -> None:
         self.remove_hooks()
         self._apply()
+        if self._pending:
+            raise ConfigError("pruner.criterion", getattr(self.criterion, "name", type(self.criterion).__name__),
+                              "a criterion whose data the run provides", f"the run ended at step {self.step} "
+                              f"with a mask update still waiting for {self._missing()}")
 
     def on_before_eval(self) -> None:
+        if self._taps is not None:
+            self._taps.remove()  # evaluation batches are no training statistics; on_step_begin re-installs
         self._apply()
 
     def on_after_eval(self) -> None:
@@ -135,6 +173,10 @@ class Pruner:
     @torch.no_grad()
     def update_masks(self, sparsity: float) -> None:
         """Recompute every mask for ``sparsity``; pruned units stay pruned (their score is set to -inf)."""
+        if self.progressive.finish(self.masks):
+            self._refresh(units=True)
+        interpolate = self.progressive.interpolates(self.step, self.schedule)
+        before = {n: self.masks[n].clone() for n in self._scored} if interpolate else {}
         scores = {}
         for name, site in self.sites.items():
             score = self.criterion.score(site).float()
@@ -144,12 +186,17 @@ class Pruner:
         for name, site in self.sites.items():
             self.masks.update(site.unit_masks(keep[name]))
         self._keep = keep
+        if interpolate:
+            self.progressive.begin(self.step, self.schedule, before, self.masks, self.sites, self.criterion.score)
         self.target_sparsity = sparsity
+        self._masks_changed()
+        self.criterion.after_update()
+        log.debug("step %d: masks updated to sparsity %.4f", self.step, sparsity)
+
+    def _masks_changed(self) -> None:
         self._refresh()
         self._apply()
         self._zero_optimizer_state()
-        self.criterion.after_update()
-        log.debug("step %d: masks updated to sparsity %.4f", self.step, sparsity)
 
     def _unit_keep(self, site: Site) -> Tensor:
         member = next(m for m in site.members if m.scored)
@@ -183,6 +230,31 @@ class Pruner:
     def _reapply_each_step(self) -> bool:
         return self.reapply == "always" or type(self.optimizer) not in ZERO_PRESERVING
 
+    @torch.no_grad()
+    def _mask_grads(self) -> None:
+        for n in self._active:
+            grad = self.params[n].grad
+            if grad is not None:
+                grad.mul_(self._fmasks[n])
+
+    def _tap_activations(self) -> None:
+        """Forward hooks on while a mask update within the criterion's next ``batches`` passes needs data."""
+        if self._taps is None:
+            return
+        batches = getattr(self.criterion, "batches", 1)
+        ahead = range(self.step + 1, self.step + batches + 1)
+        due = self._pending or any(self.schedule.is_update_step(s) for s in ahead)
+        if due and not self.criterion.ready:
+            self._taps.install()
+        else:
+            self._taps.remove()
+
+    def _missing(self) -> str:
+        batches = getattr(self.criterion, "batches", 1)
+        if self._taps is not None:
+            return f"activations of {batches} training batches through every pruned layer"
+        return f"gradients of {batches} optimizer step(s)" if self.criterion.needs_grad else "its data"
+
     def _install_grad_hooks(self) -> None:
         if self._hooks:
             return
@@ -198,10 +270,12 @@ class Pruner:
         return mask_grad
 
     def remove_hooks(self) -> None:
-        """Remove the gradient hooks (done by ``on_train_end``)."""
+        """Remove the gradient and forward hooks (done by ``on_train_end``)."""
         for handle in self._hooks:
             handle.remove()
         self._hooks.clear()
+        if self._taps is not None:
+            self._taps.remove()
 
     # ----------------------------------------------------------------- state and reporting
     def report(self) -> SparsityReport:
@@ -211,7 +285,8 @@ class Pruner:
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume: masks, step, schedule position and the criterion's accumulators."""
         return {"step": self.step, "pending": self._pending, "target_sparsity": self.target_sparsity,
-                "masks": {n: m.clone() for n, m in self.masks.items()}, "criterion": self.criterion.state_dict()}
+                "masks": {n: m.clone() for n, m in self.masks.items()}, "criterion": self.criterion.state_dict(),
+                "progressive": self.progressive.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict` output and re-apply the masks to the model."""
@@ -227,5 +302,6 @@ class Pruner:
         self.step, self._pending = int(state["step"]), bool(state["pending"])
         self.target_sparsity = float(state["target_sparsity"])
         self.criterion.load_state_dict(state.get("criterion", {}))
+        self.progressive.load_state_dict(state.get("progressive", {}))
         self._refresh(units=True)
         self._apply()

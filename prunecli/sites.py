@@ -153,12 +153,21 @@ class Site:
         max_sparsity: Largest fraction of units the pattern allows to prune (0.5 for 2:4).
         protect: Optional map ``unit_scores -> unit_scores`` setting units the pattern must keep to +inf
             (N:M keeps the N largest of every M).
+        module: FQN of the module that owns the primary parameter (the attention module for heads).
+        norm: FQN of the norm layer directly after ``module`` (channel sites); its weight and bias, if it has
+            them, are members.
+        unit_dim: For sites whose units are the output channels of ``module``: the dim of the output (of the
+            norm layer if any, else of ``module``) that indexes the units (1 for conv, -1 for linear). ``None``
+            for sites whose units are not output channels; activation criteria need it.
     """
 
     name: str
     members: tuple[Member, ...]
     max_sparsity: float = 1.0
     protect: Callable[[Tensor], Tensor] | None = None
+    module: str | None = None
+    norm: str | None = None
+    unit_dim: int | None = None
     num_units: int = field(init=False)
     unit_size: int = field(init=False)
 
@@ -172,6 +181,15 @@ class Site:
     def weight(self) -> nn.Parameter:
         """The primary parameter (first member)."""
         return self.members[0].param
+
+    @property
+    def output_module(self) -> str | None:
+        """FQN of the module whose output carries the units: the following norm layer, else the layer itself."""
+        return self.norm or self.module
+
+    def member(self, name: str) -> Member | None:
+        """The member whose parameter FQN is ``name``, if any."""
+        return next((m for m in self.members if m.name == name), None)
 
     def reduce(self, element_score: Callable[[str, Tensor], Tensor]) -> Tensor:
         """Sum an element-wise score over each unit of every scored member -> ``[num_units]``."""

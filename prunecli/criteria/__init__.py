@@ -1,11 +1,19 @@
 """Criterion axis: how important each unit is (higher = keep).
 
 A criterion only scores; it never selects. ``score(site)`` returns one value per unit of the site. Criteria
-that need gradients say so with ``needs_grad`` and accumulate in ``observe(params)``, which the pruner calls
-after backward (grads present) and before the optimizer step, only inside the pruning window.
+that need data say so and collect it through hooks the pruner installs and removes:
+
+- gradients (``needs_grad``): ``observe(params)`` is called after backward (grads present) and before the
+  optimizer step, only inside the pruning window;
+- activations (``needs_activations``, optional): ``observe_activation(site, output)`` is called from a forward
+  hook on ``site.output_module``, installed only while a mask update is due within the next ``batches``
+  training forward passes (see :class:`ActivationCriterion`).
+
+A mask update due before the criterion is ``ready`` waits until it is. ``bind(sites)`` (optional) lets a
+criterion refuse sites it cannot score, with a :class:`~prunecli.errors.ConfigError`, before anything changes.
 
 A user's own criterion plugs in as ``{_target_: my.module.MyCriterion, ...}``; it implements the methods of
-:class:`Criterion`.
+:class:`Criterion` (and, to read activations, those of :class:`ActivationCriterion`).
 """
 
 from __future__ import annotations
@@ -14,20 +22,26 @@ from typing import Any, Mapping, Protocol, runtime_checkable
 
 from torch import Tensor, nn
 
-from prunecli.criteria._gradient import Movement, SnipMomentum, Taylor
-from prunecli.criteria._weight import L1, L2, Magnitude, Random
+from prunecli.criteria._activation import APoZ, MeanActivation
+from prunecli.criteria._gradient import Gradient, Movement, SnipMomentum, Taylor
+from prunecli.criteria._weight import FPGM, L1, L2, BNScale, Magnitude, Random
 from prunecli.errors import ConfigError
 from prunecli.sites import Site
 
-__all__ = ["Criterion", "Magnitude", "L1", "L2", "Random", "Taylor", "Movement", "SnipMomentum", "parse_criterion"]
+__all__ = ["Criterion", "ActivationCriterion", "Magnitude", "L1", "L2", "Random", "FPGM", "BNScale", "Taylor",
+           "Movement", "SnipMomentum", "Gradient", "APoZ", "MeanActivation", "parse_criterion"]
 
 
 @runtime_checkable
 class Criterion(Protocol):
-    """Scores units; may accumulate statistics from gradients."""
+    """Scores units; may accumulate statistics from gradients.
+
+    Optional members the pruner looks for: ``bind(sites)`` (called once at construction; raise
+    :class:`~prunecli.errors.ConfigError` for sites it cannot score) and ``needs_activations``.
+    """
 
     needs_grad: bool
-    ready: bool  # False while a gradient criterion has nothing accumulated yet
+    ready: bool  # False while a data-driven criterion has not observed enough yet
 
     def observe(self, params: Mapping[str, nn.Parameter]) -> None:
         """Accumulate from ``param.grad`` (called once per optimizer step while the schedule is active)."""
@@ -46,6 +60,22 @@ class Criterion(Protocol):
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
+@runtime_checkable
+class ActivationCriterion(Criterion, Protocol):
+    """A criterion scoring output channels from their activations (``needs_activations = True``)."""
+
+    needs_activations: bool
+    batches: int  # training forward passes to observe before a mask update
+
+    def bind(self, sites: Mapping[str, Site]) -> None:
+        """Remember the sites to wait for; refuse sites without output channels."""
+        ...
+
+    def observe_activation(self, site: Site, output: Tensor) -> None:
+        """Add the output of ``site.output_module`` for one forward pass (units along ``site.unit_dim``)."""
+        ...
+
+
 CRITERIA: dict[str, type] = {
     "magnitude": Magnitude,
     "l1": L1,
@@ -54,6 +84,11 @@ CRITERIA: dict[str, type] = {
     "taylor": Taylor,
     "movement": Movement,
     "snip_momentum": SnipMomentum,
+    "gradient": Gradient,
+    "fpgm": FPGM,
+    "bn_scale": BNScale,
+    "apoz": APoZ,
+    "mean_activation": MeanActivation,
 }
 
 

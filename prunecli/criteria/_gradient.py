@@ -1,6 +1,7 @@
 """Criteria that accumulate weight-gradient statistics between mask updates.
 
-Accumulators are float32 tensors keyed by parameter FQN, created lazily at the first ``observe``.
+Accumulators are float32 tensors keyed by parameter FQN, created lazily at the first ``observe``. A criterion
+is ready to score after ``batches`` observed optimizer steps (1 by default); a mask update due earlier waits.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor, nn
 
+from prunecli.errors import ConfigError
 from prunecli.sites import Site
 
 
@@ -20,8 +22,14 @@ class _Accumulating:
 
     needs_grad = True
     reset_on_update = False
+    batches: int = 1
     _acc: dict[str, Tensor] = field(default_factory=dict, repr=False)
     _count: int = field(default=0, repr=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.batches, int) or isinstance(self.batches, bool) or self.batches < 1:
+            raise ConfigError("pruner.criterion.batches", self.batches, "an integer >= 1 (optimizer steps to "
+                              "observe before a mask update)")
 
     def observe(self, params: Mapping[str, nn.Parameter]) -> None:
         with torch.no_grad():
@@ -38,8 +46,8 @@ class _Accumulating:
 
     @property
     def ready(self) -> bool:
-        """Whether at least one gradient was observed since the window opened."""
-        return self._count > 0
+        """Whether ``batches`` gradients were observed since the window opened."""
+        return self._count >= self.batches
 
     def after_update(self) -> None:
         if self.reset_on_update:
@@ -93,3 +101,23 @@ class SnipMomentum(_Accumulating):
 
     def _combine(self, acc: Tensor, term: Tensor) -> Tensor:
         return acc.mul_(self.alpha).add_(term)
+
+
+@dataclass
+class Gradient(_Accumulating):
+    """Gradient magnitude ``s <- decay * s + |g|``: with the default ``decay = 0`` the ``|g|`` of the latest
+    step, as Neural Compressor's ``gradient`` criterion defines it; ``decay = 1`` accumulates ``sum_t |g_t|``
+    over the pruning window (Neural Compressor, ``neural_compressor/compression/pruner/criteria.py``)."""
+
+    decay: float = 0.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not isinstance(self.decay, (int, float)) or not 0.0 <= self.decay <= 1.0:
+            raise ConfigError("pruner.criterion.decay", self.decay, "a float in [0, 1]")
+
+    def _term(self, w: Tensor, g: Tensor) -> Tensor:
+        return g.abs()
+
+    def _combine(self, acc: Tensor, term: Tensor) -> Tensor:
+        return acc.mul_(self.decay).add_(term)

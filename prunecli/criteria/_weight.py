@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, field
 from typing import Any, Mapping
-
-import zlib
 
 import torch
 from torch import Tensor, nn
 
+from prunecli.errors import ConfigError
 from prunecli.sites import Site
+
+# FPGM compares every unit of a layer with every other: beyond this many units it is quadratic nonsense.
+FPGM_MAX_UNITS = 16384
 
 
 class _Static:
@@ -78,3 +81,50 @@ class Random(_Static):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._draws = int(state.get("draws", 0))
+
+
+@dataclass
+class FPGM(_Static):
+    """Filter pruning via the geometric median: a unit close to all the others is redundant.
+
+    ``score_i = sum_j ||u_i - u_j||_2`` over the units ``u`` of the same layer (rows of
+    ``member.layout.to_units(weight)``, concatenated over the scored members); the units nearest the geometric
+    median (smallest sums) are pruned first (He et al. 2019, "Filter Pruning via Geometric Median for Deep
+    Convolutional Neural Networks Acceleration", https://arxiv.org/abs/1811.00250).
+    """
+
+    def bind(self, sites: Mapping[str, Site]) -> None:
+        for site in sites.values():
+            if site.unit_dim is None or site.num_units > FPGM_MAX_UNITS:
+                raise ConfigError("pruner.criterion", "fpgm", "a channel target (fpgm compares whole filters)",
+                                  f"site {site.name} has {site.num_units} units that are not output channels")
+
+    def score(self, site: Site) -> Tensor:
+        units = torch.cat([m.layout.to_units(m.param.detach()).float() for m in site.members if m.scored], dim=1)
+        return torch.cdist(units, units).sum(dim=1)
+
+
+@dataclass
+class BNScale(_Static):
+    """Network slimming: a channel is as important as the scale ``|gamma|`` of the norm layer after it.
+
+    Needs a channel target whose layers each feed a BatchNorm (the norm's weight is a non-scored member of the
+    site). Pair it with the ``l1_bn`` regulariser, which pushes unimportant scales to zero during training
+    (Liu et al. 2017, "Learning Efficient Convolutional Networks through Network Slimming",
+    https://arxiv.org/abs/1708.06519).
+    """
+
+    def bind(self, sites: Mapping[str, Site]) -> None:
+        for site in sites.values():
+            if norm_weight(site) is None:
+                raise ConfigError("pruner.criterion", "bn_scale", "a channel target whose layers each feed a norm "
+                                  "layer with a scale", f"layer {site.module or site.name} has no BatchNorm directly "
+                                  "after it: leave it out with pruner.layers.exclude or pruner.layers.types")
+
+    def score(self, site: Site) -> Tensor:
+        return norm_weight(site).param.detach().abs().float()
+
+
+def norm_weight(site: Site):
+    """The member holding the scale of the norm layer after a channel site's layer, or ``None``."""
+    return site.member(f"{site.norm}.weight") if site.norm and site.unit_dim is not None else None

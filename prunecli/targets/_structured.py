@@ -50,7 +50,10 @@ class Channel:
                     p = getattr(norm, pname, None)
                     if isinstance(p, nn.Parameter) and p.dim() == 1 and p.shape[0] == units:
                         members.append(_axis_member(f"{norm_name}.{pname}", p, 0, units, False))
-            sites.append(Site(f"{name}.weight", tuple(members), max_sparsity=(units - 1) / units))
+            # Conv outputs are [N, C, ...]; Linear outputs [..., F]: the channel dim activation criteria read.
+            unit_dim = -1 if isinstance(module, nn.Linear) else 1
+            sites.append(Site(f"{name}.weight", tuple(members), max_sparsity=(units - 1) / units,
+                              module=name, norm=norm_name, unit_dim=unit_dim))
         return sites, skipped
 
     def __str__(self) -> str:
@@ -94,7 +97,7 @@ class Head:
         if mha.in_proj_bias is not None:
             members.append(_axis_member(f"{name}.in_proj_bias", mha.in_proj_bias, 0, h, False, chunks=3))
         members.append(_axis_member(f"{name}.out_proj.weight", mha.out_proj.weight, 1, h, True))
-        return Site(name, tuple(members), max_sparsity=(h - 1) / h)
+        return Site(name, tuple(members), max_sparsity=(h - 1) / h, module=name)
 
     def _quartet_site(self, model: nn.Module, index: int, quartet: dict) -> Site:
         key = f"pruner.target.quartets[{index}]"
@@ -122,7 +125,8 @@ class Head:
             if layer.bias is not None:
                 members.append(_axis_member(f"{quartet[role]}.bias", layer.bias, 0, h, False))
         members.append(_axis_member(f"{quartet['o']}.weight", layers["o"].weight, 1, h, True))
-        return Site(quartet["q"].rsplit(".", 1)[0] or quartet["q"], tuple(members), max_sparsity=(h - 1) / h)
+        return Site(quartet["q"].rsplit(".", 1)[0] or quartet["q"], tuple(members), max_sparsity=(h - 1) / h,
+                    module=quartet["q"])
 
     def __str__(self) -> str:
         return "head"

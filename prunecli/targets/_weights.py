@@ -34,7 +34,8 @@ class Unstructured:
             if isinstance(w, str):
                 skipped[name] = w
                 continue
-            sites.append(Site(f"{name}.weight", (Member(f"{name}.weight", w, ElementLayout(tuple(w.shape))),)))
+            sites.append(Site(f"{name}.weight", (Member(f"{name}.weight", w, ElementLayout(tuple(w.shape))),),
+                              module=name))
         return sites, skipped
 
     def __str__(self) -> str:
@@ -75,7 +76,7 @@ class NM:
             perm = None if w.dim() == 2 else (0, *range(2, w.dim()), 1)
             layout = ElementLayout(tuple(w.shape), perm)
             sites.append(Site(f"{name}.weight", (Member(f"{name}.weight", w, layout),),
-                              max_sparsity=(self.m - self.n) / self.m, protect=self.protect))
+                              max_sparsity=(self.m - self.n) / self.m, protect=self.protect, module=name))
         return sites, skipped
 
     def __str__(self) -> str:
@@ -103,7 +104,7 @@ class Block:
                 skipped[name] = w
                 continue
             layout = BlockLayout(tuple(w.shape), self.rows, self.cols)
-            sites.append(Site(f"{name}.weight", (Member(f"{name}.weight", w, layout),)))
+            sites.append(Site(f"{name}.weight", (Member(f"{name}.weight", w, layout),), module=name))
         return sites, skipped
 
     def __str__(self) -> str:
