@@ -79,6 +79,8 @@ def test_help_lists_config_groups_and_their_options(cli):
         assert group in result.stdout
     for option in ("cnn", "digits", "agp", "oneshot", "smoke", "l1_norm"):
         assert option in result.stdout
+    evaluate = cli("evaluate", "--help")
+    assert "dataset" in evaluate.stdout and "pruner" not in evaluate.stdout and "joblib" in evaluate.stdout
     top = cli("--help")
     assert all(cmd in top.stdout for cmd in ("prune", "evaluate", "export"))
 
