@@ -16,8 +16,8 @@ from torch import nn
 
 from prunecli.checkpoint import Checkpoint, load_checkpoint
 from prunecli.config import build_pruner
-from prunecli.engine.evaluation import evaluate
 from prunecli.engine.data import start_epoch
+from prunecli.engine.evaluation import evaluate
 from prunecli.engine.progress import EpochBar
 from prunecli.engine.runtime import autocast
 from prunecli.engine.setup import Phase, Run, make_phase, phase_steps, pretrain_epochs, pruner_config
@@ -127,7 +127,8 @@ def train_epoch(run: Run, phase: Phase, pos: Position) -> dict[str, float]:
     return {"train_loss": loss_sum.item() / max(seen, 1), "train_accuracy": correct.item() / max(seen, 1)}
 
 
-def forward_backward(run: Run, phase: Phase, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def forward_backward(run: Run, phase: Phase, inputs: torch.Tensor,
+                     targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """One micro-batch: forward (under autocast), backward of the loss scaled for accumulation."""
     inputs, targets = inputs.to(run.device, non_blocking=True), targets.to(run.device, non_blocking=True)
     with autocast(run.device, run.amp):
