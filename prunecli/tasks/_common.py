@@ -1,4 +1,4 @@
-"""What the task functions share: the run dir, the user-error boundary, JSON output."""
+"""What the task functions share: the run dir, the user-error boundary, mandatory keys, the run-dir check."""
 
 from __future__ import annotations
 

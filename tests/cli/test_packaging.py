@@ -53,7 +53,8 @@ def test_wheel_contains_every_yaml_and_package(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     yamls = {f"prunecli/conf/{p.relative_to(REPO / 'conf').as_posix()}" for p in (REPO / "conf").rglob("*.yaml")}
     assert yamls and yamls <= names, sorted(yamls - names)
-    packages = {f"{p.parent.relative_to(REPO).as_posix()}/__init__.py" for p in (REPO / "prunecli").rglob("__init__.py")}
+    packages = {f"{p.parent.relative_to(REPO).as_posix()}/__init__.py"
+                for p in (REPO / "prunecli").rglob("__init__.py")}
     assert packages <= names, sorted(packages - names)
     assert "prunecli/conf/__init__.py" in names
 
@@ -65,8 +66,9 @@ def test_non_editable_install_finds_its_configs_from_any_directory(wheel, tmp_pa
     python = venv / "bin" / "python"
     subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall", str(wheel)],
                    check=True, capture_output=True, timeout=300)
-    where = subprocess.run([str(python), "-c", "import prunecli.conf, os; print(os.path.dirname(prunecli.conf.__file__))"],
-                           cwd=tmp_path, check=True, capture_output=True, text=True).stdout.strip()
+    code = "import prunecli.conf, os; print(os.path.dirname(prunecli.conf.__file__))"
+    where = subprocess.run([str(python), "-c", code], cwd=tmp_path, check=True, capture_output=True,
+                           text=True).stdout.strip()
     assert where.startswith(str(venv)), where  # the installed copy, not the checkout
     out = tmp_path / "run"
     proc = subprocess.run([str(venv / "bin" / "prunecli"), "prune", "experiment=smoke", f"hydra.run.dir={out}"],
