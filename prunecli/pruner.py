@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from prunecli._progressive import Progressive
 from prunecli._taps import ActivationTaps
 from prunecli.allocation import Allocation
-from prunecli.criteria import Criterion
+from prunecli.criteria import Criterion, name_of
 from prunecli.errors import ConfigError
 from prunecli.layers import LayerSelection
 from prunecli.objectives import Objective, Sparsity
@@ -157,7 +157,7 @@ class Pruner:
         self.remove_hooks()
         self._apply()
         if self._pending:
-            raise ConfigError("pruner.criterion", getattr(self.criterion, "name", type(self.criterion).__name__),
+            raise ConfigError("pruner.criterion", name_of(self.criterion),
                               "a criterion whose data the run provides", f"the run ended at step {self.step} "
                               f"with a mask update still waiting for {self._missing()}")
 

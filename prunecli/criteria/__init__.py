@@ -29,7 +29,7 @@ from prunecli.errors import ConfigError
 from prunecli.sites import Site
 
 __all__ = ["Criterion", "ActivationCriterion", "Magnitude", "L1", "L2", "Random", "FPGM", "BNScale", "Taylor",
-           "Movement", "SnipMomentum", "Gradient", "APoZ", "MeanActivation", "parse_criterion"]
+           "Movement", "SnipMomentum", "Gradient", "APoZ", "MeanActivation", "parse_criterion", "name_of"]
 
 
 @runtime_checkable
@@ -112,3 +112,8 @@ def parse_criterion(spec: Any, key: str = "pruner.criterion") -> Criterion:
         if option not in fields:
             raise ConfigError(f"{key}.{option}", options[option], f"an option of {spec}: {sorted(fields) or 'none'}")
     return cls(**options)
+
+
+def name_of(criterion: Any) -> str:
+    """The config name of a built-in criterion (``taylor``), else its class name."""
+    return next((name for name, cls in CRITERIA.items() if type(criterion) is cls), type(criterion).__name__)
