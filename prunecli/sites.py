@@ -201,5 +201,10 @@ class Site:
         return total
 
     def unit_masks(self, keep: Tensor) -> dict[str, Tensor]:
-        """Per-unit keep vector -> element masks keyed by parameter FQN."""
-        return {m.name: m.layout.expand(keep) for m in self.members}
+        """Per-unit keep vector -> element masks keyed by parameter FQN, each with its own memory (a layout may
+        return a view of ``keep``; masks sharing memory could not be saved as separate tensors)."""
+        masks, shared = {}, keep.untyped_storage().data_ptr()
+        for m in self.members:
+            mask = m.layout.expand(keep)
+            masks[m.name] = mask.clone() if mask.untyped_storage().data_ptr() == shared else mask
+        return masks

@@ -86,6 +86,8 @@ def scored_sparsity(pruner) -> float:
 
 
 def check_invariants(pruner) -> None:
+    storages = {m.untyped_storage().data_ptr() for m in pruner.masks.values()}
+    assert len(storages) == len(pruner.masks)   # no two masks share memory: a checkpoint saves each on its own
     for site in pruner.sites.values():
         scored = next(m for m in site.members if m.scored)
         keep = scored.layout.to_units(pruner.masks[scored.name]).any(1)
