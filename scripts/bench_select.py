@@ -10,6 +10,10 @@ reports how far its peak RSS (``VmHWM``) rose above its RSS once the scores exis
 naive mask ``s <= kthvalue`` may take extra ties at the threshold, and the two are identical everywhere else.
 
 Importable: ``bench_global_selection(...)`` returns the numbers as a dict (used by ``scripts/bench_core.py``).
+
+On a 2-core machine shared with other busy processes, every multi-threaded torch op can stall for a scheduler
+time slice (~8 ms here), which hurts the many per-tensor ops of ``select_lowest`` far more than the naive path's
+few large ones; compare with ``--threads 1`` and mind the load average when reading the numbers.
 """
 
 from __future__ import annotations
@@ -155,6 +159,8 @@ def main() -> None:
     print(f"selected: exact {r['exact_count']:,}, naive {r['naive_count']:,} "
           f"({r['ties_at_threshold']} scores tied at the threshold); identical off the ties: "
           f"{r['identical_off_ties']}; identical: {r['identical']}")
+    if r["exact_count"] != r["budget"] or not r["identical_off_ties"]:
+        sys.exit("select_lowest disagrees with the naive selection")
 
 
 if __name__ == "__main__":

@@ -199,6 +199,12 @@ def _count_equal(flat: torch.Tensor, value: float, out: torch.Tensor) -> int:
     return int(torch.count_nonzero(torch.eq(flat, value, out=out)))
 
 
+def _segment_counts(flags: torch.Tensor, ends: torch.Tensor) -> list[int]:
+    """How many of ``flags`` are True in each segment of a concatenation whose segments end at ``ends``."""
+    upto = torch.cat([flags.new_zeros(1, dtype=torch.int64), flags.cumsum(0)])[ends]
+    return torch.diff(upto, prepend=upto.new_zeros(1)).tolist()
+
+
 def _check_nan(vals: torch.Tensor) -> None:
     if torch.isnan(vals).any():
         raise ValueError("scores contain NaN")
@@ -349,23 +355,29 @@ class _Selector:
         return vals[pos].item()
 
     def finish(self, parts: list[_Part]) -> list[torch.Tensor]:
-        """Set the candidates below θ, then fill the ties at θ in tensor order while they fit the budget."""
+        """Set the candidates below θ, then fill the ties at θ in tensor order while they fit the budget.
+
+        The candidates of all tensors are compared with θ in one batch (``cat`` promotes mixed dtypes to one
+        that holds them all exactly), so each tensor costs a single ``index_put`` here.
+        """
         theta = self.threshold(parts)
+        vals, idx = torch.cat([p.vals for p in parts]), torch.cat([p.idx for p in parts])
+        ends = torch.tensor([p.vals.numel() for p in parts]).cumsum(0)
+        below, at = vals < theta, vals == theta
+        below_idx = idx[below].split(_segment_counts(below, ends))
+        at_idx = idx[at].split(_segment_counts(at, ends))
         left = self.budget
-        ties = []
+        ties: list[torch.Tensor | int] = []
         for i, (p, w) in enumerate(zip(parts, self.weights)):
-            mask, vals = self.masks[i], p.vals.double()
-            lower = p.idx[vals < theta].long()
-            mask[lower] = True
-            left -= w * (p.below + lower.numel())
-            tie = p.idx[vals == theta]
+            self.masks[i][below_idx[i]] = True
+            left -= w * (p.below + below_idx[i].numel())
+            ties.append(at_idx[i])
             for value, count in p.blocks:
                 if value < theta:
-                    mask |= torch.eq(_flat(self.tensors[i]), value)
+                    self.masks[i] |= torch.eq(_flat(self.tensors[i]), value)
                     left -= w * count
                 elif value == theta:
-                    tie = count  # the ties were counted, not gathered
-            ties.append(tie)
+                    ties[i] = count  # the ties were counted, not gathered
         assert left >= 0, "selected more than the budget"
         if theta == math.inf and left:
             raise ValueError(f"budget {self.budget} exceeds the weighted count of finite scores")
@@ -383,7 +395,7 @@ class _Selector:
             return
         mask = self.masks[i]
         if not isinstance(tie, int):
-            mask[tie[:take].long()] = True
+            mask[tie[:take]] = True
             return
         equal = torch.eq(_flat(self.tensors[i]), theta)
         if take == tie:
