@@ -61,18 +61,26 @@ def test_dataset_configs_build_or_ask_for_their_root(compose, name, tmp_path):
     assert "\n" not in str(err.value)
 
 
-@pytest.mark.parametrize("schedule", _options("schedule"))
-@pytest.mark.parametrize("pruner", _options("pruner"))
-def test_pruner_and_schedule_configs_build_a_pruner(compose, pruner, schedule):
+def _build_pruner(compose, *overrides):
     from hydra.utils import instantiate
 
     from prunecli.config import build_pruner
     from prunecli.engine.setup import pruner_config
 
-    cfg = compose("prune", overrides=[f"pruner={pruner}", f"schedule={schedule}", "sparsity=0.5"])
+    cfg = compose("prune", overrides=[*overrides, "sparsity=0.5"])
     model = instantiate(cfg.model)(in_channels=1, num_classes=10, image_size=8)
-    built = build_pruner(model, pruner_config(cfg), total_steps=100, optimizer=torch.optim.SGD(model.parameters(), 0.1))
-    assert built.masks
+    optimizer = torch.optim.SGD(model.parameters(), 0.1)
+    return build_pruner(model, pruner_config(cfg), total_steps=100, optimizer=optimizer)
+
+
+@pytest.mark.parametrize("pruner", _options("pruner"))
+def test_pruner_configs_build_a_pruner_with_their_own_schedule(compose, pruner):
+    assert _build_pruner(compose, f"pruner={pruner}").masks
+
+
+@pytest.mark.parametrize("schedule", _options("schedule"))
+def test_schedule_configs_build_a_pruner(compose, schedule):
+    assert _build_pruner(compose, "pruner=agp", f"schedule={schedule}").masks
 
 
 @pytest.mark.parametrize("name", _options("trainer"))
