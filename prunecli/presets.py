@@ -68,6 +68,7 @@ def note_alias(name: str) -> str:
     alias = ALIASES.get(name)
     if alias is None:
         raise ConfigError("pruner.alias", name, sorted(ALIASES))
-    note = f"pruner={name} is {alias.origin}'s name: prunecli calls this preset '{alias.preset}' (pruner={alias.preset})"
+    note = (f"pruner={name} is {alias.origin}'s name: prunecli calls this preset '{alias.preset}' "
+            f"(pruner={alias.preset})")
     log.info(note)
     return note

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from prunecli.errors import ConfigError
-from prunecli.sites import Site
+from prunecli.sites import Member, Site
 
 # FPGM compares every unit of a layer with every other: beyond this many units it is quadratic nonsense.
 FPGM_MAX_UNITS = 16384
@@ -95,9 +95,12 @@ class FPGM(_Static):
 
     def bind(self, sites: Mapping[str, Site]) -> None:
         for site in sites.values():
-            if site.unit_dim is None or site.num_units > FPGM_MAX_UNITS:
+            if site.unit_dim is None:
                 raise ConfigError("pruner.criterion", "fpgm", "a channel target (fpgm compares whole filters)",
-                                  f"site {site.name} has {site.num_units} units that are not output channels")
+                                  f"the units of {site.name} are not output channels")
+            if site.num_units > FPGM_MAX_UNITS:
+                raise ConfigError("pruner.criterion", "fpgm", f"layers of at most {FPGM_MAX_UNITS} filters "
+                                  "(it compares every pair)", f"{site.name} has {site.num_units}")
 
     def score(self, site: Site) -> Tensor:
         units = torch.cat([m.layout.to_units(m.param.detach()).float() for m in site.members if m.scored], dim=1)
@@ -125,6 +128,6 @@ class BNScale(_Static):
         return norm_weight(site).param.detach().abs().float()
 
 
-def norm_weight(site: Site):
+def norm_weight(site: Site) -> Member | None:
     """The member holding the scale of the norm layer after a channel site's layer, or ``None``."""
     return site.member(f"{site.norm}.weight") if site.norm and site.unit_dim is not None else None

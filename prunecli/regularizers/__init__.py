@@ -120,6 +120,8 @@ def parse_regularizer(spec: Any, total_steps: int | None = None, schedule_end: i
     """
     if spec is None:
         return None, Window()
+    if isinstance(spec, Regularizer):
+        return spec, Window()
     options: dict[str, Any] = dict(spec) if isinstance(spec, Mapping) else {"name": spec}
     window = _window({k: options.pop(k) for k in _WINDOW_KEYS if k in options}, total_steps, schedule_end, key)
     if "_target_" in options:
