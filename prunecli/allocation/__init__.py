@@ -14,6 +14,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from torch import Tensor
 
+from prunecli._parts import build_part
 from prunecli.allocation._select import select_lowest
 from prunecli.errors import ConfigError
 from prunecli.sites import Site
@@ -129,18 +130,4 @@ def parse_allocation(spec: Any, key: str = "pruner.allocation") -> Allocation:
     """A name, ``{name: ..., min_sparsity: ..., max_sparsity: ...}`` or ``{_target_: ...}`` -> an allocation."""
     if isinstance(spec, (Local, Global)):
         return spec
-    options: dict[str, Any] = {}
-    if isinstance(spec, dict):
-        options = dict(spec)
-        if "_target_" in options:
-            from hydra.utils import instantiate
-
-            return instantiate(options)
-        spec = options.pop("name", "local")
-    cls = ALLOCATIONS.get(str(spec).strip().lower())
-    if cls is None:
-        raise ConfigError(key, spec, sorted(ALLOCATIONS))
-    for option in options:
-        if option not in cls.__dataclass_fields__:
-            raise ConfigError(f"{key}.{option}", options[option], f"an option of {spec}: {sorted(cls.__dataclass_fields__)}")
-    return cls(**options)
+    return build_part(spec, ALLOCATIONS, key, default="local")

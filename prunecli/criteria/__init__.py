@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from prunecli.criteria._activation import APoZ, MeanActivation
 from prunecli.criteria._gradient import Gradient, Movement, SnipMomentum, Taylor
 from prunecli.criteria._weight import FPGM, L1, L2, BNScale, Magnitude, Random
-from prunecli.errors import ConfigError
+from prunecli._parts import build_part
 from prunecli.sites import Site
 
 __all__ = ["Criterion", "ActivationCriterion", "Magnitude", "L1", "L2", "Random", "FPGM", "BNScale", "Taylor",
@@ -96,22 +96,7 @@ def parse_criterion(spec: Any, key: str = "pruner.criterion") -> Criterion:
     """A name, ``{name: ..., **options}`` or ``{_target_: ...}`` -> a criterion."""
     if isinstance(spec, Criterion):
         return spec
-    options: dict[str, Any] = {}
-    if isinstance(spec, dict):
-        options = dict(spec)
-        if "_target_" in options:
-            from hydra.utils import instantiate
-
-            return instantiate(options)
-        spec = options.pop("name", None)
-    cls = CRITERIA.get(str(spec).strip().lower())
-    if cls is None:
-        raise ConfigError(key, spec, sorted(CRITERIA))
-    fields = [f for f in getattr(cls, "__dataclass_fields__", {}) if not f.startswith("_")]
-    for option in options:
-        if option not in fields:
-            raise ConfigError(f"{key}.{option}", options[option], f"an option of {spec}: {sorted(fields) or 'none'}")
-    return cls(**options)
+    return build_part(spec, CRITERIA, key)
 
 
 def name_of(criterion: Any) -> str:

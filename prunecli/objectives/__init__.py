@@ -11,6 +11,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from torch import nn
 
+from prunecli._parts import build_part
 from prunecli.errors import ConfigError
 from prunecli.sites import Site
 
@@ -57,18 +58,4 @@ def parse_objective(spec: Any, key: str = "objective") -> Objective:
         return Sparsity()
     if isinstance(spec, Objective):
         return spec
-    options: dict[str, Any] = {}
-    if isinstance(spec, dict):
-        options = dict(spec)
-        if "_target_" in options:
-            from hydra.utils import instantiate
-
-            return instantiate(options)
-        spec = options.pop("name", "sparsity")
-    cls = OBJECTIVES.get(str(spec))
-    if cls is None:
-        raise ConfigError(key, spec, sorted(OBJECTIVES))
-    for option in options:
-        if option not in cls.__dataclass_fields__:
-            raise ConfigError(f"{key}.{option}", options[option], f"an option of {spec}: {sorted(cls.__dataclass_fields__) or 'none'}")
-    return cls(**options)
+    return build_part(spec, OBJECTIVES, key, default="sparsity")
