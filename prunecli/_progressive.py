@@ -17,7 +17,6 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-import torch
 from torch import Tensor
 
 from prunecli.errors import ConfigError

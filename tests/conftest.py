@@ -79,3 +79,17 @@ def smoke_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
                     f"hydra.run.dir={out}")
     assert result.exit_code == 0, (result.stdout, result.stderr, result.exception)
     return out / "checkpoint" / "last"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_thread():
+    """The whole session on one torch thread (session scope, so module-scoped fixtures run on it too).
+
+    The tests use tiny tensors that gain nothing from threads, and on a loaded 2-core machine torch's spinning
+    worker threads make them 50-100x slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Protocol, runtime_checkable
 
 import torch
-from torch import Tensor
 
 from prunecli.criteria._weight import norm_weight
 from prunecli.errors import ConfigError

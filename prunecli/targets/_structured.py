@@ -10,7 +10,7 @@ from torch import nn
 from prunecli.errors import ConfigError
 from prunecli.sites import AxisLayout, Member, Site
 from prunecli.targets._graph import following_norms
-from prunecli.targets._weights import WEIGHT_TYPES
+from prunecli.targets._weights import WEIGHT_TYPES, weight_sites
 
 log = logging.getLogger(__name__)
 
@@ -33,28 +33,24 @@ class Channel:
 
     def sites(self, model: nn.Module, modules: dict[str, nn.Module]) -> tuple[list[Site], dict[str, str]]:
         norms = following_norms(model)
-        sites, skipped = [], {}
-        for name, module in modules.items():
-            weight = getattr(module, "weight", None)
-            if not isinstance(weight, nn.Parameter):
-                skipped[name] = f"{type(module).__name__} has no weight parameter"
-                continue
-            units = weight.shape[0]
-            members = [_axis_member(f"{name}.weight", weight, 0, units, True)]
-            if isinstance(getattr(module, "bias", None), nn.Parameter):
-                members.append(_axis_member(f"{name}.bias", module.bias, 0, units, False))
-            norm_name = norms.get(name)
-            if norm_name is not None:
-                norm = model.get_submodule(norm_name)
-                for pname in ("weight", "bias"):
-                    p = getattr(norm, pname, None)
-                    if isinstance(p, nn.Parameter) and p.dim() == 1 and p.shape[0] == units:
-                        members.append(_axis_member(f"{norm_name}.{pname}", p, 0, units, False))
-            # Conv outputs are [N, C, ...]; Linear outputs [..., F]: the channel dim activation criteria read.
-            unit_dim = -1 if isinstance(module, nn.Linear) else 1
-            sites.append(Site(f"{name}.weight", tuple(members), max_sparsity=(units - 1) / units,
-                              module=name, norm=norm_name, unit_dim=unit_dim))
-        return sites, skipped
+        return weight_sites(modules, lambda name, weight: self._site(model, name, weight, norms.get(name)))
+
+    def _site(self, model: nn.Module, name: str, weight: nn.Parameter, norm_name: str | None) -> Site:
+        module = model.get_submodule(name)
+        units = weight.shape[0]
+        members = [_axis_member(f"{name}.weight", weight, 0, units, True)]
+        if isinstance(getattr(module, "bias", None), nn.Parameter):
+            members.append(_axis_member(f"{name}.bias", module.bias, 0, units, False))
+        if norm_name is not None:
+            norm = model.get_submodule(norm_name)
+            for pname in ("weight", "bias"):
+                p = getattr(norm, pname, None)
+                if isinstance(p, nn.Parameter) and p.dim() == 1 and p.shape[0] == units:
+                    members.append(_axis_member(f"{norm_name}.{pname}", p, 0, units, False))
+        # Conv outputs are [N, C, ...]; Linear outputs [..., F]: the channel dim activation criteria read.
+        unit_dim = -1 if isinstance(module, nn.Linear) else 1
+        return Site(f"{name}.weight", tuple(members), max_sparsity=(units - 1) / units,
+                    module=name, norm=norm_name, unit_dim=unit_dim)
 
     def __str__(self) -> str:
         return "channel"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Callable
 
 from torch import Tensor, nn
 
@@ -14,11 +15,20 @@ log = logging.getLogger(__name__)
 WEIGHT_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
-def _weight(name: str, module: nn.Module) -> nn.Parameter | str:
-    weight = getattr(module, "weight", None)
-    if not isinstance(weight, nn.Parameter):
-        return f"{type(module).__name__} has no weight parameter"
-    return weight
+def weight_sites(modules: dict[str, nn.Module], site_of: Callable[[str, nn.Parameter], Site | str],
+                 ) -> tuple[list[Site], dict[str, str]]:
+    """Sites of the modules' ``weight`` parameters; ``site_of`` returns a Site or the reason to skip a layer."""
+    sites, skipped = [], {}
+    for name, module in modules.items():
+        weight = getattr(module, "weight", None)
+        site = site_of(name, weight) if isinstance(weight, nn.Parameter) else \
+            f"{type(module).__name__} has no weight parameter"
+        if isinstance(site, str):
+            skipped[name] = site
+            log.info("%s: skipped: %s", name, site)
+        else:
+            sites.append(site)
+    return sites, skipped
 
 
 @dataclass(frozen=True)
@@ -28,15 +38,8 @@ class Unstructured:
     module_types = WEIGHT_TYPES
 
     def sites(self, model: nn.Module, modules: dict[str, nn.Module]) -> tuple[list[Site], dict[str, str]]:
-        sites, skipped = [], {}
-        for name, module in modules.items():
-            w = _weight(name, module)
-            if isinstance(w, str):
-                skipped[name] = w
-                continue
-            sites.append(Site(f"{name}.weight", (Member(f"{name}.weight", w, ElementLayout(tuple(w.shape))),),
-                              module=name))
-        return sites, skipped
+        return weight_sites(modules, lambda name, w: Site(
+            f"{name}.weight", (Member(f"{name}.weight", w, ElementLayout(tuple(w.shape))),), module=name))
 
     def __str__(self) -> str:
         return "unstructured"
@@ -63,21 +66,15 @@ class NM:
         return groups.scatter(1, top, float("inf")).reshape(-1)
 
     def sites(self, model: nn.Module, modules: dict[str, nn.Module]) -> tuple[list[Site], dict[str, str]]:
-        sites, skipped = [], {}
-        for name, module in modules.items():
-            w = _weight(name, module)
-            if isinstance(w, str):
-                skipped[name] = w
-                continue
-            if w.shape[1] % self.m:
-                skipped[name] = f"input dimension {w.shape[1]} is not a multiple of {self.m}"
-                log.info("%s: %s: skipped by target %s", name, skipped[name], self)
-                continue
-            perm = None if w.dim() == 2 else (0, *range(2, w.dim()), 1)
-            layout = ElementLayout(tuple(w.shape), perm)
-            sites.append(Site(f"{name}.weight", (Member(f"{name}.weight", w, layout),),
-                              max_sparsity=(self.m - self.n) / self.m, protect=self.protect, module=name))
-        return sites, skipped
+        return weight_sites(modules, self._site)
+
+    def _site(self, name: str, w: nn.Parameter) -> Site | str:
+        if w.shape[1] % self.m:
+            return f"input dimension {w.shape[1]} is not a multiple of {self.m} (target {self})"
+        perm = None if w.dim() == 2 else (0, *range(2, w.dim()), 1)
+        layout = ElementLayout(tuple(w.shape), perm)
+        return Site(f"{name}.weight", (Member(f"{name}.weight", w, layout),),
+                    max_sparsity=(self.m - self.n) / self.m, protect=self.protect, module=name)
 
     def __str__(self) -> str:
         return f"{self.n}:{self.m}"
@@ -97,15 +94,9 @@ class Block:
     module_types = WEIGHT_TYPES
 
     def sites(self, model: nn.Module, modules: dict[str, nn.Module]) -> tuple[list[Site], dict[str, str]]:
-        sites, skipped = [], {}
-        for name, module in modules.items():
-            w = _weight(name, module)
-            if isinstance(w, str):
-                skipped[name] = w
-                continue
-            layout = BlockLayout(tuple(w.shape), self.rows, self.cols)
-            sites.append(Site(f"{name}.weight", (Member(f"{name}.weight", w, layout),), module=name))
-        return sites, skipped
+        return weight_sites(modules, lambda name, w: Site(
+            f"{name}.weight", (Member(f"{name}.weight", w, BlockLayout(tuple(w.shape), self.rows, self.cols)),),
+            module=name))
 
     def __str__(self) -> str:
         return f"{self.rows}x{self.cols}"

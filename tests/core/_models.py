@@ -1,6 +1,5 @@
 """Small models shared by the core tests."""
 
-import pytest
 import torch
 from torch import nn
 
@@ -40,13 +39,3 @@ def train(model, pruner, optimizer, steps: int, shape=(16, 3, 8, 8)):
         optimizer.step()
         pruner.on_after_optimizer_step()
         pruner.on_step_end()
-
-
-@pytest.fixture(scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread, and the 2-core machine is shared: use it in a module with
-    ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)

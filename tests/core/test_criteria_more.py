@@ -10,9 +10,7 @@ from prunecli import build_pruner
 from prunecli.criteria import APoZ, FPGM, Gradient, MeanActivation
 from prunecli.errors import ConfigError
 
-from _models import one_thread  # noqa: F401  (fixture)
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 ONESHOT = {"name": "oneshot", "final_sparsity": 1 / 3}
 

@@ -10,9 +10,8 @@ from torch import nn
 from prunecli import build_pruner
 from prunecli.errors import ConfigError
 
-from _models import batch, one_thread, small_cnn  # noqa: F401  (one_thread: fixture)
+from _models import batch, small_cnn
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 NORMS = ("1", "4")           # small_cnn: conv 0 -> bn 1, conv 3 -> bn 4; Linear 8 has no norm
 LAYERS = ("0", "1", "3", "4", "8")

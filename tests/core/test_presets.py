@@ -15,9 +15,7 @@ from prunecli import build_pruner
 from prunecli.presets import ALIASES, note_alias, resolve
 from prunecli.targets import NM
 
-from _models import one_thread  # noqa: F401  (fixture)
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 ROOT = Path(__file__).resolve().parents[2]
 PRUNERS = ROOT / "conf" / "pruner"

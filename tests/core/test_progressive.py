@@ -11,9 +11,7 @@ from torch import nn
 from prunecli import build_pruner
 from prunecli.errors import ConfigError
 
-from _models import one_thread  # noqa: F401  (fixture)
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 LINEAR = {"name": "linear", "final_sparsity": 0.5, "start_step": 0, "end_step": 20, "frequency": 10}
 

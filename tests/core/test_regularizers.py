@@ -11,9 +11,7 @@ from prunecli import build_pruner
 from prunecli.errors import ConfigError
 from prunecli.regularizers import GroupLasso, L1BN, Window, parse_regularizer
 
-from _models import one_thread  # noqa: F401  (fixture)
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def conv_bn_net(seed=0):

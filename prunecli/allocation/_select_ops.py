@@ -1,0 +1,84 @@
+"""Tensor primitives of :func:`prunecli.allocation._select.select_lowest`: cuts in score order and the
+comparison, gathering and counting passes it makes over one flattened score tensor at a time."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+_ALL_TRUE = 0x0101010101010101  # eight True bools viewed as one int64
+
+
+@dataclass
+class _Cut:
+    """A threshold in score order: the units below it are ``s <= value`` if ``inclusive`` else ``s < value``."""
+
+    value: float
+    inclusive: bool
+    counts: list[int] = field(default_factory=list)  # per tensor, how many units lie below the cut
+
+    @property
+    def key(self) -> tuple[float, bool]:
+        return self.value, self.inclusive
+
+    def for_dtype(self, dtype: torch.dtype) -> tuple[float, bool]:
+        """An equivalent cut whose value is exactly representable in ``dtype``.
+
+        Comparing a float16 tensor with a float64 value would round the value first and move the cut. If the
+        value is not representable, rounding gives a neighbour ``t`` with no ``dtype`` value strictly between
+        it and the cut, so ``s < v`` becomes ``s < t`` (``t > v``) or ``s <= t`` (``t < v``).
+        """
+        t = torch.tensor(self.value, dtype=torch.float64).to(dtype).item()
+        if t == self.value:
+            return self.value, self.inclusive
+        return t, t < self.value
+
+
+def _flat(t: torch.Tensor) -> torch.Tensor:
+    return t.reshape(-1)  # a view if contiguous, else a copy of this one tensor
+
+
+def _compare(flat: torch.Tensor, cut: _Cut, out: torch.Tensor, below: bool) -> torch.Tensor:
+    """Write ``flat`` below ``cut`` (or, with ``below=False``, not below it; NaN is neither) into ``out``."""
+    value, inclusive = cut.for_dtype(flat.dtype)
+    if below:
+        return (torch.le if inclusive else torch.lt)(flat, value, out=out)
+    return (torch.gt if inclusive else torch.ge)(flat, value, out=out)
+
+
+def _free_positions(taken: torch.Tensor, limit: float) -> torch.Tensor | None:
+    """Ascending flat indices where the contiguous bool vector ``taken`` is False; None if over ``limit``.
+
+    ``nonzero`` on a bool vector costs about as much as a comparison pass; scanning it as int64 words first and
+    expanding only the words that hold a False is ~8x cheaper when few positions are free.
+    """
+    n = taken.numel()
+    n8 = n - n % 8
+    words = taken[:n8].view(torch.int64)
+    hit = (words != _ALL_TRUE).nonzero().squeeze(1)
+    if hit.numel() > limit:  # every such word holds at least one free position
+        return None
+    row, col = torch.logical_not(taken[:n8].view(-1, 8).index_select(0, hit)).nonzero(as_tuple=True)
+    tail = torch.logical_not(taken[n8:]).nonzero().squeeze(1) + n8
+    idx = torch.cat([hit[row] * 8 + col, tail])
+    return idx if idx.numel() <= limit else None
+
+
+def _count_equal(flat: torch.Tensor, value: float, out: torch.Tensor) -> int:
+    """Count ``flat == value`` into ``out``; zero (and ``out`` all False) if ``value`` is not a ``flat`` value."""
+    if torch.tensor(value, dtype=torch.float64).to(flat.dtype).item() != value:
+        out.zero_()
+        return 0
+    return int(torch.count_nonzero(torch.eq(flat, value, out=out)))
+
+
+def _segment_counts(flags: torch.Tensor, ends: torch.Tensor) -> list[int]:
+    """How many of ``flags`` are True in each segment of a concatenation whose segments end at ``ends``."""
+    upto = torch.cat([flags.new_zeros(1, dtype=torch.int64), flags.cumsum(0)])[ends]
+    return torch.diff(upto, prepend=upto.new_zeros(1)).tolist()
+
+
+def _check_nan(vals: torch.Tensor) -> None:
+    if torch.isnan(vals).any():
+        raise ValueError("scores contain NaN")
