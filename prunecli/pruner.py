@@ -213,18 +213,22 @@ class Pruner:
 
     @torch.no_grad()
     def _apply(self) -> None:
-        for n in self._active:
-            self.params[n].mul_(self._fmasks[n])
+        if self._active:
+            torch._foreach_mul_([self.params[n] for n in self._active], [self._fmasks[n] for n in self._active])
 
     @torch.no_grad()
     def _zero_optimizer_state(self) -> None:
         if self.optimizer is None:
             return
+        states, masks = [], []
         for n in self._active:
             p = self.params[n]
             for value in self.optimizer.state.get(p, {}).values():
                 if isinstance(value, Tensor) and value.shape == p.shape:
-                    value.mul_(self._fmasks[n].to(value.dtype))
+                    states.append(value)
+                    masks.append(self._fmasks[n] if value.dtype == p.dtype else self._fmasks[n].to(value.dtype))
+        if states:
+            torch._foreach_mul_(states, masks)
 
     @property
     def _reapply_each_step(self) -> bool:

@@ -97,7 +97,8 @@ class SnipMomentum(_Accumulating):
     beta: float = 1.0
 
     def _term(self, w: Tensor, g: Tensor) -> Tensor:
-        return (w * g).abs_().mul_(self.beta)
+        term = (w * g).abs_()
+        return term if self.beta == 1.0 else term.mul_(self.beta)  # the default skips a pass
 
     def _combine(self, acc: Tensor, term: Tensor) -> Tensor:
         return acc.mul_(self.alpha).add_(term)

@@ -163,3 +163,17 @@ def test_criteria_registered_by_name():
     from prunecli.criteria import CRITERIA
 
     assert CRITERIA["apoz"] is APoZ and CRITERIA["mean_activation"] is MeanActivation and CRITERIA["fpgm"] is FPGM
+
+
+def test_snip_momentum_is_alpha_s_plus_beta_abs_wg():
+    from prunecli.criteria import SnipMomentum
+
+    w = nn.Parameter(torch.tensor([[1.0, -2.0], [0.5, 3.0]]))
+    crit = SnipMomentum(alpha=0.5, beta=2.0)
+    grads = [torch.tensor([[1.0, 1.0], [-2.0, 0.0]]), torch.tensor([[0.0, -1.0], [1.0, 1.0]])]
+    expected = torch.zeros(2, 2)
+    for g in grads:
+        w.grad = g
+        crit.observe({"w": w})
+        expected = 0.5 * expected + 2.0 * (w.detach() * g).abs()
+    assert torch.equal(crit._acc["w"], expected)
