@@ -38,6 +38,8 @@ ALIASES: dict[str, Alias] = {
     "AGPPruner": Alias("agp", _NNI),
     "LinearPruner": Alias("linear", _NNI),
     "MovementPruner": Alias("movement", _NNI),
+    "LotteryTicketPruner": Alias("lottery_ticket", _NNI),
+    "ADMMPruner": Alias("admm", _NNI),
     # NNI 1.x names of the same filter pruners
     "L1FilterPruner": Alias("l1_norm", _NNI1),
     "L2FilterPruner": Alias("l2_norm", _NNI1),

@@ -287,10 +287,12 @@ class Pruner:
         return sparsity_report(self.model, self.masks)
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to resume: masks, step, schedule position and the criterion's accumulators."""
+        """Everything needed to resume: masks, step, schedule position, the criterion's accumulators and the
+        regulariser's state (if it has one)."""
         return {"step": self.step, "pending": self._pending, "target_sparsity": self.target_sparsity,
                 "masks": {n: m.clone() for n, m in self.masks.items()}, "criterion": self.criterion.state_dict(),
-                "progressive": self.progressive.state_dict()}
+                "progressive": self.progressive.state_dict(),
+                "regularizer": self.regularizer.state_dict() if hasattr(self.regularizer, "state_dict") else {}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict` output and re-apply the masks to the model."""
@@ -307,5 +309,7 @@ class Pruner:
         self.target_sparsity = float(state["target_sparsity"])
         self.criterion.load_state_dict(state.get("criterion", {}))
         self.progressive.load_state_dict(state.get("progressive", {}))
+        if hasattr(self.regularizer, "load_state_dict"):
+            self.regularizer.load_state_dict(state.get("regularizer", {}))
         self._refresh(units=True)
         self._apply()

@@ -1,7 +1,8 @@
 """The training loop. The engine owns it; a pruner only reacts to the hooks of :mod:`prunecli.hooks`.
 
 A run has up to two phases, each with its own optimizer and LR schedule: dense pre-training (no pruner), then
-pruning with fine-tuning, during which the pruner's hooks are called in the documented order.
+pruning with fine-tuning, during which the pruner's hooks are called in the documented order. With a
+``rounds`` node, the pruning phase repeats as rounds of prune -> rewind -> fine-tune (:mod:`prunecli.engine.rounds`).
 """
 
 from __future__ import annotations
@@ -16,11 +17,15 @@ from torch import nn
 
 from prunecli.checkpoint import Checkpoint, load_checkpoint
 from prunecli.config import build_pruner
+from prunecli.criteria import name_of
 from prunecli.engine.data import start_epoch
 from prunecli.engine.evaluation import evaluate
 from prunecli.engine.progress import EpochBar
+from prunecli.engine.rounds import check_rewind_step, rewind, round_config, round_sparsity, snapshot
 from prunecli.engine.runtime import autocast
 from prunecli.engine.setup import Phase, Run, make_phase, phase_steps, pretrain_epochs, pruner_config
+from prunecli.errors import ConfigError
+from prunecli.search import run_evaluator
 from prunecli.engine.state import Position, current_masks, restore, save, sparsity_stats
 
 log = logging.getLogger(__name__)
@@ -47,6 +52,9 @@ def train(run: Run) -> TrainResult:
     pos = Position.from_dict(ckpt.state["progress"]) if ckpt else Position()
     if ckpt:
         log.info("resuming %s at %s epoch %d, step %d", ckpt.path, pos.phase, pos.epoch, pos.step)
+        run.rewound = (ckpt.state or {}).get("rewind")
+    elif run.rounds is not None and run.rounds.snapshot_at_start:
+        run.rewound = snapshot(run.model)
     if pos.phase == "pretrain":
         pretrain(run, pos, ckpt)
         pos, ckpt = Position(phase="prune"), None
@@ -54,11 +62,14 @@ def train(run: Run) -> TrainResult:
         pos.dense = evaluate(run.model, run.val_loader, run.device, run.amp)
         log.info("dense model: accuracy %.4f, loss %.4f", pos.dense["accuracy"], pos.dense["loss"])
         _write_metrics(run, {"phase": "dense", **pos.dense})
-    phase = make_pruning_phase(run)
-    phase.hooks.on_train_begin()
-    if ckpt:  # after on_train_begin, so the saved state wins over anything it did
-        restore(run, phase, ckpt)
-    run_phase(run, phase, pos)
+    if run.rounds is not None:
+        phase = train_rounds(run, pos, ckpt)
+    else:
+        phase = make_pruning_phase(run)
+        phase.hooks.on_train_begin()
+        if ckpt:  # after on_train_begin, so the saved state wins over anything it did
+            restore(run, phase, ckpt)
+        run_phase(run, phase, pos)
     if phase.total_steps == 0:  # trainer.epochs=0: the masks of step 0 (one-shot pruning), no fine-tuning
         phase.hooks.on_step_begin(0)
         phase.hooks.on_step_end()
@@ -76,6 +87,10 @@ def pretrain(run: Run, pos: Position, ckpt: Checkpoint | None) -> None:
     """Dense epochs before pruning (no hooks), after checking the pruner config so a typo fails fast."""
     build_pruner(run.model, pruner_config(run.cfg), total_steps=phase_steps(run, run.settings.epochs)[2])
     phase = make_phase(run, "pretrain", pretrain_epochs(run))
+    if run.rounds is not None and phase.total_steps > 0:
+        check_rewind_step(run.rounds, phase.total_steps, "dense pre-training, trainer.pretrain_epochs")
+        if run.rounds.rewind == "step" and run.rounds.rewind_step > 0:
+            phase.snapshot_step = run.rounds.rewind_step
     if ckpt:
         restore(run, phase, ckpt)
     run_phase(run, phase, pos)
@@ -85,8 +100,54 @@ def make_pruning_phase(run: Run) -> Phase:
     """The pruning phase: optimizer and schedule as in :func:`make_phase`, the pruner as its hooks."""
     phase = make_phase(run, "prune", run.settings.epochs)
     phase.hooks = build_pruner(run.model, pruner_config(run.cfg), total_steps=phase.total_steps,
-                               optimizer=phase.optimizer)
+                               optimizer=phase.optimizer, evaluator=run_evaluator(run))
     return phase
+
+
+def train_rounds(run: Run, pos: Position, ckpt: Checkpoint | None) -> Phase:
+    """Rounds of prune -> rewind -> fine-tune (:mod:`prunecli.engine.rounds`); returns the last round's phase.
+
+    Each round has a fresh optimizer and LR schedule and a pruner whose masks start where the last round's ended.
+    """
+    rounds, base = run.rounds, pruner_config(run.cfg)
+    schedule = base["schedule"] if isinstance(base["schedule"], dict) else {"name": base["schedule"]}
+    name, s_i, s_f = schedule.get("name", "oneshot"), schedule.get("initial_sparsity", 0.0), schedule["final_sparsity"]
+    previous: dict[str, Any] | None = None
+    for r in range(max(pos.round, 1), rounds.count + 1):
+        sparsity = round_sparsity(name, r, rounds.count, s_i, s_f)
+        phase = make_phase(run, "prune", run.settings.epochs)
+        phase.hooks = build_pruner(run.model, round_config(base, sparsity), total_steps=phase.total_steps,
+                                   optimizer=phase.optimizer, evaluator=run_evaluator(run))
+        if r == 1 and run.rewound is None and rounds.rewind == "step":
+            check_rewind_step(rounds, phase.total_steps, "round 1 (no dense pre-training)")
+            phase.snapshot_step = rounds.rewind_step
+        phase.hooks.on_train_begin()
+        if ckpt is not None and pos.round == r:  # resume inside this round
+            restore(run, phase, ckpt)
+            ckpt = None
+        else:
+            if previous is not None:
+                phase.hooks.load_state_dict({**previous, "step": 0})
+            start_round(run, phase, r, sparsity)
+            pos.round, pos.epoch, pos.batches_done, pos.step = r, 0, 0, 0
+            save(run, phase, pos, "last")  # a round boundary is a checkpoint
+        run_phase(run, phase, pos)
+        if r < rounds.count:
+            phase.hooks.on_train_end()
+            previous = phase.hooks.state_dict()
+    return phase
+
+
+def start_round(run: Run, phase: Phase, r: int, sparsity: float) -> None:
+    """Prune the trained weights to ``sparsity``, then rewind the survivors."""
+    pruner = phase.hooks
+    if not pruner.criterion.ready:
+        raise ConfigError("pruner.criterion", name_of(pruner.criterion), "a criterion that scores the weights "
+                          "alone (magnitude, l1, l2, fpgm, bn_scale, random)", "rounds prune at a round's start")
+    pruner.update_masks(sparsity)
+    rewind(run.model, run.rounds, r, run.rewound, pruner.masks, seed=int(run.cfg.seed) * 1_000 + r)
+    log.info("round %d/%d: pruned to sparsity %.4f, rewind %s", r, run.rounds.count, sparsity,
+             run.rounds.rewind if run.rounds.rewind != "step" else f"step:{run.rounds.rewind_step}")
 
 
 def run_phase(run: Run, phase: Phase, pos: Position) -> None:
@@ -118,6 +179,8 @@ def train_epoch(run: Run, phase: Phase, pos: Position) -> dict[str, float]:
             if micro == s.accumulate or pos.batches_done == phase.batches_per_epoch:
                 optimizer_step(run, phase)
                 pos.step, micro = pos.step + 1, 0
+                if pos.step == phase.snapshot_step:
+                    run.rewound = snapshot(run.model)
                 if s.checkpoint_every and pos.step % s.checkpoint_every == 0:
                     save(run, phase, pos, "last")
                 if bar.enabled and pos.step % _BAR_EVERY == 0:
@@ -168,7 +231,8 @@ def end_epoch(run: Run, phase: Phase, pos: Position, train_metrics: dict[str, fl
     pos.last = {**val, **train_metrics, "sparsity": sparsity}
     pos.epoch, pos.batches_done = pos.epoch + 1, 0
     lr = phase.optimizer.param_groups[0]["lr"]
-    _write_metrics(run, {"phase": phase.name, "epoch": pos.epoch, "step": pos.step, "lr": lr, **pos.last})
+    rounds = {"round": pos.round} if run.rounds is not None and phase.name == "prune" else {}
+    _write_metrics(run, {"phase": phase.name, **rounds, "epoch": pos.epoch, "step": pos.step, "lr": lr, **pos.last})
     log.info("%s epoch %d/%d: val accuracy %.4f, loss %.4f, sparsity %.4f", phase.name, pos.epoch,
              phase.epochs, val["accuracy"], val["loss"], sparsity)
     is_best = phase.name == "prune" and _better(pos, val["accuracy"], sparsity)

@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader
 
 from prunecli._instantiate import build
 from prunecli.engine.data import eval_loader, train_loader
+from prunecli.engine.rounds import Rounds
 from prunecli.engine.runtime import amp_dtype, grad_scaler, pick_device, seed_everything
 from prunecli.engine.settings import TrainerSettings
 from prunecli.hooks import HOOKS
@@ -45,6 +46,8 @@ class Run:
     amp: Optional[torch.dtype]
     val_loader: DataLoader
     run_dir: Path
+    rounds: Optional[Rounds] = None  # iterative pruning (prunecli.engine.rounds), or None
+    rewound: Optional[dict[str, torch.Tensor]] = None  # the weights rounds rewind to, once known
 
 
 @dataclass
@@ -61,11 +64,13 @@ class Phase:
     scheduler: Any
     scaler: Optional[torch.amp.GradScaler]
     hooks: Any = field(default_factory=NoHooks)
+    snapshot_step: Optional[int] = None  # after this optimizer step, keep the weights as the rewind point
 
 
 def setup(cfg: Any, run_dir: Path) -> Run:
     """Seed, then build the dataset, the model (sized by the dataset) and the validation loader."""
     settings = TrainerSettings.from_config(cfg.trainer)
+    rounds = Rounds.from_config(plain(cfg.get("rounds")))
     seed_everything(int(cfg.seed))
     data = build(cfg.dataset, "dataset")
     sizes = {"in_channels": data.in_channels, "num_classes": data.num_classes, "image_size": data.image_size}
@@ -76,7 +81,8 @@ def setup(cfg: Any, run_dir: Path) -> Run:
              data.name, len(data.train), len(data.val), data.num_classes, device)
     return Run(cfg=cfg, settings=settings, model=model, data=data, spec={"config": plain(cfg.model), **sizes},
                device=device, amp=amp_dtype(settings.precision, device),
-               val_loader=eval_loader(data.val, settings.eval_batch_size, settings.num_workers), run_dir=run_dir)
+               val_loader=eval_loader(data.val, settings.eval_batch_size, settings.num_workers), run_dir=run_dir,
+               rounds=rounds)
 
 
 def pretrain_epochs(run: Run) -> int:

@@ -20,6 +20,7 @@ class Position:
     epoch: int = 0
     batches_done: int = 0
     step: int = 0
+    round: int = 0  # the round of iterative pruning (prunecli.engine.rounds) being trained; 0 without rounds
     best_accuracy: float = -1.0
     best_sparsity: float = -1.0
     dense: dict[str, float] = field(default_factory=dict)
@@ -52,12 +53,14 @@ def save(run: Run, phase: Phase, pos: Position, name: str) -> Path:
         "pruner": phase.hooks.state_dict() if hasattr(phase.hooks, "state_dict") else None,
         "rng": rng_state(),
     }
+    if run.rewound is not None:
+        state["rewind"] = run.rewound
     meta = {
         "config": plain(run.cfg),
         "model": run.spec,
         "sparsity": sparsity_stats(run, phase),
         "metrics": {"dense": pos.dense, "last": pos.last},
-        "progress": {"phase": pos.phase, "epoch": pos.epoch, "step": pos.step},
+        "progress": {"phase": pos.phase, "round": pos.round, "epoch": pos.epoch, "step": pos.step},
     }
     return save_checkpoint(run.run_dir / "checkpoint" / name, model_state=run.model.state_dict(),
                            masks=current_masks(phase), meta=meta, state=state)

@@ -9,7 +9,8 @@ the sites' parameters. The pruner calls it in ``on_before_optimizer_step``, insi
 2. the regulariser adds its penalty's gradient;
 3. the gradients of pruned weights are zeroed again, so a penalty can never move a pruned weight.
 
-A user's own regulariser plugs in as ``{_target_: my.module.MyPenalty, ...}``; window keys (``start``, ``end``,
+A regulariser with state (:class:`ADMM`'s Z and U) has ``state_dict()``/``load_state_dict()``; the pruner saves
+it with its own state. A user's own regulariser plugs in as ``{_target_: my.module.MyPenalty, ...}``; window keys (``start``, ``end``,
 ``start_step``, ``end_step``) stay next to it in the same mapping.
 """
 
@@ -23,9 +24,10 @@ import torch
 
 from prunecli.criteria._weight import norm_weight
 from prunecli.errors import ConfigError
+from prunecli.regularizers._admm import ADMM
 from prunecli.sites import Site
 
-__all__ = ["Regularizer", "L1BN", "GroupLasso", "Window", "parse_regularizer"]
+__all__ = ["Regularizer", "ADMM", "L1BN", "GroupLasso", "Window", "parse_regularizer"]
 
 
 @runtime_checkable
@@ -105,7 +107,7 @@ class Window:
         return step >= self.start_step and (self.end_step is None or step < self.end_step)
 
 
-REGULARIZERS = {"l1_bn": L1BN, "group_lasso": GroupLasso}
+REGULARIZERS = {"l1_bn": L1BN, "group_lasso": GroupLasso, "admm": ADMM}
 _WINDOW_KEYS = ("start", "end", "start_step", "end_step")
 
 

@@ -19,6 +19,7 @@ def prune(cfg: Any) -> dict[str, Any]:
 
     from prunecli._atomic import write_json
     from prunecli.engine import setup, train
+    from prunecli.engine.setup import plain
 
     start = time.perf_counter()
     check_sparsity(cfg.get("sparsity"))
@@ -37,6 +38,7 @@ def prune(cfg: Any) -> dict[str, Any]:
         "params_nonzero": result.report["params_nonzero"],
         "per_layer": result.report["per_layer"],
         "steps": result.steps,
+        "rounds": plain(cfg.get("rounds")),
         "wall_seconds": round(time.perf_counter() - start, 3),
         "run_dir": str(out), "checkpoint": str(out / "checkpoint" / "last"),
     }

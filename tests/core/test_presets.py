@@ -137,7 +137,7 @@ def test_alias_configs_are_generated_in_sync():
 
 def test_aliases_point_at_presets_and_only_at_built_algorithms():
     assert {a.preset for a in ALIASES.values()} <= set(PRESETS)
-    not_built_yet = {"LotteryTicketPruner", "ADMMPruner", "SimulatedAnnealingPruner", "AutoCompressPruner", "AMCPruner"}
+    not_built_yet = {"SimulatedAnnealingPruner", "AutoCompressPruner", "AMCPruner"}
     assert not not_built_yet & set(ALIASES)
     assert resolve("LevelPruner") == "level" and resolve("GroupLasso") == "group_lasso" and resolve("fpgm") == "fpgm"
 
