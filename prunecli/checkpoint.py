@@ -130,20 +130,25 @@ def load_checkpoint(path: Path | str, *, with_state: bool = False, key: str = "c
 
 def build_model(checkpoint: Checkpoint) -> torch.nn.Module:
     """Rebuild the checkpoint's model from its spec and load its weights (masks already folded in)."""
-    from prunecli._instantiate import build
-
-    spec = dict(checkpoint.spec)
-    node = dict(spec["config"])
-    if "weights" in node:
-        node["weights"] = None  # the checkpoint carries the weights; the original file may be elsewhere
-    model = build(node, "model", in_channels=spec["in_channels"], num_classes=spec["num_classes"],
-                  image_size=spec["image_size"])
+    model = model_from_spec(checkpoint.spec)
     try:
         model.load_state_dict(checkpoint.model_state)
     except RuntimeError as err:
         first = str(err).splitlines()[0]
         raise CheckpointError(f"{checkpoint.path}: weights do not fit the model in its meta.json: {first}") from None
     return model
+
+
+def model_from_spec(spec: Mapping[str, Any]) -> torch.nn.Module:
+    """The dense model a spec describes (its config node plus in_channels, num_classes, image_size), with
+    freshly initialised weights."""
+    from prunecli._instantiate import build
+
+    node = dict(spec["config"])
+    if "weights" in node:
+        node["weights"] = None  # the caller loads the weights; the original file may be elsewhere
+    return build(node, "model", in_channels=spec["in_channels"], num_classes=spec["num_classes"],
+                 image_size=spec["image_size"])
 
 
 def _read_meta(path: Path) -> dict[str, Any]:

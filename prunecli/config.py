@@ -25,7 +25,7 @@ KEYS = ("target", "criterion", "allocation", "schedule", "layers", "objective", 
 
 
 def build_pruner(model: nn.Module, cfg: Mapping[str, Any], *, total_steps: int | None = None,
-                 optimizer: torch.optim.Optimizer | None = None) -> Pruner:
+                 optimizer: torch.optim.Optimizer | None = None, example_inputs: Any = None) -> Pruner:
     """Compose a pruner for ``model`` from ``cfg``.
 
     Example::
@@ -44,6 +44,8 @@ def build_pruner(model: nn.Module, cfg: Mapping[str, Any], *, total_steps: int |
             Each part is a short name, a mapping with ``name`` and options, or a mapping with ``_target_``.
         total_steps: Training steps of the run, to resolve ``schedule.start``/``schedule.end`` fractions.
         optimizer: The optimizer, if known (enables the zero-state fast path of :class:`Pruner`).
+        example_inputs: One input batch; the ``channel`` target traces the model on it to find coupled
+            channels, and the ``flops``/``latency`` objectives measure on it.
 
     Raises:
         ConfigError: For any bad key or value; nothing is applied to the model before all parts are valid.
@@ -75,4 +77,5 @@ def build_pruner(model: nn.Module, cfg: Mapping[str, Any], *, total_steps: int |
         regularizer=regularizer,
         regularizer_window=window,
         progressive=parse_progressive(cfg.get("progressive")),
+        example_inputs=example_inputs,
     )

@@ -67,6 +67,8 @@ class Pruner:
         regularizer: A penalty whose gradient is added before each optimizer step inside ``regularizer_window``.
         regularizer_window: The optimizer steps during which ``regularizer`` acts (default: all).
         progressive: Mask interpolation between updates (:mod:`prunecli._progressive`); default off.
+        example_inputs: One input batch, for targets and objectives that trace the model (coupled channels,
+            FLOPs); parts that need it declare ``needs_example_inputs``.
 
     Raises:
         ConfigError: When no layer is selected, the final sparsity cannot be reached by the pattern, or the
@@ -77,18 +79,22 @@ class Pruner:
                  schedule: Schedule, layers: LayerSelection = LayerSelection(), objective: Objective = Sparsity(),
                  optimizer: torch.optim.Optimizer | None = None, initial_masks: str = "dense",
                  reapply: str = "auto", regularizer: Regularizer | None = None,
-                 regularizer_window: Window = Window(), progressive: Progressive | None = None):
+                 regularizer_window: Window = Window(), progressive: Progressive | None = None,
+                 example_inputs: Any = None):
         if initial_masks not in INITIAL_MASKS:
             raise ConfigError("pruner.initial_masks", initial_masks, INITIAL_MASKS)
         if reapply not in REAPPLY:
             raise ConfigError("pruner.reapply", reapply, REAPPLY)
-        sites, self.skipped = target.sites(model, layers.select(model, target.module_types))
+        traced = {"example_inputs": example_inputs} if getattr(target, "needs_example_inputs", False) else {}
+        sites, self.skipped = target.sites(model, layers.select(model, target.module_types), **traced)
         if not sites:
             raise ConfigError("pruner.layers", layers.describe(), f"rules selecting layers that target {target} "
                               f"can prune; skipped: {self.skipped}")
         self.model, self.target, self.criterion, self.allocation = model, target, criterion, allocation
         self.sites: dict[str, Site] = {s.name: s for s in sites}
-        self.schedule = self._checked_schedule(schedule, objective.to_sparsity(schedule.final_sparsity, model, sites))
+        self.schedule = self._checked_schedule(schedule, objective.to_sparsity(
+            schedule.final_sparsity, model, sites,
+            **({"example_inputs": example_inputs} if getattr(objective, "needs_example_inputs", False) else {})))
         for part in (criterion, regularizer):
             if hasattr(part, "bind"):
                 part.bind(self.sites)
@@ -183,8 +189,12 @@ class Pruner:
             score = score.masked_fill(~self._keep[name], float("-inf"))
             scores[name] = site.protect(score) if site.protect else score
         keep = self.allocation.allocate(scores, self.sites, sparsity)
-        for name, site in self.sites.items():
-            self.masks.update(site.unit_masks(keep[name]))
+        keep = {name: site.rounded(keep[name], scores[name]) for name, site in self.sites.items()}
+        masks: dict[str, Tensor] = {}
+        for name, site in self.sites.items():  # a parameter in several sites (coupled channels) keeps the AND
+            for pname, mask in site.unit_masks(keep[name]).items():
+                masks[pname] = mask if pname not in masks else masks[pname] & mask
+        self.masks.update(masks)
         self._keep = keep
         if interpolate:
             self.progressive.begin(self.step, self.schedule, before, self.masks, self.sites, self.criterion.score)

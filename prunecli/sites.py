@@ -133,6 +133,55 @@ class AxisLayout:
         return along.reshape(view).expand(self.shape).contiguous()
 
 
+@dataclass(frozen=True, eq=False)
+class IndexLayout:
+    """Units are slices along ``dim`` at arbitrary positions: ``positions[j]`` belongs to unit ``units[j]``.
+
+    Slices at positions not listed are not part of the site (their mask stays True). Coupled channel groups
+    use it: a consumer after a concatenation holds the group's channels at an offset, a Linear after a
+    flatten holds each channel's ``H*W`` features.
+    """
+
+    shape: tuple[int, ...]
+    dim: int
+    positions: tuple[int, ...]
+    units: tuple[int, ...]
+    num_units: int
+
+    @property
+    def elements(self) -> int:
+        """Elements of the parameter this layout covers (for a site's per-unit size)."""
+        return len(self.positions) * math.prod(self.shape) // self.shape[self.dim]
+
+    def _index(self, device: torch.device) -> tuple[Tensor, Tensor]:
+        return (torch.tensor(self.positions, dtype=torch.long, device=device),
+                torch.tensor(self.units, dtype=torch.long, device=device))
+
+    def to_units(self, t: Tensor) -> Tensor:
+        pos, units = self._index(t.device)
+        rows = t.movedim(self.dim, 0)[pos].reshape(len(self.positions), -1)
+        order = torch.argsort(units, stable=True)
+        counts = torch.bincount(units, minlength=self.num_units)
+        width = int(counts.max()) if len(self.positions) else 0
+        slot = torch.arange(len(order), device=t.device) - (torch.cumsum(counts, 0) - counts)[units[order]]
+        out = rows.new_zeros(self.num_units, width, rows.shape[1])
+        out[units[order], slot] = rows[order]
+        return out.reshape(self.num_units, -1)
+
+    def reduce(self, t: Tensor) -> Tensor:
+        pos, units = self._index(t.device)
+        sums = t.movedim(self.dim, 0)[pos].reshape(len(self.positions), -1).sum(1)
+        return sums.new_zeros(self.num_units).index_add_(0, units, sums)
+
+    def expand(self, keep: Tensor) -> Tensor:
+        pos, units = self._index(keep.device)
+        along = torch.ones(self.shape[self.dim], dtype=torch.bool, device=keep.device)
+        along[pos] = keep[units]
+        view = [1] * len(self.shape)
+        view[self.dim] = self.shape[self.dim]
+        return along.reshape(view).expand(self.shape).contiguous()
+
+
 @dataclass(frozen=True)
 class Member:
     """One parameter of a site. ``scored`` members feed the criterion; the others are only masked with them."""
@@ -156,6 +205,7 @@ class Site:
         module: FQN of the module that owns the primary parameter (the attention module for heads).
         norm: FQN of the norm layer directly after ``module`` (channel sites); its weight and bias, if it has
             them, are members.
+        round_to: Kept unit counts are rounded to a multiple of this (hardware-friendly channel counts).
         unit_dim: For sites whose units are the output channels of ``module``: the dim of the output (of the
             norm layer if any, else of ``module``) that indexes the units (1 for conv, -1 for linear). ``None``
             for sites whose units are not output channels; activation criteria need it.
@@ -168,6 +218,7 @@ class Site:
     module: str | None = None
     norm: str | None = None
     unit_dim: int | None = None
+    round_to: int = 1
     num_units: int = field(init=False)
     unit_size: int = field(init=False)
 
@@ -175,7 +226,8 @@ class Site:
         counts = {m.layout.num_units for m in self.members}
         assert len(counts) == 1, f"members of {self.name} disagree on unit count: {counts}"
         self.num_units = counts.pop()
-        self.unit_size = max(1, round(sum(m.param.numel() for m in self.members if m.scored) / self.num_units))
+        self.unit_size = max(1, round(sum(getattr(m.layout, "elements", m.param.numel())
+                                           for m in self.members if m.scored) / self.num_units))
 
     @property
     def weight(self) -> nn.Parameter:
@@ -199,6 +251,22 @@ class Site:
                 part = m.layout.reduce(element_score(m.name, m.param.detach()))
                 total = part if total is None else total + part
         return total
+
+    def rounded(self, keep: Tensor, scores: Tensor) -> Tensor:
+        """``keep`` with its kept count rounded to the nearest multiple of ``round_to`` (at least one multiple,
+        at most all units): the best-scored pruned units are revived, or the worst-scored kept units pruned."""
+        if self.round_to <= 1:
+            return keep
+        kept = int(keep.sum())
+        target = min(max(round(kept / self.round_to), 1) * self.round_to, self.num_units)
+        if target == kept:
+            return keep
+        grow = target > kept
+        candidates = (~keep if grow else keep).nonzero().reshape(-1)
+        order = torch.argsort(scores[candidates], descending=grow)[: abs(target - kept)]
+        out = keep.clone()
+        out[candidates[order]] = grow
+        return out
 
     def unit_masks(self, keep: Tensor) -> dict[str, Tensor]:
         """Per-unit keep vector -> element masks keyed by parameter FQN, each with its own memory (a layout may

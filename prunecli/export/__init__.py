@@ -2,7 +2,7 @@
 
 Each format module defines ``SUFFIX`` (the default file suffix) and
 ``export(model, checkpoint, output, options) -> dict`` that writes ``output`` and returns what it measured.
-A new format (``compact``) is one more module and one more entry in :data:`FORMATS`.
+A new format is one more module and one more entry in :data:`FORMATS`.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from prunecli.errors import ConfigError
 FORMATS: dict[str, str] = {
     "dense": "prunecli.export.dense",
     "onnx": "prunecli.export.onnx",
+    "compact": "prunecli.export.compact",
 }
 
 

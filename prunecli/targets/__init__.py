@@ -7,7 +7,9 @@ map from their elements to prunable units). Strings are parsed once, here:
 ``unstructured``   each weight element on its own
 ``N:M``            keep N of every M consecutive weights along the input dim (``2:4``)
 ``RxC``            blocks of R output rows by C input columns (``4x1``, ``1x4``, ``8x8``)
-``channel``        whole output channels, with bias and a directly following norm layer
+``channel``        coupled channel groups (producers, norms, consumers, residual adds, concats), found by
+                   Torch-Pruning on example inputs; ``{name: channel, round_to: 8}``. Without example
+                   inputs: whole output channels with bias and a directly following norm layer
 ``head``           whole attention heads (``nn.MultiheadAttention`` or q/k/v/o quartets)
 =================  ===============================================================
 
@@ -24,10 +26,11 @@ from torch import nn
 
 from prunecli.errors import ConfigError
 from prunecli.sites import Site
+from prunecli.targets._coupled import CoupledChannel
 from prunecli.targets._structured import Channel, Head
 from prunecli.targets._weights import NM, Block, Unstructured
 
-__all__ = ["Target", "Unstructured", "NM", "Block", "Channel", "Head", "parse_target"]
+__all__ = ["Target", "Unstructured", "NM", "Block", "Channel", "CoupledChannel", "Head", "parse_target"]
 
 NAMES = ("unstructured", "N:M (e.g. 2:4)", "RxC blocks (e.g. 4x1)", "channel", "head")
 
@@ -60,6 +63,11 @@ def parse_target(spec: Any, key: str = "pruner.target") -> Target:
             if spec:
                 raise ConfigError(f"{key}.{next(iter(spec))}", spec[next(iter(spec))], "num_heads, quartets")
             return Head(num_heads=heads, quartets=quartets)
+        if name in ("channel", "filter"):
+            round_to = spec.pop("round_to", 1)
+            if spec:
+                raise ConfigError(f"{key}.{next(iter(spec))}", spec[next(iter(spec))], "round_to")
+            return CoupledChannel(round_to=round_to)
         if spec:
             raise ConfigError(f"{key}.{next(iter(spec))}", spec[next(iter(spec))], "no options for this target")
         return parse_target(name, key)
@@ -67,7 +75,7 @@ def parse_target(spec: Any, key: str = "pruner.target") -> Target:
     if text in ("unstructured", "element", "elementwise"):
         return Unstructured()
     if text in ("channel", "filter"):
-        return Channel()
+        return CoupledChannel()
     if text == "head":
         return Head()
     if match := re.fullmatch(r"(\d+)\s*:\s*(\d+)", text):

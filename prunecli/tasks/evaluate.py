@@ -10,7 +10,7 @@ from prunecli.tasks._common import require, run_dir, task
 
 log = logging.getLogger("prunecli")
 
-_CHECKPOINT = "a checkpoint dir (.../checkpoint/last) or a prune run dir"
+_CHECKPOINT = "a checkpoint dir (.../checkpoint/last), a prune run dir or a compact export (model.safetensors)"
 
 
 @task
@@ -24,9 +24,15 @@ def evaluate(cfg: Any) -> dict[str, Any]:
     from prunecli.metrics import count_flops, example_input, measure_latency
     from prunecli.report import sparsity_report
 
-    ckpt = load_checkpoint(require(cfg, "checkpoint", _CHECKPOINT))
+    from prunecli.export import compact
+
+    path = require(cfg, "checkpoint", _CHECKPOINT)
+    ckpt, model = compact.load_for_evaluate(path) if compact.is_compact(path) else (None, None)
+    if ckpt is None:
+        ckpt = load_checkpoint(path)
+        model = build_model(ckpt)
     device = pick_device(str(cfg.device), key="device")
-    model = build_model(ckpt).to(device)
+    model = model.to(device)
     data = load_dataset(cfg, ckpt)
     metrics = evaluate_model(model, eval_loader(data.val, int(cfg.batch_size)), device)
     report = sparsity_report(model, ckpt.masks).to_dict()
