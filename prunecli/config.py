@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 from torch import nn
@@ -25,7 +25,8 @@ KEYS = ("target", "criterion", "allocation", "schedule", "layers", "objective", 
 
 
 def build_pruner(model: nn.Module, cfg: Mapping[str, Any], *, total_steps: int | None = None,
-                 optimizer: torch.optim.Optimizer | None = None, example_inputs: Any = None) -> Pruner:
+                 optimizer: torch.optim.Optimizer | None = None, example_inputs: Any = None,
+                 evaluator: Callable[[nn.Module], float] | None = None) -> Pruner:
     """Compose a pruner for ``model`` from ``cfg``.
 
     Example::
@@ -46,6 +47,8 @@ def build_pruner(model: nn.Module, cfg: Mapping[str, Any], *, total_steps: int |
         optimizer: The optimizer, if known (enables the zero-state fast path of :class:`Pruner`).
         example_inputs: One input batch; the ``channel`` target traces the model on it to find coupled
             channels, and the ``flops``/``latency`` objectives measure on it.
+        evaluator: ``evaluator(model) -> float`` (higher is better) for searched allocations
+            (:mod:`prunecli.search`); they raise ``ConfigError`` at their first mask update without one.
 
     Raises:
         ConfigError: For any bad key or value; nothing is applied to the model before all parts are valid.
@@ -78,4 +81,5 @@ def build_pruner(model: nn.Module, cfg: Mapping[str, Any], *, total_steps: int |
         regularizer_window=window,
         progressive=parse_progressive(cfg.get("progressive")),
         example_inputs=example_inputs,
+        evaluator=evaluator,
     )

@@ -38,6 +38,10 @@ ALIASES: dict[str, Alias] = {
     "AGPPruner": Alias("agp", _NNI),
     "LinearPruner": Alias("linear", _NNI),
     "MovementPruner": Alias("movement", _NNI),
+    "SensitivityPruner": Alias("sensitivity", _NNI),
+    "SimulatedAnnealingPruner": Alias("simulated_annealing", _NNI),
+    "AutoCompressPruner": Alias("auto_compress", _NNI),
+    "AMCPruner": Alias("amc", _NNI),
     "LotteryTicketPruner": Alias("lottery_ticket", _NNI),
     "ADMMPruner": Alias("admm", _NNI),
     # NNI 1.x names of the same filter pruners

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
@@ -69,6 +69,8 @@ class Pruner:
         progressive: Mask interpolation between updates (:mod:`prunecli._progressive`); default off.
         example_inputs: One input batch, for targets and objectives that trace the model (coupled channels,
             FLOPs); parts that need it declare ``needs_example_inputs``.
+        evaluator: ``evaluator(model) -> float`` (higher is better), handed to an allocation that searches
+            (:mod:`prunecli.search`) through its ``bind(model=, evaluator=)``.
 
     Raises:
         ConfigError: When no layer is selected, the final sparsity cannot be reached by the pattern, or the
@@ -80,7 +82,7 @@ class Pruner:
                  optimizer: torch.optim.Optimizer | None = None, initial_masks: str = "dense",
                  reapply: str = "auto", regularizer: Regularizer | None = None,
                  regularizer_window: Window = Window(), progressive: Progressive | None = None,
-                 example_inputs: Any = None):
+                 example_inputs: Any = None, evaluator: Callable[[nn.Module], float] | None = None):
         if initial_masks not in INITIAL_MASKS:
             raise ConfigError("pruner.initial_masks", initial_masks, INITIAL_MASKS)
         if reapply not in REAPPLY:
@@ -92,6 +94,8 @@ class Pruner:
                               f"can prune; skipped: {self.skipped}")
         self.model, self.target, self.criterion, self.allocation = model, target, criterion, allocation
         self.sites: dict[str, Site] = {s.name: s for s in sites}
+        if hasattr(allocation, "bind"):
+            allocation.bind(model=model, evaluator=evaluator)
         self.schedule = self._checked_schedule(schedule, objective.to_sparsity(
             schedule.final_sparsity, model, sites,
             **({"example_inputs": example_inputs} if getattr(objective, "needs_example_inputs", False) else {})))

@@ -127,7 +127,10 @@ ALLOCATIONS = {"local": Local, "global": Global}
 
 
 def parse_allocation(spec: Any, key: str = "pruner.allocation") -> Allocation:
-    """A name, ``{name: ..., min_sparsity: ..., max_sparsity: ...}`` or ``{_target_: ...}`` -> an allocation."""
-    if isinstance(spec, (Local, Global)):
+    """A name, ``{name: ..., min_sparsity: ..., max_sparsity: ...}`` or ``{_target_: ...}`` -> an allocation.
+    Names: ``local``, ``global`` and the searches of :mod:`prunecli.search`."""
+    from prunecli.search import SEARCHES  # searched allocations build on this module: imported here, not above
+
+    if isinstance(spec, (Local, Global, *SEARCHES.values())):
         return spec
-    return build_part(spec, ALLOCATIONS, key, default="local")
+    return build_part(spec, {**ALLOCATIONS, **SEARCHES}, key, default="local")

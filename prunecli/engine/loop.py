@@ -25,6 +25,7 @@ from prunecli.engine.rounds import check_rewind_step, rewind, round_config, roun
 from prunecli.engine.runtime import autocast
 from prunecli.engine.setup import Phase, Run, make_phase, phase_steps, pretrain_epochs, pruner_config
 from prunecli.errors import ConfigError
+from prunecli.search import run_evaluator
 from prunecli.engine.state import Position, current_masks, restore, save, sparsity_stats
 
 log = logging.getLogger(__name__)
@@ -99,7 +100,7 @@ def make_pruning_phase(run: Run) -> Phase:
     """The pruning phase: optimizer and schedule as in :func:`make_phase`, the pruner as its hooks."""
     phase = make_phase(run, "prune", run.settings.epochs)
     phase.hooks = build_pruner(run.model, pruner_config(run.cfg), total_steps=phase.total_steps,
-                               optimizer=phase.optimizer)
+                               optimizer=phase.optimizer, evaluator=run_evaluator(run))
     return phase
 
 
@@ -116,7 +117,7 @@ def train_rounds(run: Run, pos: Position, ckpt: Checkpoint | None) -> Phase:
         sparsity = round_sparsity(name, r, rounds.count, s_i, s_f)
         phase = make_phase(run, "prune", run.settings.epochs)
         phase.hooks = build_pruner(run.model, round_config(base, sparsity), total_steps=phase.total_steps,
-                                   optimizer=phase.optimizer)
+                                   optimizer=phase.optimizer, evaluator=run_evaluator(run))
         if r == 1 and run.rewound is None and rounds.rewind == "step":
             check_rewind_step(rounds, phase.total_steps, "round 1 (no dense pre-training)")
             phase.snapshot_step = rounds.rewind_step

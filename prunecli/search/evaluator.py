@@ -1,0 +1,32 @@
+"""The evaluator the engine hands to searched allocations: the negative mean cross-entropy on the first
+``eval_batches`` batches of the validation loader (higher is better), in eval mode and without gradients."""
+
+from __future__ import annotations
+
+from itertools import islice
+from typing import Any, Callable, Optional
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+DEFAULT_BATCHES = 4
+
+
+def loader_evaluator(loader: DataLoader, device: torch.device, amp: Optional[torch.dtype] = None,
+                     batches: int = DEFAULT_BATCHES) -> Callable[[nn.Module], float]:
+    """``evaluator(model) -> -loss`` over the first ``batches`` batches of ``loader`` (train mode restored)."""
+    from prunecli.engine.evaluation import evaluate
+
+    def evaluator(model: nn.Module) -> float:
+        return -evaluate(model, islice(loader, batches), device, amp)["loss"]
+
+    return evaluator
+
+
+def run_evaluator(run: Any) -> Callable[[nn.Module], float]:
+    """The engine's evaluator for a :class:`prunecli.engine.setup.Run`; ``pruner.allocation.eval_batches``
+    (default 4) sets how many validation batches one evaluation reads."""
+    allocation = run.cfg.pruner.get("allocation")
+    batches = allocation.get("eval_batches", DEFAULT_BATCHES) if hasattr(allocation, "get") else DEFAULT_BATCHES
+    return loader_evaluator(run.val_loader, run.device, run.amp, int(batches))
