@@ -175,7 +175,10 @@ class IndexLayout:
 
     def expand(self, keep: Tensor) -> Tensor:
         pos, units = self._index(keep.device)
-        along = torch.ones(self.shape[self.dim], dtype=torch.bool, device=keep.device)
+        # Positions outside every unit stay kept (bool keep vectors) or get nothing (per-unit values, e.g. a
+        # regulariser's scale).
+        fill = keep.new_ones if keep.dtype == torch.bool else keep.new_zeros
+        along = fill(self.shape[self.dim])
         along[pos] = keep[units]
         view = [1] * len(self.shape)
         view[self.dim] = self.shape[self.dim]

@@ -21,6 +21,7 @@ from prunecli.criteria import name_of
 from prunecli.engine.data import start_epoch
 from prunecli.engine.evaluation import evaluate
 from prunecli.engine.progress import EpochBar
+from prunecli.metrics import example_input
 from prunecli.engine.rounds import check_rewind_step, rewind, round_config, round_sparsity, snapshot
 from prunecli.engine.runtime import autocast
 from prunecli.engine.setup import Phase, Run, make_phase, phase_steps, pretrain_epochs, pruner_config
@@ -85,7 +86,7 @@ def train(run: Run) -> TrainResult:
 
 def pretrain(run: Run, pos: Position, ckpt: Checkpoint | None) -> None:
     """Dense epochs before pruning (no hooks), after checking the pruner config so a typo fails fast."""
-    build_pruner(run.model, pruner_config(run.cfg), total_steps=phase_steps(run, run.settings.epochs)[2])
+    make_pruner(run, pruner_config(run.cfg), phase_steps(run, run.settings.epochs)[2])
     phase = make_phase(run, "pretrain", pretrain_epochs(run))
     if run.rounds is not None and phase.total_steps > 0:
         check_rewind_step(run.rounds, phase.total_steps, "dense pre-training, trainer.pretrain_epochs")
@@ -99,9 +100,15 @@ def pretrain(run: Run, pos: Position, ckpt: Checkpoint | None) -> None:
 def make_pruning_phase(run: Run) -> Phase:
     """The pruning phase: optimizer and schedule as in :func:`make_phase`, the pruner as its hooks."""
     phase = make_phase(run, "prune", run.settings.epochs)
-    phase.hooks = build_pruner(run.model, pruner_config(run.cfg), total_steps=phase.total_steps,
-                               optimizer=phase.optimizer, evaluator=run_evaluator(run))
+    phase.hooks = make_pruner(run, pruner_config(run.cfg), phase.total_steps, phase.optimizer)
     return phase
+
+
+def make_pruner(run: Run, cfg: dict[str, Any], total_steps: int, optimizer=None):
+    """The pruner for a phase: one example batch lets structured targets trace coupled channels, and the
+    validation evaluator serves searched allocations."""
+    return build_pruner(run.model, cfg, total_steps=total_steps, optimizer=optimizer, evaluator=run_evaluator(run),
+                        example_inputs=example_input(run.spec, 1, run.device))
 
 
 def train_rounds(run: Run, pos: Position, ckpt: Checkpoint | None) -> Phase:
@@ -116,8 +123,7 @@ def train_rounds(run: Run, pos: Position, ckpt: Checkpoint | None) -> Phase:
     for r in range(max(pos.round, 1), rounds.count + 1):
         sparsity = round_sparsity(name, r, rounds.count, s_i, s_f)
         phase = make_phase(run, "prune", run.settings.epochs)
-        phase.hooks = build_pruner(run.model, round_config(base, sparsity), total_steps=phase.total_steps,
-                                   optimizer=phase.optimizer, evaluator=run_evaluator(run))
+        phase.hooks = make_pruner(run, round_config(base, sparsity), phase.total_steps, phase.optimizer)
         if r == 1 and run.rewound is None and rounds.rewind == "step":
             check_rewind_step(rounds, phase.total_steps, "round 1 (no dense pre-training)")
             phase.snapshot_step = rounds.rewind_step

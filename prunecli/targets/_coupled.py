@@ -116,8 +116,12 @@ def group_site(graph: Any, group: Any, selected: dict[str, nn.Module] | None, ro
     primary = f"{root_name}.weight"
     members.sort(key=lambda m: m.name != primary)
     unit_dim = -1 if isinstance(root, nn.Linear) else 1
+    # The norm layer that directly consumes the root's output (Slim scores channels by its scale).
+    root_node = graph.module2node.get(root)
+    norm = next((names[o.module] for o in (root_node.outputs if root_node is not None else [])
+                 if isinstance(o.module, NORMS) and o.module in names), None)
     return Site(primary, tuple(members), max_sparsity=(num_units - 1) / num_units, module=root_name,
-                unit_dim=unit_dim, round_to=round_to)
+                norm=norm, unit_dim=unit_dim, round_to=round_to)
 
 
 def coupled_sites(model: nn.Module, modules: dict[str, nn.Module], example_inputs: Any,
