@@ -67,8 +67,8 @@ def cnn(
     in_channels: int = 1,
     num_classes: int = 10,
     image_size: int = 8,
-    channels: Sequence[int] = (16, 32),
-    hidden: int = 64,
+    channels: Sequence[int] = (32, 64),
+    hidden: int = 128,
 ) -> nn.Module:
     """A LeNet-style CNN: two ``Conv3x3 -> BatchNorm -> ReLU -> MaxPool2`` blocks, then two Linear layers.
 

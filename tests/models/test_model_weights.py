@@ -71,7 +71,7 @@ def test_mismatched_keys_are_named(tmp_path):
     message = str(err.value)
     assert err.value.key == "model.weights" and str(path) in message
     assert "missing keys 0.weight, 1.running_mean, 1.running_var, 1.num_batches_tracked, 4.weight (+7 more)" in message
-    assert "unexpected keys 3.bias, 3.weight" in message and "wrong shapes 1.weight (256, 64) vs (16,)" in message
+    assert "unexpected keys 3.bias, 3.weight" in message and "wrong shapes 1.weight (256, 64) vs (32,)" in message
 
 
 def test_wrong_shapes_are_named(tmp_path, trained):
@@ -79,7 +79,7 @@ def test_wrong_shapes_are_named(tmp_path, trained):
     torch.save(trained.state_dict(), path)
     with pytest.raises(ConfigError) as err:
         build_model("cnn", in_channels=1, image_size=8, num_classes=5, weights=path)
-    assert "wrong shapes 12.weight (10, 64) vs (5, 64)" in str(err.value)
+    assert "wrong shapes 12.weight (10, 128) vs (5, 128)" in str(err.value)
 
 
 def test_non_state_dict_content_is_refused(tmp_path):
