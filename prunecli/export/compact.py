@@ -53,7 +53,8 @@ def export(model: nn.Module, checkpoint: Any, output: Path, options: dict[str, A
     write_bytes(output, data)
     params = (sum(p.numel() for p in model.parameters()), sum(p.numel() for p in small.parameters()))
     spec_path = output.with_suffix(".json")
-    write_json(spec_path, {"format": FORMAT, "version": VERSION, "model": checkpoint.spec, "history": history,
+    write_json(spec_path, {"format": FORMAT, "version": VERSION, "weights": output.name,
+                           "model": checkpoint.spec, "history": history,
                            "dataset": checkpoint.meta.get("config", {}).get("dataset"),
                            "sha256": hashlib.sha256(data).hexdigest(), "source": str(checkpoint.path),
                            "params_dense": params[0], "params_compact": params[1], "max_abs_diff": diff})
@@ -97,7 +98,8 @@ def load(path: Path | str) -> nn.Module:
     from prunecli.targets._coupled import replay
 
     meta = load_spec(path)
-    weights = spec_path(path).with_suffix(SUFFIX)
+    spec = spec_path(path)
+    weights = spec.parent / meta.get("weights", spec.with_suffix(SUFFIX).name)   # beside the spec, as written
     try:
         data = weights.read_bytes()
     except OSError:

@@ -29,7 +29,8 @@ def export(cfg: Any) -> dict[str, Any]:
     write_json(run_dir() / "export.json", result)
     line = f"wrote {result['output']} ({fmt})"
     if "max_abs_diff" in result:
-        line += f"; onnxruntime vs PyTorch max abs difference {result['max_abs_diff']:.3g}"
+        compared = "onnxruntime vs PyTorch" if fmt == "onnx" else f"{fmt} vs masked model"
+        line += f"; {compared} max abs difference {result['max_abs_diff']:.3g}"
     print(line)
     if result.get("match") is False:
         log.error("error: ONNX outputs differ from PyTorch by %.3g > atol %.3g", result["max_abs_diff"], result["atol"])

@@ -27,9 +27,12 @@ def prune(cfg: Any) -> dict[str, Any]:
     run = setup(cfg, out)
     result = train(run)
     choices = HydraConfig.get().runtime.choices
+    pruner = result.pruner
+    # The objective (params, flops, latency) may have turned `sparsity` into another final sparsity.
+    target = pruner.schedule.final_sparsity if pruner is not None else float(cfg.sparsity)
     summary = {
         "model": choices.get("model"), "dataset": choices.get("dataset"), "pruner": choices.get("pruner"),
-        "schedule": choices.get("schedule"), "target_sparsity": float(cfg.sparsity),
+        "schedule": choices.get("schedule"), "objective": choices.get("objective"), "target_sparsity": target,
         "dense_accuracy": result.dense["accuracy"], "dense_loss": result.dense["loss"],
         "accuracy": result.final["accuracy"], "loss": result.final["loss"],
         "best_accuracy": result.best_accuracy if result.best_accuracy >= 0 else None,  # None: no epochs
@@ -42,6 +45,8 @@ def prune(cfg: Any) -> dict[str, Any]:
         "wall_seconds": round(time.perf_counter() - start, 3),
         "run_dir": str(out), "checkpoint": str(out / "checkpoint" / "last"),
     }
+    if pruner is not None and hasattr(pruner.allocation, "report"):
+        summary["search"] = pruner.allocation.report()   # evaluations spent and the allocation chosen
     write_json(out / "summary.json", summary)
     print_summary(summary)
     return summary
@@ -61,7 +66,7 @@ def print_summary(s: dict[str, Any]) -> None:
 
     table = Table(title=f"{s['model']} on {s['dataset']}, pruner {s['pruner']}", show_header=False, box=None)
     table.add_row("accuracy", f"dense {s['dense_accuracy']:.4f} -> pruned {s['accuracy']:.4f}")
-    table.add_row("sparsity", f"{s['sparsity']:.4f} of targeted weights (goal {s['target_sparsity']})")
+    table.add_row("sparsity", f"{s['sparsity']:.4f} of targeted weights (goal {s['target_sparsity']:.4g})")
     table.add_row("params", f"{s['params_nonzero']:,} non-zero of {s['params_total']:,}")
     table.add_row("time", f"{s['wall_seconds']:.1f} s, {s['steps']} pruning steps")
     table.add_row("run dir", s["run_dir"])

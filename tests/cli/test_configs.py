@@ -24,7 +24,7 @@ def compose():
 
 
 def test_every_yaml_belongs_to_a_group_that_is_tested():
-    tested = {"model", "dataset", "pruner", "schedule", "rounds", "trainer", "experiment", "hydra/job_logging",
+    tested = {"model", "dataset", "pruner", "schedule", "rounds", "objective", "trainer", "experiment", "hydra/job_logging",
               "hydra/output"}
     for path in CONF.rglob("*.yaml"):
         rel = path.relative_to(CONF)
@@ -71,7 +71,8 @@ def _build_pruner(compose, *overrides):
     cfg = compose("prune", overrides=[*overrides, "sparsity=0.5"])
     model = instantiate(cfg.model)(in_channels=1, num_classes=10, image_size=8)
     optimizer = torch.optim.SGD(model.parameters(), 0.1)
-    return build_pruner(model, pruner_config(cfg), total_steps=100, optimizer=optimizer)
+    return build_pruner(model, pruner_config(cfg), total_steps=100, optimizer=optimizer,
+                        example_inputs=torch.randn(1, 1, 8, 8))
 
 
 @pytest.mark.parametrize("pruner", _options("pruner"))
@@ -82,6 +83,17 @@ def test_pruner_configs_build_a_pruner_with_their_own_schedule(compose, pruner):
 @pytest.mark.parametrize("schedule", _options("schedule"))
 def test_schedule_configs_build_a_pruner(compose, schedule):
     assert _build_pruner(compose, "pruner=agp", f"schedule={schedule}").masks
+
+
+@pytest.mark.parametrize("objective", _options("objective"))
+def test_objective_configs_choose_the_final_sparsity(compose, objective):
+    # a tiny CNN's latency is mostly fixed overhead: ask for a budget it can meet
+    keep = ["objective.keep=0.9"] if objective == "latency" else []
+    pruner = _build_pruner(compose, "pruner=l2_norm", f"objective={objective}", *keep)
+    expected = 0.5 if objective == "sparsity" else None
+    assert 0.0 < pruner.schedule.final_sparsity < 1.0
+    if expected is not None:
+        assert pruner.schedule.final_sparsity == expected
 
 
 @pytest.mark.parametrize("name", _options("trainer"))
