@@ -44,15 +44,16 @@ def measure_latency(model: nn.Module, example: torch.Tensor, *, warmup: int = 5,
     was_training = model.training
     model.eval()
     sync = torch.cuda.synchronize if example.device.type == "cuda" else (lambda: None)
-    for _ in range(warmup):
-        model(example)
-    sync()
     times = []
-    for _ in range(max(repeats, 1)):
-        start = time.perf_counter()
-        model(example)
+    with torch.no_grad():  # inference time: no autograd graph
+        for _ in range(warmup):
+            model(example)
         sync()
-        times.append((time.perf_counter() - start) * 1e3)
+        for _ in range(max(repeats, 1)):
+            start = time.perf_counter()
+            model(example)
+            sync()
+            times.append((time.perf_counter() - start) * 1e3)
     model.train(was_training)
     return {"latency_ms_median": statistics.median(times), "latency_ms_min": min(times),
             "latency_ms_max": max(times), "latency_repeats": len(times), "latency_batch_size": example.shape[0]}
