@@ -31,24 +31,29 @@ LT_RANDOM = "lottery_ticket_random=lottery_ticket,rounds.rewind=random"
 
 def run_sweep(variants: dict[str, list[str]], sparsities: list[float], seeds: list[int], extra: list[str],
               out: Path) -> list[dict]:
-    """One ``prunecli prune -m`` per variant (a sweep cannot vary overrides that only some presets take)."""
+    """One ``prunecli prune -m`` over the seeds per variant and sparsity, so one refused sparsity (e.g. above
+    what a pattern can reach) costs only its own cell; refusals are printed and left out of the table."""
     rows = []
     for label, (preset, *overrides) in variants.items():
-        sweep_dir = out / label
-        cmd = [sys.executable, "-m", "prunecli.cli", "prune", "-m", f"pruner={preset}", *overrides,
-               f"sparsity={','.join(map(str, sparsities))}", f"seed={','.join(map(str, seeds))}",
-               "trainer.progress=false", f"hydra.sweep.dir={sweep_dir}", *extra]
-        start = time.perf_counter()
-        done = subprocess.run(cmd, capture_output=True, text=True)
-        if done.returncode != 0:
-            raise SystemExit(f"{label}: sweep failed:\n{done.stderr[-2000:]}")
-        print(f"{label}: {len(sparsities) * len(seeds)} runs in {time.perf_counter() - start:.0f} s", file=sys.stderr)
-        for summary in sweep_dir.glob("*/summary.json"):
-            job = yaml.safe_load((summary.parent / ".hydra" / "overrides.yaml").read_text())
-            values = dict(o.split("=", 1) for o in job)
-            data = json.loads(summary.read_text())
-            rows.append({"variant": label, "sparsity": float(values["sparsity"]), "seed": int(values["seed"]),
-                         "dense": data["dense_accuracy"], "accuracy": data["accuracy"], "reached": data["sparsity"]})
+        for sparsity in sparsities:
+            sweep_dir = out / f"{label}-{sparsity}"
+            cmd = [sys.executable, "-m", "prunecli.cli", "prune", "-m", f"pruner={preset}", *overrides,
+                   f"sparsity={sparsity}", f"seed={','.join(map(str, seeds))}", "trainer.progress=false",
+                   f"hydra.sweep.dir={sweep_dir}", *extra]
+            start = time.perf_counter()
+            done = subprocess.run(cmd, capture_output=True, text=True)
+            if done.returncode != 0:
+                reason = next((line for line in done.stderr.splitlines() if line.startswith("error:")), "failed")
+                print(f"{label} at {sparsity:g}: {reason}", file=sys.stderr)
+                continue
+            print(f"{label} at {sparsity:g}: {len(seeds)} runs in {time.perf_counter() - start:.0f} s", file=sys.stderr)
+            for summary in sweep_dir.glob("*/summary.json"):
+                job = yaml.safe_load((summary.parent / ".hydra" / "overrides.yaml").read_text())
+                values = dict(o.split("=", 1) for o in job)
+                data = json.loads(summary.read_text())
+                rows.append({"variant": label, "sparsity": sparsity, "seed": int(values["seed"]),
+                             "dense": data["dense_accuracy"], "accuracy": data["accuracy"],
+                             "reached": data["sparsity"]})
     return rows
 
 
