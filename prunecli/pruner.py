@@ -99,6 +99,8 @@ class Pruner:
         self.schedule = self._checked_schedule(schedule, objective.to_sparsity(
             schedule.final_sparsity, model, sites,
             **({"example_inputs": example_inputs} if getattr(objective, "needs_example_inputs", False) else {})))
+        if hasattr(regularizer, "share_allocation"):
+            regularizer.share_allocation(allocation)
         for part in (criterion, regularizer):
             if hasattr(part, "bind"):
                 part.bind(self.sites)

@@ -34,7 +34,9 @@ class ADMM:
         sparsity: The constraint: the fraction of the target's weights Z must be zero in (required).
         rho: Penalty strength (the paper's rho_i, one value for all layers).
         every: Optimizer steps between two Z/U updates.
-        allocation: How the projection spreads the sparsity over layers (same spelling as ``pruner.allocation``).
+        allocation: How the projection spreads the sparsity over layers (same spelling as ``pruner.allocation``),
+            or ``pruner``: the pruner's own allocation, e.g. a searched one (AutoCompress projects onto the
+            per-layer sparsities simulated annealing chooses).
     """
 
     sparsity: Any = None
@@ -52,12 +54,18 @@ class ADMM:
             raise ConfigError(f"{key}.rho", self.rho, "a float > 0")
         if isinstance(self.every, bool) or not isinstance(self.every, int) or self.every < 1:
             raise ConfigError(f"{key}.every", self.every, "an integer >= 1")
-        self._allocation = parse_allocation(self.allocation)
+        self._allocation = None if self.allocation == "pruner" else parse_allocation(self.allocation)
         self._step = 0
         self._z: dict[str, Tensor] = {}
         self._u: dict[str, Tensor] = {}
 
+    def share_allocation(self, allocation: Any) -> None:
+        """The pruner hands over its allocation; used only with ``allocation: pruner``."""
+        if self.allocation == "pruner":
+            self._allocation = allocation
+
     def bind(self, sites: Mapping[str, Site]) -> None:
+        assert self._allocation is not None, "allocation: pruner needs share_allocation() before bind()"
         reachable = self._allocation.reachable(dict(sites))
         if self.sparsity > reachable + 1e-9:
             raise ConfigError("pruner.regularizer.sparsity", self.sparsity, f"a value <= {reachable:.4g}")

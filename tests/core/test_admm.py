@@ -67,3 +67,20 @@ def test_training_pulls_weights_onto_the_projection_and_state_round_trips():
 def test_bad_admm_options_name_their_key(options, key):
     with pytest.raises(ConfigError, match=rf"^pruner.regularizer.{key}="):
         ADMM(**options)
+
+
+def test_admm_can_project_with_the_pruners_own_allocation():
+    from prunecli.allocation import Local
+
+    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 4))
+    pruner = build_pruner(model, {"allocation": {"name": "local", "max_sparsity": 0.6},
+                                  "regularizer": {"name": "admm", "sparsity": 0.5, "allocation": "pruner"},
+                                  "schedule": {"name": "oneshot", "final_sparsity": 0.5}})
+    assert isinstance(pruner.allocation, Local) and pruner.regularizer._allocation is pruner.allocation
+    z = pruner.regularizer.project(pruner.sites, {n: p.detach() for n, p in pruner.params.items()})
+    for name in ("0.weight", "2.weight"):
+        assert float((z[name] == 0).float().mean()) == pytest.approx(0.5, abs=0.01)
+    with pytest.raises(ConfigError, match="pruner.regularizer.sparsity"):
+        build_pruner(model, {"allocation": {"name": "local", "max_sparsity": 0.4},
+                             "regularizer": {"name": "admm", "sparsity": 0.5, "allocation": "pruner"},
+                             "schedule": {"name": "oneshot", "final_sparsity": 0.3}})
