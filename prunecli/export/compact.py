@@ -1,9 +1,13 @@
 """``format=compact``: the physically smaller model, pruned channels removed, saved without pickle.
 
 ``<output>`` (safetensors) holds the compact model's state dict; ``<output stem>.json`` holds the dense model's
-spec and the channel-removal history (``[[root layer FQN, out channels?, [indices]], ...]``, Torch-Pruning's
-pruning history). :func:`load` rebuilds the dense model from the spec, replays the history on the same
-example input (deterministic) and loads the weights. Removal is exact: a channel goes only when every coupled
+spec and the removal plan of :func:`prunecli.targets._coupled.compact`: ``history``, Torch-Pruning's pruning
+history (``[[root layer FQN, out channels?, [indices]], ...]``), and (spec v2) ``cuts``, the slices removed by
+prunecli itself (``[[parameter FQN, dim, [indices]], ...]``, dense index space: groups through LayerNorm,
+GroupNorm, attention or bare parameters, and attention heads). :func:`load` rebuilds the dense model from the
+spec, replays the history on the same example input (deterministic), applies the cuts (which also swap in
+the counted norms and compact attention of :mod:`prunecli.export._modules`, rebuilt from the dense layers)
+and loads the weights. v1 specs (history only) load unchanged. Removal is exact: a channel goes only when every coupled
 slice of it is masked, and the export checks that the compact model's outputs equal the masked model's on
 random inputs (``atol``, default 1e-4) before writing anything.
 """
@@ -24,7 +28,7 @@ from prunecli.errors import CheckpointError, ConfigError
 
 SUFFIX = ".safetensors"
 FORMAT = "prunecli-compact"
-VERSION = 1
+VERSION = 2
 
 
 def _example(spec: dict[str, Any], batch: int) -> torch.Tensor:
@@ -42,7 +46,7 @@ def export(model: nn.Module, checkpoint: Any, output: Path, options: dict[str, A
     model = model.eval()
     example = _example(checkpoint.spec, 2)
     small = copy.deepcopy(model)
-    history = compact(small, checkpoint.masks, example[:1])
+    plan = compact(small, checkpoint.masks, example[:1])
     with torch.no_grad():
         diff = float((small(example) - model(example)).abs().max())
     if not diff <= atol:
@@ -54,7 +58,7 @@ def export(model: nn.Module, checkpoint: Any, output: Path, options: dict[str, A
     params = (sum(p.numel() for p in model.parameters()), sum(p.numel() for p in small.parameters()))
     spec_path = output.with_suffix(".json")
     write_json(spec_path, {"format": FORMAT, "version": VERSION, "weights": output.name,
-                           "model": checkpoint.spec, "history": history,
+                           "model": checkpoint.spec, "history": plan["history"], "cuts": plan["cuts"],
                            "dataset": checkpoint.meta.get("config", {}).get("dataset"),
                            "sha256": hashlib.sha256(data).hexdigest(), "source": str(checkpoint.path),
                            "params_dense": params[0], "params_compact": params[1], "max_abs_diff": diff})
@@ -86,7 +90,7 @@ def load_spec(path: Path | str) -> dict[str, Any]:
     except (OSError, ValueError) as err:
         raise CheckpointError(f"{spec} is unreadable: {err}") from None
     if meta.get("format") != FORMAT or meta.get("version", 0) > VERSION:
-        raise CheckpointError(f"{spec} is not a {FORMAT} v{VERSION} spec")
+        raise CheckpointError(f"{spec} is not a {FORMAT} spec of version {VERSION} or older")
     return meta
 
 
@@ -106,7 +110,11 @@ def load(path: Path | str) -> nn.Module:
         raise CheckpointError(f"{weights} is missing") from None
     if hashlib.sha256(data).hexdigest() != meta["sha256"]:
         raise CheckpointError(f"{weights} is corrupt or was modified: its SHA-256 differs from {spec_path(path)}")
-    model = replay(model_from_spec(meta["model"]).eval(), meta["history"], _example(meta["model"], 1))
+    plan = {"history": meta["history"], "cuts": meta.get("cuts", [])}
+    try:
+        model = replay(model_from_spec(meta["model"]).eval(), plan, _example(meta["model"], 1))
+    except (AttributeError, IndexError, KeyError, TypeError) as err:
+        raise CheckpointError(f"{spec}: its removal plan does not fit the model it names: {err}") from None
     try:
         model.load_state_dict(load_tensors(data))
     except RuntimeError as err:

@@ -6,10 +6,20 @@ channels: the producing conv/linear rows and biases, norm weights and biases, th
 columns, across residual adds, concatenations (index offsets), flattens and depthwise convolutions. Each
 group becomes one :class:`~prunecli.sites.Site`. This is the only module that imports ``torch_pruning``.
 
-A group is only a site when masking its channels computes exactly what removing them computes: groups
-reaching the model's output, normalised over the channel dim (LayerNorm, GroupNorm, softmax...), holding
-grouped (non-depthwise) convolutions, bare parameters or layers of unknown types are skipped, each with the
-layer or op that caused it.
+A group is only a site when masking its channels computes exactly what removing them computes. A channel
+masked wherever it is produced (conv/linear rows and bias, bare parameters such as a ViT's ``class_token``
+sliced along their channel dim, norm weight and bias) is zero at every later layer, including LayerNorm and
+GroupNorm (their statistics still count it: the compact model keeps that count, see
+:mod:`prunecli.export._modules`) and ``nn.MultiheadAttention`` (its ``in_proj`` columns and ``out_proj`` rows
+are members). Each selected ``nn.MultiheadAttention`` also yields a head site
+(:func:`~prunecli.targets._structured.mha_head_site`). Skipped, each with the layer or op that caused it:
+groups reaching the model's output, passing an op that mixes channels (softmax over channels, a functional
+norm...), holding grouped (non-depthwise) convolutions, LayerNorm subclasses or norms without affine
+parameters, attention with separate q/k/v sizes, ``bias_k`` or ``add_zero_attn``, or layers of unknown types.
+
+:func:`compact` removes what Torch-Pruning removes exactly (conv, linear, BatchNorm groups) with Torch-Pruning,
+and the rest (groups through LayerNorm, GroupNorm, attention or bare parameters, and heads) by slicing
+(:mod:`prunecli.targets._surgery`).
 """
 
 from __future__ import annotations
@@ -23,31 +33,62 @@ from torch import Tensor, nn
 
 from prunecli.errors import ConfigError
 from prunecli.sites import IndexLayout, Member, Site
+from prunecli.targets._structured import mha_head_site
+from prunecli.targets._surgery import apply_cuts, cut_list
 
 log = logging.getLogger(__name__)
 
 CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 ROOT_TYPES = (*CONV, nn.Linear)
 NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+# Layers whose channel removal Torch-Pruning performs exactly; groups holding anything else are sliced here.
+TP_EXACT = (*CONV, nn.Linear, *NORMS)
+# Layers that produce a group's channels: one left dense by the layer rules keeps the whole group dense.
+OWNERS = (*ROOT_TYPES, nn.MultiheadAttention)
 # Ops (grad_fn names, lower case) that mix the values of different channels: a zeroed channel changes the others.
 MIXING_OPS = ("layernorm", "groupnorm", "softmax", "normbackward", "varbackward", "stdbackward", "sortbackward",
               "topkbackward", "cumsum", "logsumexp", "multiheadattention", "mha")
 
 
+def _record_attention_ops(model: nn.Module, internal: set) -> list:
+    """Forward hooks adding to ``internal`` the autograd nodes computed inside each ``nn.MultiheadAttention``
+    (its softmax is over keys, not channels: the attention's channels are its in_proj columns and out_proj rows)."""
+    def hook(module, args, kwargs, output):
+        inputs = [t for t in (*args, *kwargs.values()) if isinstance(t, Tensor)]
+        stop = {t.grad_fn for t in inputs if t.grad_fn is not None}
+        todo = [t.grad_fn for t in output if isinstance(t, Tensor) and t.grad_fn is not None]
+        while todo:
+            fn = todo.pop()
+            if fn in stop or fn in internal:
+                continue
+            internal.add(fn)
+            todo.extend(nxt for nxt, _ in fn.next_functions if nxt is not None)
+
+    return [m.register_forward_hook(hook, with_kwargs=True) for m in model.modules()
+            if isinstance(m, nn.MultiheadAttention)]
+
+
 def dependency_graph(model: nn.Module, example_inputs: Any, key: str = "pruner.target") -> Any:
-    """Torch-Pruning's dependency graph of ``model`` traced (in eval mode) on ``example_inputs``."""
+    """Torch-Pruning's dependency graph of ``model`` traced (in eval mode) on ``example_inputs``; its
+    ``attention_ops`` attribute holds the autograd nodes computed inside attention modules."""
     import torch_pruning as tp
 
     was_training = model.training
     model.eval()
+    internal: set = set()
+    handles = _record_attention_ops(model, internal)
     try:
         with torch.enable_grad():
-            return tp.DependencyGraph().build_dependency(model, example_inputs=example_inputs, verbose=False)
+            graph = tp.DependencyGraph().build_dependency(model, example_inputs=example_inputs, verbose=False)
     except Exception as exc:  # tracing raises many types for unsupported ops
         raise ConfigError(key, "channel", "a model Torch-Pruning's DependencyGraph can trace",
                           reason=f"tracing {type(model).__name__} failed: {type(exc).__name__}: {exc}") from None
     finally:
         model.train(was_training)
+        for handle in handles:
+            handle.remove()
+    graph.attention_ops = frozenset(internal)
+    return graph
 
 
 def groups(graph: Any) -> Iterator[tuple[nn.Module, Any]]:
@@ -67,9 +108,51 @@ def _module_dims(module: nn.Module, name: str, out: bool) -> dict[str, int] | st
         return {"weight": 0, "bias": 0} if out else {"weight": 1}
     if isinstance(module, NORMS):
         return {"weight": 0, "bias": 0}
+    if isinstance(module, (nn.LayerNorm, nn.GroupNorm)):
+        return _norm_dims(module, name)
+    if isinstance(module, nn.MultiheadAttention):
+        reason = attention_unsupported(module, name)
+        return reason or {"in_proj_weight": 1, "out_proj.weight": 0, "out_proj.bias": 0}
     if next(module.parameters(recurse=False), None) is None:
         return {}
     return f"{name} ({type(module).__name__}) mixes or rescales channels in a way masks cannot express exactly"
+
+
+def _norm_dims(norm: nn.LayerNorm | nn.GroupNorm, name: str) -> dict[str, int] | str:
+    kind = type(norm).__name__
+    if type(norm) not in (nn.LayerNorm, nn.GroupNorm):
+        return f"{name} ({kind}) subclasses a norm layer: only nn.LayerNorm and nn.GroupNorm are compacted exactly"
+    if getattr(norm, "weight", None) is None:
+        return f"{name} ({kind}) has no affine weight, so a masked channel is not zero after it"
+    if isinstance(norm, nn.LayerNorm) and len(norm.normalized_shape) != 1:
+        return f"{name} (LayerNorm) normalises over {len(norm.normalized_shape)} dims, not the channel dim alone"
+    return {"weight": 0, "bias": 0}
+
+
+def attention_unsupported(mha: nn.MultiheadAttention, name: str) -> str | None:
+    """Why ``mha`` cannot be compacted (heads or residual channels removed), or None."""
+    if not mha._qkv_same_embed_dim:
+        return f"{name} (MultiheadAttention) has separate q/k/v sizes (kdim/vdim), which compaction does not support"
+    if mha.bias_k is not None or mha.add_zero_attn:
+        return f"{name} (MultiheadAttention) uses bias_k/bias_v or add_zero_attn, which compaction does not support"
+    return None
+
+
+def _param(module: nn.Module, pname: str) -> nn.Parameter | None:
+    try:
+        return module.get_parameter(pname)
+    except AttributeError:
+        return None
+
+
+def _index_member(name: str, param: nn.Parameter, dim: int, units: int, scored: bool, chunks: int = 1) -> Member:
+    """A member of ``units`` equal slices along ``dim`` (``chunks`` packed copies, e.g. q/k/v) as an IndexLayout."""
+    size = param.shape[dim]
+    per = size // (chunks * units)
+    positions = tuple(range(size))
+    layout = IndexLayout(tuple(param.shape), dim, positions, tuple(p % (size // chunks) // per for p in positions),
+                         units)
+    return Member(name, param, layout, scored)
 
 
 def group_site(graph: Any, group: Any, selected: dict[str, nn.Module] | None, round_to: int = 1) -> Site | str:
@@ -86,21 +169,28 @@ def group_site(graph: Any, group: Any, selected: dict[str, nn.Module] | None, ro
         if out and not node.outputs:
             return f"its channels are outputs of the model (at {names.get(module, node.name)})"
         if isinstance(module, nn.Parameter):
-            return f"it includes the bare parameter {graph._param_to_name.get(module, '?')}"
+            pname = graph._param_to_name.get(module)
+            if pname is None or module.dim() == 0:
+                return f"it includes a bare parameter Torch-Pruning cannot name ({node.name})"
+            params[pname] = module
+            slices.setdefault((pname, node.pruning_dim % module.dim()), {}).update(
+                zip(map(int, item.idxs), map(int, item.root_idxs)))
+            continue
         name = names.get(module)
         if name is None:
             op = str(node.name).lower().replace("_", "")
-            if any(bad in op for bad in MIXING_OPS):
+            if any(bad in op for bad in MIXING_OPS) and node.grad_fn not in graph.attention_ops:
                 return f"op {node.name} mixes channels, so masked and removed channels would differ"
             continue
         dims = _module_dims(module, name, out)
         if isinstance(dims, str):
             return dims
-        if out and isinstance(module, ROOT_TYPES) and selected is not None and name not in selected:
+        attention = isinstance(module, nn.MultiheadAttention)
+        if (out or attention) and isinstance(module, OWNERS) and selected is not None and name not in selected:
             return f"its channels are shared with {name}, which the layer rules leave dense"
         for pname, dim in dims.items():
-            p = getattr(module, pname, None)
-            if isinstance(p, nn.Parameter):
+            p = _param(module, pname)
+            if p is not None:
                 params[f"{name}.{pname}"] = p
                 slices.setdefault((f"{name}.{pname}", dim), {}).update(zip(map(int, item.idxs),
                                                                            map(int, item.root_idxs)))
@@ -124,9 +214,22 @@ def group_site(graph: Any, group: Any, selected: dict[str, nn.Module] | None, ro
                 norm=norm, unit_dim=unit_dim, round_to=round_to)
 
 
+def _attention_modules(model: nn.Module) -> dict[str, nn.MultiheadAttention]:
+    return {n: m for n, m in model.named_modules() if isinstance(m, nn.MultiheadAttention)}
+
+
+def head_site(name: str, mha: nn.MultiheadAttention) -> Site | str:
+    """The head site of ``mha`` with index layouts (as the channel groups have), or why it cannot be compacted."""
+    return attention_unsupported(mha, name) or mha_head_site(name, mha, _index_member)
+
+
 def coupled_sites(model: nn.Module, modules: dict[str, nn.Module], example_inputs: Any,
                   round_to: int = 1) -> tuple[list[Site], dict[str, str]]:
-    """Sites of the coupled groups rooted at the selected ``modules``, and ``{root FQN: reason}`` for the rest."""
+    """Sites of the coupled groups rooted at the selected ``modules`` and the heads of the selected attention
+    modules, and ``{module FQN: reason}`` for the rest."""
+    attention = _attention_modules(model)
+    # An attention module's out_proj is pruned through the attention module (heads, residual channels).
+    modules = {n: m for n, m in modules.items() if not any(n.startswith(f"{a}.") for a in attention)}
     graph = dependency_graph(model, example_inputs)
     sites, skipped = [], {}
     for root, group in groups(graph):
@@ -142,8 +245,15 @@ def coupled_sites(model: nn.Module, modules: dict[str, nn.Module], example_input
             member = graph._module2name.get(item.dep.target.module)
             if member in modules and graph.is_out_channel_pruning_fn(item.dep.handler):
                 skipped[member] = site
-    for name in modules:
-        if name not in skipped and not any(s.member(f"{name}.weight") for s in sites):
+    for name, module in modules.items():
+        if isinstance(module, nn.MultiheadAttention):
+            site = head_site(name, module)
+            if isinstance(site, Site):
+                sites.append(site)
+                skipped.pop(name, None)  # heads are pruned even where its residual channels stay dense
+            else:
+                skipped[name] = site
+        elif name not in skipped and not any(s.member(f"{name}.weight") for s in sites):
             skipped[name] = "not reached by the traced forward pass"
     return sites, skipped
 
@@ -159,29 +269,73 @@ def removable(site: Site, masks: dict[str, Tensor]) -> list[int]:
     return [int(i) for i in (~kept).nonzero().reshape(-1)]
 
 
+def _sliced(model: nn.Module, sites: list[Site]) -> set[int]:
+    """Indices of ``sites`` to remove by slicing: those holding a layer Torch-Pruning cannot remove exactly, and
+    those sharing a parameter dim with one of them (so every index of that dim is in one, dense, index space)."""
+    def exact(fqn: str) -> bool:
+        owner = fqn.rpartition(".")[0]
+        return bool(owner) and isinstance(model.get_submodule(owner), TP_EXACT) and not any(
+            owner.startswith(f"{a}.") for a in _attention_modules(model))
+
+    keys = [{(m.name, m.layout.dim) for m in s.members} for s in sites]
+    own = {i for i, s in enumerate(sites) if not all(exact(m.name) for m in s.members)}
+    while True:
+        taken = set().union(*(keys[i] for i in own))
+        grown = {i for i in range(len(sites)) if i not in own and keys[i] & taken}
+        if not grown:
+            return own
+        own |= grown
+
+
+def _cuts(removals: list[tuple[Site, list[int]]]) -> list[list]:
+    """The slices of every member of ``site`` at the removed units, merged per parameter and dim."""
+    removed: dict[tuple[str, int], set[int]] = {}
+    for site, idxs in removals:
+        gone = set(idxs)
+        for m in site.members:
+            layout = m.layout
+            removed.setdefault((m.name, layout.dim), set()).update(
+                p for p, u in zip(layout.positions, layout.units) if u in gone)
+    return cut_list(removed)
+
+
 @torch.no_grad()
-def compact(model: nn.Module, masks: dict[str, Tensor], example_inputs: Any) -> list[list]:
-    """Physically remove, in place, every channel whose coupled slices are all masked; returns the history
-    (``[[root FQN, True, [indices]], ...]``) that :func:`replay` applies to a fresh dense model."""
+def compact(model: nn.Module, masks: dict[str, Tensor], example_inputs: Any) -> dict[str, list]:
+    """Physically remove, in place, every channel and head whose coupled slices are all masked.
+
+    Returns the plan :func:`replay` applies to a fresh dense model: ``{"history": Torch-Pruning's pruning
+    history ([[root FQN, True, [indices]], ...]), "cuts": slices removed here ([[FQN, dim, [indices]], ...])}``.
+    """
     graph = dependency_graph(model, example_inputs, key="format")
-    plan = []
+    planned = []
     for root, group in groups(graph):
         site = group_site(graph, group, None)
-        if isinstance(site, Site):
-            idxs = removable(site, masks)
-            if idxs:
-                plan.append((root, idxs))
-    for root, idxs in plan:
-        pruner = graph.get_pruner_of_module(root)
-        graph.get_pruning_group(root, pruner.prune_out_channels, idxs).prune()
-    return [[name, bool(out), [int(i) for i in idxs]] for name, out, idxs in graph.pruning_history()]
+        if isinstance(site, Site) and (idxs := removable(site, masks)):
+            planned.append((root, site, idxs))
+    own = _sliced(model, [site for _, site, _ in planned])
+    removals = [(site, idxs) for i, (_, site, idxs) in enumerate(planned) if i in own]
+    for name, mha in _attention_modules(model).items():
+        site = head_site(name, mha)
+        if isinstance(site, Site) and (idxs := removable(site, masks)):
+            removals.append((site, idxs))
+    for i, (root, _, idxs) in enumerate(planned):
+        if i not in own:
+            pruner = graph.get_pruner_of_module(root)
+            graph.get_pruning_group(root, pruner.prune_out_channels, idxs).prune()
+    history = [[name, bool(out), [int(i) for i in idxs]] for name, out, idxs in graph.pruning_history()]
+    cuts = _cuts(removals)
+    apply_cuts(model, cuts)
+    return {"history": history, "cuts": cuts}
 
 
-def replay(model: nn.Module, history: list[list], example_inputs: Any) -> nn.Module:
-    """Apply a :func:`compact` history to a dense model of the same architecture (deterministic)."""
-    graph = dependency_graph(model, example_inputs, key="format")
-    graph.load_pruning_history([list(h) for h in history])
-    return model
+def replay(model: nn.Module, plan: dict[str, list] | list[list], example_inputs: Any) -> nn.Module:
+    """Apply a :func:`compact` plan (or a bare Torch-Pruning history, spec v1) to a dense model of the same
+    architecture (deterministic)."""
+    history, cuts = (plan, []) if isinstance(plan, list) else (plan["history"], plan.get("cuts", []))
+    if history:
+        graph = dependency_graph(model, example_inputs, key="format")
+        graph.load_pruning_history([list(h) for h in history])
+    return apply_cuts(model, cuts)
 
 
 @dataclass(frozen=True)
@@ -189,13 +343,14 @@ class CoupledChannel:
     """Whole channels of coupled groups (``pruner.target=channel``), found on the model's example inputs.
 
     A channel's mask covers every coupled slice (see the module docstring), so the masked model computes what
-    the compacted model computes (``prunecli export format=compact``). ``round_to`` keeps each group's channel
+    the compacted model computes (``prunecli export format=compact``). Selected ``nn.MultiheadAttention``
+    modules add one head site each, scored and allocated like the channel groups. ``round_to`` keeps each group's channel
     count a multiple of e.g. 8. Without example inputs (``build_pruner(..., example_inputs=None)``) it falls
     back to :class:`~prunecli.targets.Channel` (layer + following norm, no coupling) with a warning.
     """
 
     round_to: int = 1
-    module_types = ROOT_TYPES
+    module_types = OWNERS
     needs_example_inputs = True
 
     def __post_init__(self) -> None:

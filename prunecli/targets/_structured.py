@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Callable
 
 from torch import nn
 
@@ -17,6 +18,26 @@ log = logging.getLogger(__name__)
 
 def _axis_member(name: str, param: nn.Parameter, dim: int, units: int, scored: bool, chunks: int = 1) -> Member:
     return Member(name, param, AxisLayout(tuple(param.shape), dim, units, chunks), scored)
+
+
+def mha_head_site(name: str, mha: nn.MultiheadAttention, member: Callable[..., Member] = _axis_member,
+                  round_to: int = 1) -> Site:
+    """The head site of ``mha``: its heads' rows of q, k, v (weights and biases) and columns of ``out_proj``.
+
+    ``member(fqn, param, dim, heads, scored, chunks=1)`` builds each member (the coupled channel target passes
+    one with index layouts); ``chunks=3`` is the packed q/k/v ``in_proj``.
+    """
+    h = mha.num_heads
+    members = []
+    if mha.in_proj_weight is not None:
+        members.append(member(f"{name}.in_proj_weight", mha.in_proj_weight, 0, h, True, chunks=3))
+    else:
+        for p in ("q_proj_weight", "k_proj_weight", "v_proj_weight"):
+            members.append(member(f"{name}.{p}", getattr(mha, p), 0, h, True))
+    if mha.in_proj_bias is not None:
+        members.append(member(f"{name}.in_proj_bias", mha.in_proj_bias, 0, h, False, chunks=3))
+    members.append(member(f"{name}.out_proj.weight", mha.out_proj.weight, 1, h, True))
+    return Site(name, tuple(members), max_sparsity=(h - 1) / h, module=name, round_to=round_to)
 
 
 @dataclass(frozen=True)
@@ -75,25 +96,12 @@ class Head:
         sites, skipped = [], {}
         for name, module in modules.items():
             if isinstance(module, nn.MultiheadAttention):
-                sites.append(self._mha_site(name, module))
+                sites.append(mha_head_site(name, module))
             else:
                 skipped[name] = f"{type(module).__name__} is not an nn.MultiheadAttention"
         for i, quartet in enumerate(self.quartets):
             sites.append(self._quartet_site(model, i, quartet))
         return sites, skipped
-
-    def _mha_site(self, name: str, mha: nn.MultiheadAttention) -> Site:
-        h = mha.num_heads
-        members = []
-        if mha.in_proj_weight is not None:
-            members.append(_axis_member(f"{name}.in_proj_weight", mha.in_proj_weight, 0, h, True, chunks=3))
-        else:
-            for p in ("q_proj_weight", "k_proj_weight", "v_proj_weight"):
-                members.append(_axis_member(f"{name}.{p}", getattr(mha, p), 0, h, True))
-        if mha.in_proj_bias is not None:
-            members.append(_axis_member(f"{name}.in_proj_bias", mha.in_proj_bias, 0, h, False, chunks=3))
-        members.append(_axis_member(f"{name}.out_proj.weight", mha.out_proj.weight, 1, h, True))
-        return Site(name, tuple(members), max_sparsity=(h - 1) / h, module=name)
 
     def _quartet_site(self, model: nn.Module, index: int, quartet: dict) -> Site:
         key = f"pruner.target.quartets[{index}]"

@@ -9,7 +9,8 @@ from prunecli.config import build_pruner
 
 
 def randomized(model: nn.Module) -> nn.Module:
-    """Eval-mode model whose norm statistics and classifier are random, so outputs are not near zero."""
+    """Eval-mode model whose norm statistics, norm affine parameters and linear layers are random, so outputs are
+    not near zero."""
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for m in model.modules():
@@ -18,6 +19,9 @@ def randomized(model: nn.Module) -> nn.Module:
                 m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
                 m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
                 m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+            elif isinstance(m, (nn.LayerNorm, nn.GroupNorm)) and m.weight is not None:
+                m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
+                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
             elif isinstance(m, nn.Linear):
                 m.weight.copy_(torch.randn(m.weight.shape, generator=g) / m.weight.shape[1] ** 0.5)
     return model.eval()

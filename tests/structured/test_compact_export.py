@@ -41,6 +41,38 @@ def test_compact_export_reloads_equal_and_smaller(exported):
     assert compact.is_compact(path) and compact.is_compact(path.with_suffix(".json"))
 
 
+def test_version_1_spec_without_cuts_still_loads(exported):
+    model, _, path = exported
+    spec = json.loads(path.with_suffix(".json").read_text())
+    assert spec["version"] == 2 and spec["cuts"] == []
+    del spec["cuts"]
+    path.with_suffix(".json").write_text(json.dumps({**spec, "version": 1}))
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert (compact.load(path)(x) - model(x)).abs().max() <= 1e-4
+
+
+def test_vit_export_records_cuts_and_reloads_counted_norms_and_attention(tmp_path):
+    from prunecli.export._modules import Attention, CountedLayerNorm
+
+    spec = {**SPEC, "config": {**SPEC["config"], "name": "vit_b_16"}}
+    torch.manual_seed(0)
+    model = randomized(model_from_spec(spec))
+    pruner = prune(model, example_input(spec, 1))
+    ckpt = Checkpoint(tmp_path / "ckpt", {"model": spec, "config": {"dataset": {"name": "digits"}}},
+                      model.state_dict(), pruner.masks)
+    result = export(ckpt, "compact", tmp_path / "vit.safetensors")
+    assert result["max_abs_diff"] <= 1e-5 and result["params_compact"] < 0.26 * result["params_dense"]
+    meta = json.loads((tmp_path / "vit.json").read_text())
+    assert ["encoder.layers.encoder_layer_0.self_attention.in_proj_weight", 1] in [c[:2] for c in meta["cuts"]]
+    small = compact.load(tmp_path / "vit.safetensors")
+    assert isinstance(small.encoder.ln, CountedLayerNorm)
+    assert isinstance(small.encoder.layers[3].self_attention, Attention)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert (small(x) - model(x)).abs().max() <= 1e-5
+
+
 def test_tampered_weights_are_refused(exported):
     _, _, path = exported
     data = bytearray(path.read_bytes())

@@ -1,0 +1,96 @@
+"""Physical removal by slicing parameters: the compaction Torch-Pruning's own pruners cannot do exactly.
+
+Torch-Pruning shrinks a LayerNorm's or GroupNorm's normalised size (its statistics then count fewer channels
+than the masked model's) and cuts a ``MultiheadAttention``'s inner width together with its embedding width
+(every head loses dims). Groups through such layers are removed here instead, as *cuts*:
+``[parameter FQN, dim, [indices]]`` in the dense model's index space, one per parameter and dim.
+:func:`apply_cuts` (the same code for ``compact`` and for loading an export):
+
+1. replaces each ``nn.LayerNorm``, ``nn.GroupNorm`` and ``nn.MultiheadAttention`` that owns a cut parameter by
+   its exact dense equivalent from :mod:`prunecli.export._modules` (same parameter names, widths taken from
+   the parameters' shapes, the norms keeping the dense channel count);
+2. slices every cut parameter (and the per-channel buffers of norm layers);
+3. updates the shape attributes of Linear, Conv and BatchNorm layers, and the one width a known model's
+   ``forward`` reads from an attribute (torchvision's ``VisionTransformer.hidden_dim``).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Iterable
+
+import torch
+from torch import nn
+
+from prunecli.export._modules import Attention, CountedGroupNorm, CountedLayerNorm
+
+CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+SWAPS = {nn.LayerNorm: CountedLayerNorm.from_dense, nn.GroupNorm: CountedGroupNorm.from_dense,
+         nn.MultiheadAttention: Attention.from_dense}
+
+
+def cut_list(removed: dict[tuple[str, int], Iterable[int]]) -> list[list]:
+    """``{(FQN, dim): indices}`` -> the sorted, JSON-ready cuts ``[[FQN, dim, [indices]], ...]``."""
+    return [[fqn, int(dim), sorted({int(i) for i in idxs})] for (fqn, dim), idxs in sorted(removed.items()) if idxs]
+
+
+def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent, _, attr = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, attr, module)
+
+
+def _swap_owners(model: nn.Module, cuts: list[list]) -> None:
+    """Replace the stock layers that own a cut parameter (or whose submodule does) by prunecli's."""
+    for fqn, _, _ in cuts:
+        parts = fqn.split(".")
+        for i in range(len(parts) - 1, 0, -1):
+            name = ".".join(parts[:i])
+            module = model.get_submodule(name)
+            if type(module) in SWAPS:
+                _set_module(model, name, SWAPS[type(module)](module))
+                break
+
+
+def _refit(module: nn.Module) -> None:
+    """Shape attributes of a layer from its (sliced) parameters."""
+    if isinstance(module, nn.Linear):
+        module.out_features, module.in_features = module.weight.shape
+    elif isinstance(module, CONV):
+        depthwise = module.groups > 1 and module.groups == module.in_channels and module.weight.shape[1] == 1
+        module.out_channels = module.weight.shape[0]
+        if depthwise:
+            module.in_channels = module.groups = module.out_channels
+        else:
+            module.in_channels = module.weight.shape[1] * module.groups
+    elif isinstance(module, nn.modules.batchnorm._BatchNorm):
+        module.num_features = module.weight.shape[0]
+
+
+def _refit_model(model: nn.Module) -> None:
+    """Widths that a model's ``forward`` reads from attributes rather than from its layers."""
+    vit = sys.modules.get("torchvision.models.vision_transformer")  # imported if such a model exists
+    if vit is not None:
+        for module in model.modules():
+            if isinstance(module, vit.VisionTransformer):  # reshapes the patch embedding with self.hidden_dim
+                module.hidden_dim = module.class_token.shape[-1]
+
+
+@torch.no_grad()
+def apply_cuts(model: nn.Module, cuts: list[list]) -> nn.Module:
+    """Remove, in place, the slices named by ``cuts`` (see the module docstring); returns ``model``."""
+    _swap_owners(model, cuts)
+    for fqn, dim, idxs in cuts:
+        owner_name, _, attr = fqn.rpartition(".")
+        owner = model.get_submodule(owner_name) if owner_name else model
+        param = getattr(owner, attr)
+        size = param.shape[dim]
+        gone = set(idxs)
+        keep = torch.tensor([i for i in range(size) if i not in gone], dtype=torch.long, device=param.device)
+        setattr(owner, attr, nn.Parameter(param.detach().index_select(dim, keep), requires_grad=param.requires_grad))
+        if attr == "weight" and dim == 0:
+            for bname, buf in owner.named_buffers(recurse=False):  # BatchNorm running stats, GroupNorm's groups
+                if buf is not None and buf.dim() and buf.shape[0] == size:
+                    setattr(owner, bname, buf.index_select(0, keep))
+        _refit(owner)
+    _refit_model(model)
+    return model
