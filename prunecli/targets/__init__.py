@@ -7,9 +7,11 @@ map from their elements to prunable units). Strings are parsed once, here:
 ``unstructured``   each weight element on its own
 ``N:M``            keep N of every M consecutive weights along the input dim (``2:4``)
 ``RxC``            blocks of R output rows by C input columns (``4x1``, ``1x4``, ``8x8``)
-``channel``        coupled channel groups (producers, norms, consumers, residual adds, concats), found by
-                   Torch-Pruning on example inputs; ``{name: channel, round_to: 8}``. Without example
-                   inputs: whole output channels with bias and a directly following norm layer
+``channel``        coupled channel groups (producers, norms incl. LayerNorm/GroupNorm, bare parameters,
+                   attention in/out projections, consumers, residual adds, concats), found by Torch-Pruning
+                   on example inputs, plus the heads of each ``nn.MultiheadAttention``;
+                   ``{name: channel, round_to: 8}``. Without example inputs: whole output channels with
+                   bias and a directly following norm layer
 ``head``           whole attention heads (``nn.MultiheadAttention`` or q/k/v/o quartets)
 =================  ===============================================================
 

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from prunecli.errors import ConfigError
 from prunecli.sites import IndexLayout, Member, Site
 from prunecli.targets._structured import mha_head_site
-from prunecli.targets._surgery import apply_cuts, cut_list
+from prunecli.targets._surgery import apply_cuts, site_cuts, sliced_sites
 
 log = logging.getLogger(__name__)
 
@@ -269,36 +269,6 @@ def removable(site: Site, masks: dict[str, Tensor]) -> list[int]:
     return [int(i) for i in (~kept).nonzero().reshape(-1)]
 
 
-def _sliced(model: nn.Module, sites: list[Site]) -> set[int]:
-    """Indices of ``sites`` to remove by slicing: those holding a layer Torch-Pruning cannot remove exactly, and
-    those sharing a parameter dim with one of them (so every index of that dim is in one, dense, index space)."""
-    def exact(fqn: str) -> bool:
-        owner = fqn.rpartition(".")[0]
-        return bool(owner) and isinstance(model.get_submodule(owner), TP_EXACT) and not any(
-            owner.startswith(f"{a}.") for a in _attention_modules(model))
-
-    keys = [{(m.name, m.layout.dim) for m in s.members} for s in sites]
-    own = {i for i, s in enumerate(sites) if not all(exact(m.name) for m in s.members)}
-    while True:
-        taken = set().union(*(keys[i] for i in own))
-        grown = {i for i in range(len(sites)) if i not in own and keys[i] & taken}
-        if not grown:
-            return own
-        own |= grown
-
-
-def _cuts(removals: list[tuple[Site, list[int]]]) -> list[list]:
-    """The slices of every member of ``site`` at the removed units, merged per parameter and dim."""
-    removed: dict[tuple[str, int], set[int]] = {}
-    for site, idxs in removals:
-        gone = set(idxs)
-        for m in site.members:
-            layout = m.layout
-            removed.setdefault((m.name, layout.dim), set()).update(
-                p for p, u in zip(layout.positions, layout.units) if u in gone)
-    return cut_list(removed)
-
-
 @torch.no_grad()
 def compact(model: nn.Module, masks: dict[str, Tensor], example_inputs: Any) -> dict[str, list]:
     """Physically remove, in place, every channel and head whose coupled slices are all masked.
@@ -312,7 +282,7 @@ def compact(model: nn.Module, masks: dict[str, Tensor], example_inputs: Any) -> 
         site = group_site(graph, group, None)
         if isinstance(site, Site) and (idxs := removable(site, masks)):
             planned.append((root, site, idxs))
-    own = _sliced(model, [site for _, site, _ in planned])
+    own = sliced_sites(model, [site for _, site, _ in planned], TP_EXACT)
     removals = [(site, idxs) for i, (_, site, idxs) in enumerate(planned) if i in own]
     for name, mha in _attention_modules(model).items():
         site = head_site(name, mha)
@@ -323,7 +293,7 @@ def compact(model: nn.Module, masks: dict[str, Tensor], example_inputs: Any) -> 
             pruner = graph.get_pruner_of_module(root)
             graph.get_pruning_group(root, pruner.prune_out_channels, idxs).prune()
     history = [[name, bool(out), [int(i) for i in idxs]] for name, out, idxs in graph.pruning_history()]
-    cuts = _cuts(removals)
+    cuts = site_cuts(removals)
     apply_cuts(model, cuts)
     return {"history": history, "cuts": cuts}
 

@@ -2,8 +2,9 @@
 
 Torch-Pruning shrinks a LayerNorm's or GroupNorm's normalised size (its statistics then count fewer channels
 than the masked model's) and cuts a ``MultiheadAttention``'s inner width together with its embedding width
-(every head loses dims). Groups through such layers are removed here instead, as *cuts*:
-``[parameter FQN, dim, [indices]]`` in the dense model's index space, one per parameter and dim.
+(every head loses dims). Groups through such layers, bare parameters and heads are removed here instead
+(:func:`sliced_sites` picks them), as *cuts* (:func:`site_cuts`): ``[parameter FQN, dim, [indices]]`` in the
+dense model's index space, one per parameter and dim.
 :func:`apply_cuts` (the same code for ``compact`` and for loading an export):
 
 1. replaces each ``nn.LayerNorm``, ``nn.GroupNorm`` and ``nn.MultiheadAttention`` that owns a cut parameter by
@@ -23,6 +24,7 @@ import torch
 from torch import nn
 
 from prunecli.export._modules import Attention, CountedGroupNorm, CountedLayerNorm
+from prunecli.sites import Site
 
 CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 SWAPS = {nn.LayerNorm: CountedLayerNorm.from_dense, nn.GroupNorm: CountedGroupNorm.from_dense,
@@ -32,6 +34,39 @@ SWAPS = {nn.LayerNorm: CountedLayerNorm.from_dense, nn.GroupNorm: CountedGroupNo
 def cut_list(removed: dict[tuple[str, int], Iterable[int]]) -> list[list]:
     """``{(FQN, dim): indices}`` -> the sorted, JSON-ready cuts ``[[FQN, dim, [indices]], ...]``."""
     return [[fqn, int(dim), sorted({int(i) for i in idxs})] for (fqn, dim), idxs in sorted(removed.items()) if idxs]
+
+
+def sliced_sites(model: nn.Module, sites: list[Site], exact_types: tuple[type, ...]) -> set[int]:
+    """Indices of ``sites`` to remove by slicing: those holding a parameter of a layer not of ``exact_types``
+    (what Torch-Pruning removes exactly) or inside an attention module, and those sharing a parameter dim with
+    one of them (so each sliced dim is cut once, in the dense index space)."""
+    attention = [n for n, m in model.named_modules() if isinstance(m, nn.MultiheadAttention)]
+
+    def exact(fqn: str) -> bool:
+        owner = fqn.rpartition(".")[0]
+        return bool(owner) and isinstance(model.get_submodule(owner), exact_types) and not any(
+            owner.startswith(f"{a}.") for a in attention)
+
+    keys = [{(m.name, m.layout.dim) for m in s.members} for s in sites]
+    own = {i for i, s in enumerate(sites) if not all(exact(m.name) for m in s.members)}
+    while True:
+        taken = set().union(*(keys[i] for i in own))
+        grown = {i for i in range(len(sites)) if i not in own and keys[i] & taken}
+        if not grown:
+            return own
+        own |= grown
+
+
+def site_cuts(removals: list[tuple[Site, list[int]]]) -> list[list]:
+    """Cuts removing units ``idxs`` of each ``(site, idxs)`` (index-layout members), merged per parameter and dim."""
+    removed: dict[tuple[str, int], set[int]] = {}
+    for site, idxs in removals:
+        gone = set(idxs)
+        for m in site.members:
+            layout = m.layout
+            removed.setdefault((m.name, layout.dim), set()).update(
+                p for p, u in zip(layout.positions, layout.units) if u in gone)
+    return cut_list(removed)
 
 
 def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:

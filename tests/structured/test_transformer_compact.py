@@ -124,6 +124,17 @@ def test_vit_b_16_heads_residual_and_mlp_shrink_exactly():
     assert (_params(model), _params(small)) == (85_152_010, 21_342_346)
 
 
+def test_head_target_compacts_to_fewer_heads():
+    torch.manual_seed(0)
+    model = randomized(TinyTransformer())
+    x = torch.randn(4, 6, 8)
+    pruner, small, plan, masked, diff = _compacted(model, x, target="head")
+    assert diff <= 1e-5 and plan["history"] == []
+    assert {c[0].rsplit(".", 1)[-1] for c in plan["cuts"]} == {"in_proj_weight", "in_proj_bias", "weight"}
+    assert [b.attn.num_heads for b in small.blocks] == [2, 2] and small.blocks[0].attn.out_proj.in_features == 16
+    assert small.norm.weight.shape == (32,) and isinstance(small.norm, nn.LayerNorm)  # residual stream untouched
+
+
 def test_masked_attention_matches_compact_attention_with_weights_and_masks():
     torch.manual_seed(0)
     mha = nn.MultiheadAttention(16, 4).eval()
