@@ -33,6 +33,21 @@ class Layout(Protocol):
         ...
 
 
+def element_positions(layout: Layout, units: Tensor) -> Tensor:
+    """Flat (row-major) indices of the parameter elements that belong to ``units`` (unit indices).
+
+    Layouts may answer directly with a ``positions(units)`` method (element and block layouts do); otherwise
+    the units are expanded to a mask and its set positions gathered.
+    """
+    if hasattr(layout, "positions"):
+        return layout.positions(units)
+    from prunecli.allocation._select_ops import false_positions
+
+    keep = torch.ones(layout.num_units, dtype=torch.bool, device=units.device)
+    keep[units] = False
+    return false_positions(layout.expand(keep).reshape(-1))
+
+
 @dataclass(frozen=True)
 class ElementLayout:
     """Every element is its own unit, optionally in a permuted order (N:M groups run over the input dim)."""
@@ -58,6 +73,13 @@ class ElementLayout:
         permuted = [self.shape[i] for i in self.perm]
         inverse = sorted(range(len(self.perm)), key=self.perm.__getitem__)
         return keep.reshape(permuted).permute(inverse).contiguous()
+
+    def positions(self, units: Tensor) -> Tensor:
+        if self.perm is None:
+            return units
+        coords = torch.unravel_index(units, tuple(self.shape[i] for i in self.perm))
+        strides = [math.prod(self.shape[d + 1:]) for d in range(len(self.shape))]
+        return sum(c * strides[d] for c, d in zip(coords, self.perm))
 
 
 @dataclass(frozen=True)
@@ -98,6 +120,13 @@ class BlockLayout:
             counts = self.to_units(torch.ones(self.shape, device=t.device)).sum(1)
             sums = sums * (self.rows * self.cols) / counts
         return sums
+
+    def positions(self, units: Tensor) -> Tensor:
+        out, inner, _, gc = self._grid
+        rows = (units // gc)[:, None] * self.rows + torch.arange(self.rows, device=units.device)
+        cols = (units % gc)[:, None] * self.cols + torch.arange(self.cols, device=units.device)
+        flat = rows[:, :, None] * inner + cols[:, None, :]
+        return flat[(rows < out)[:, :, None] & (cols < inner)[:, None, :]]
 
     def expand(self, keep: Tensor) -> Tensor:
         out, inner, gr, gc = self._grid

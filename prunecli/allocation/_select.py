@@ -3,7 +3,9 @@
 Global pruning ranks the scores of all layers together and prunes the lowest. The textbook way,
 ``torch.cat`` of every score and then ``torch.kthvalue``, costs ~15 extra bytes per parameter (the copy, the
 copy ``kthvalue`` makes, its int64 indices) and selects over far more values than it needs to. :func:`select_lowest` gives the same answer
-with one comparison pass per tensor, after a small random sample has bracketed the threshold. This is the
+with one comparison pass per tensor, after a small random sample has bracketed the threshold (and, in the
+common case of gradual pruning, a block of ``-inf`` scores plus a few more units, with the shortcut of
+:mod:`prunecli.allocation._select_floor`). This is the
 sampling idea of Floyd & Rivest, "Expected time bounds for selection" (CACM 18(3), 1975), applied to a list of
 tensors and to weighted units:
 
@@ -37,6 +39,7 @@ from typing import Sequence
 
 import torch
 
+from prunecli.allocation._select_floor import select_above_floor
 from prunecli.allocation._select_ops import (
     _check_nan,
     _compare,
@@ -99,7 +102,8 @@ def select_lowest(
         return _trivial(tensors, budget, total)
     if sum(t.numel() for t in tensors) <= min(SAMPLE_SIZE, _SORT_MEAN_SIZE * len(tensors)):
         return _sort_prefix(tensors, weights, budget)
-    return _Selector(tensors, weights, budget).run()
+    few = select_above_floor(tensors, weights, budget, torch.Generator().manual_seed(_SEED))
+    return few if few is not None else _Selector(tensors, weights, budget).run()
 
 
 def _validate(scores, budget, weights) -> tuple[list[torch.Tensor], list[int], int]:

@@ -3,11 +3,13 @@ comparison, gathering and counting passes it makes over one flattened score tens
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
 
 _ALL_TRUE = 0x0101010101010101  # eight True bools viewed as one int64
+_ROW = 256  # bools per row scanned by _free_positions
 
 
 @dataclass
@@ -50,19 +52,27 @@ def _compare(flat: torch.Tensor, cut: _Cut, out: torch.Tensor, below: bool) -> t
 def _free_positions(taken: torch.Tensor, limit: float) -> torch.Tensor | None:
     """Ascending flat indices where the contiguous bool vector ``taken`` is False; None if over ``limit``.
 
-    ``nonzero`` on a bool vector costs about as much as a comparison pass; scanning it as int64 words first and
-    expanding only the words that hold a False is ~8x cheaper when few positions are free.
+    ``nonzero`` over a whole bool vector is slow on CPU. Viewed as rows of ``_ROW`` bytes, a row holds a False
+    iff its smallest byte is 0: one (vectorised) uint8 reduction finds the rows, and only those are expanded.
     """
     n = taken.numel()
-    n8 = n - n % 8
-    words = taken[:n8].view(torch.int64)
-    hit = (words != _ALL_TRUE).nonzero().squeeze(1)
-    if hit.numel() > limit:  # every such word holds at least one free position
-        return None
-    row, col = torch.logical_not(taken[:n8].view(-1, 8).index_select(0, hit)).nonzero(as_tuple=True)
-    tail = torch.logical_not(taken[n8:]).nonzero().squeeze(1) + n8
-    idx = torch.cat([hit[row] * 8 + col, tail])
+    rows = n // _ROW
+    parts = []
+    if rows:
+        body = taken[: rows * _ROW]
+        hit = (body.view(torch.uint8).view(rows, _ROW).amin(dim=1) == 0).nonzero().squeeze(1)
+        if hit.numel() > limit:  # every such row holds at least one free position
+            return None
+        row, col = torch.logical_not(body.view(rows, _ROW).index_select(0, hit)).nonzero(as_tuple=True)
+        parts.append(hit[row] * _ROW + col)
+    parts.append(torch.logical_not(taken[rows * _ROW:]).nonzero().squeeze(1) + rows * _ROW)
+    idx = torch.cat(parts)
     return idx if idx.numel() <= limit else None
+
+
+def false_positions(mask: torch.Tensor) -> torch.Tensor:
+    """Ascending flat indices where the contiguous 1-D bool ``mask`` is False (fast when they are few)."""
+    return _free_positions(mask, math.inf)
 
 
 def _count_equal(flat: torch.Tensor, value: float, out: torch.Tensor) -> int:

@@ -1,7 +1,9 @@
 """Criteria that accumulate weight-gradient statistics between mask updates.
 
-Accumulators are float32 tensors keyed by parameter FQN, created lazily at the first ``observe``. A criterion
+Accumulators are float32 tensors keyed by parameter FQN, created (zero) at the first ``observe``. A criterion
 is ready to score after ``batches`` observed optimizer steps (1 by default); a mask update due earlier waits.
+Each step's term is written into one reused scratch buffer (the size of the largest parameter), so observing
+allocates nothing: fresh multi-megabyte tensors cost page faults on every step.
 """
 
 from __future__ import annotations
@@ -18,13 +20,14 @@ from prunecli.sites import Site
 
 @dataclass
 class _Accumulating:
-    """Holds per-parameter accumulators; subclasses define ``_term`` and ``_combine``."""
+    """Holds per-parameter accumulators; subclasses define ``_term`` (written into ``out``) and ``_combine``."""
 
     needs_grad = True
     reset_on_update = False
     batches: int = 1
     _acc: dict[str, Tensor] = field(default_factory=dict, repr=False)
     _count: int = field(default=0, repr=False)
+    _scratch: dict = field(default_factory=dict, repr=False)  # device -> flat float32 buffer
 
     def __post_init__(self) -> None:
         if not isinstance(self.batches, int) or isinstance(self.batches, bool) or self.batches < 1:
@@ -36,10 +39,19 @@ class _Accumulating:
             for name, p in params.items():
                 if p.grad is None:
                     continue
-                term = self._term(p.detach().float(), p.grad.detach().float())
                 acc = self._acc.get(name)
-                self._acc[name] = term if acc is None else self._combine(acc, term)
+                if acc is None:
+                    acc = self._acc[name] = torch.zeros_like(p, dtype=torch.float32)
+                w, g = p.detach(), p.grad.detach()
+                self._combine(acc, self._term(w.float(), g.float(), self._buffer(acc)))
         self._count += 1
+
+    def _buffer(self, like: Tensor) -> Tensor:
+        """A float32 scratch view shaped like ``like`` (one buffer per device, grown to the largest need)."""
+        buf = self._scratch.get(like.device)
+        if buf is None or buf.numel() < like.numel():
+            buf = self._scratch[like.device] = torch.empty(like.numel(), dtype=torch.float32, device=like.device)
+        return buf[: like.numel()].view(like.shape)
 
     def score(self, site: Site) -> Tensor:
         return site.reduce(lambda name, w: self._acc[name] if name in self._acc else torch.zeros_like(w, dtype=torch.float32))
@@ -69,8 +81,8 @@ class Taylor(_Accumulating):
 
     reset_on_update = True
 
-    def _term(self, w: Tensor, g: Tensor) -> Tensor:
-        return (w * g).square_()
+    def _term(self, w: Tensor, g: Tensor, out: Tensor) -> Tensor:
+        return torch.mul(w, g, out=out).square_()
 
     def _combine(self, acc: Tensor, term: Tensor) -> Tensor:
         return acc.add_(term)
@@ -81,8 +93,8 @@ class Movement(_Accumulating):
     """Movement score ``-sum_t w * g_t``: weights moving away from zero are kept (Sanh et al. 2020, "Movement
     Pruning", https://arxiv.org/abs/2005.07683). Accumulates over the whole pruning window."""
 
-    def _term(self, w: Tensor, g: Tensor) -> Tensor:
-        return (w * g).neg_()
+    def _term(self, w: Tensor, g: Tensor, out: Tensor) -> Tensor:
+        return torch.mul(w, g, out=out).neg_()
 
     def _combine(self, acc: Tensor, term: Tensor) -> Tensor:
         return acc.add_(term)
@@ -96,12 +108,12 @@ class SnipMomentum(_Accumulating):
     alpha: float = 0.9
     beta: float = 1.0
 
-    def _term(self, w: Tensor, g: Tensor) -> Tensor:
-        term = (w * g).abs_()
+    def _term(self, w: Tensor, g: Tensor, out: Tensor) -> Tensor:
+        term = torch.mul(w, g, out=out).abs_()
         return term if self.beta == 1.0 else term.mul_(self.beta)  # the default skips a pass
 
     def _combine(self, acc: Tensor, term: Tensor) -> Tensor:
-        return acc.mul_(self.alpha).add_(term)
+        return torch.add(term, acc, alpha=self.alpha, out=acc)  # alpha * acc + term in one pass
 
 
 @dataclass
@@ -117,8 +129,8 @@ class Gradient(_Accumulating):
         if not isinstance(self.decay, (int, float)) or not 0.0 <= self.decay <= 1.0:
             raise ConfigError("pruner.criterion.decay", self.decay, "a float in [0, 1]")
 
-    def _term(self, w: Tensor, g: Tensor) -> Tensor:
-        return g.abs()
+    def _term(self, w: Tensor, g: Tensor, out: Tensor) -> Tensor:
+        return torch.abs(g, out=out)
 
     def _combine(self, acc: Tensor, term: Tensor) -> Tensor:
-        return acc.mul_(self.decay).add_(term)
+        return torch.add(term, acc, alpha=self.decay, out=acc)

@@ -220,3 +220,55 @@ def test_global_rng_untouched():
     select_lowest(scores, 1000)
     torch.manual_seed(0)
     assert torch.equal(torch.rand(3), expected)
+
+
+# ------------------------------------------------------------------ the -inf floor shortcut (_select_floor)
+import prunecli.allocation._select_floor as floor_module  # noqa: E402
+
+
+@st.composite
+def floor_problems(draw):
+    """Like ``problems`` but with a large ``-inf`` block and a budget a little above it (gradual pruning)."""
+    scores, _, weights = draw(problems())
+    gen = torch.Generator().manual_seed(draw(st.integers(0, 2**31 - 1)))
+    for s in scores:
+        s[torch.rand(s.shape, generator=gen) < draw(st.sampled_from([0.3, 0.6, 0.9]))] = -math.inf
+    w = weights or [1] * len(scores)
+    floor = sum(wi * int(torch.isneginf(s).sum()) for s, wi in zip(scores, w))
+    budget = min(floor + draw(st.integers(0, 12)), finite_weight(scores, weights))
+    return scores, budget, weights
+
+
+@pytest.mark.parametrize("sample,z,slack", [(8192, 5.0, 4096), (4, 0.0, 0), (16, 1.0, 1)])
+def test_floor_shortcut_equals_reference(monkeypatch, sample, z, slack):
+    """z=0 and tiny samples make the shortcut's cut miss often: it must then hand over, never answer wrongly."""
+    monkeypatch.setattr(select_module, "_SORT_MEAN_SIZE", 0)
+    monkeypatch.setattr(floor_module, "MAX_FRACTION", 1.0)
+    for name, value in (("SAMPLE", sample), ("_Z", z), ("_SLACK", slack)):
+        monkeypatch.setattr(floor_module, name, value)
+
+    @settings(max_examples=150, deadline=None)
+    @given(floor_problems())
+    def check(problem):
+        scores, budget, weights = problem
+        assert_same(select_lowest(scores, budget, weights), reference(scores, budget, weights))
+
+    check()
+
+
+@pytest.mark.parametrize("weights", [None, [4, 4, 1]])
+def test_floor_shortcut_answers_the_gradual_pruning_case(monkeypatch, weights):
+    """Half the units at -inf and the budget a few units above: the shortcut answers (no general selector)
+    and equals the reference, ties at the cut included."""
+    gen = torch.Generator().manual_seed(3)
+    scores = [torch.randn(512, 400, generator=gen), torch.rand(700, 300, generator=gen).round(decimals=3),
+              torch.randn(3000, generator=gen)]
+    for s in scores:
+        s[torch.rand(s.shape, generator=gen) < 0.5] = -math.inf
+    calls = []
+    monkeypatch.setattr(select_module._Selector, "run", lambda self: calls.append(1))
+    floor = sum(w * int(torch.isneginf(s).sum()) for s, w in zip(scores, weights or [1, 1, 1]))
+    budgets = [floor, floor + 1, floor + 70, floor + 2000]
+    for budget, want in zip(budgets, reference_many(scores, budgets, weights)):
+        assert_same(select_lowest(scores, budget, weights), want)
+    assert calls == []

@@ -206,3 +206,26 @@ def test_block_reduce_matches_unit_view(rows, cols, out, inner):
     assert torch.allclose(layout.reduce(t), expected, atol=1e-5)
     keep = torch.rand(layout.num_units) > 0.5
     assert torch.equal(layout.to_units(layout.expand(keep).float()).amax(1).bool(), keep)
+
+
+@pytest.mark.parametrize("target,shape", [("unstructured", (6, 5, 3)), ("2:4", (6, 8, 3, 3)), ("4x1", (10, 7)),
+                                          ("2x3", (7, 5, 2)), ("channel", (6, 4, 3))])
+def test_element_positions_match_expand(target, shape):
+    """Each layout's element positions of a set of units are exactly the elements expand() masks for them."""
+    from prunecli.sites import element_positions
+    from prunecli.targets import parse_target
+
+    layer = torch.nn.Conv2d(1, 1, 1) if len(shape) == 4 else torch.nn.Linear(1, 1)
+    layer.weight = torch.nn.Parameter(torch.randn(shape))
+    if len(shape) == 3:
+        layer = torch.nn.Conv1d(1, 1, 1)
+        layer.weight = torch.nn.Parameter(torch.randn(shape))
+    layer.bias = None
+    sites, _ = parse_target(target).sites(torch.nn.Sequential(layer), {"0": layer})
+    gen = torch.Generator().manual_seed(0)
+    for member in sites[0].members:
+        units = torch.randperm(member.layout.num_units, generator=gen)[: member.layout.num_units // 3]
+        keep = torch.ones(member.layout.num_units, dtype=torch.bool)
+        keep[units] = False
+        want = (~member.layout.expand(keep)).reshape(-1).nonzero().squeeze(1)
+        assert torch.equal(element_positions(member.layout, units).sort().values, want)
