@@ -39,7 +39,7 @@ def element_positions(layout: Layout, units: Tensor) -> Tensor:
     Layouts may answer directly with a ``positions(units)`` method (element and block layouts do); otherwise
     the units are expanded to a mask and its set positions gathered.
     """
-    if hasattr(layout, "positions"):
+    if callable(getattr(layout, "positions", None)):  # IndexLayout.positions is a field, not this method
         return layout.positions(units)
     from prunecli.allocation._select_ops import false_positions
 
