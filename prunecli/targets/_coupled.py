@@ -250,7 +250,7 @@ def coupled_sites(model: nn.Module, modules: dict[str, nn.Module], example_input
             site = head_site(name, module)
             if isinstance(site, Site):
                 sites.append(site)
-                skipped.pop(name, None)  # heads are pruned even where its residual channels stay dense
+                skipped.pop(name, None)  # its heads are pruned even where the residual channels through it stay dense
             else:
                 skipped[name] = site
         elif name not in skipped and not any(s.member(f"{name}.weight") for s in sites):
