@@ -28,10 +28,10 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
+from prunecli._bits import true_positions
 from prunecli._progressive import Progressive
 from prunecli._taps import ActivationTaps
 from prunecli.allocation import Allocation
-from prunecli.allocation._select_ops import false_positions
 from prunecli.criteria import Criterion, name_of
 from prunecli.errors import ConfigError
 from prunecli.layers import LayerSelection
@@ -242,10 +242,9 @@ class Pruner:
         zeroing just these is much cheaper than re-applying every mask."""
         out: dict[str, list[Tensor]] = {}
         for name, site in self.sites.items():
-            revived = new[name] & ~old[name]
-            if revived.numel() and int(revived.view(torch.uint8).max()):
+            units = true_positions(old[name] != new[name])
+            if units.numel() and not bool(old[name][units].all()):
                 return None
-            units = false_positions(~old[name] | new[name])
             for m in site.members:
                 out.setdefault(m.name, []).append(element_positions(m.layout, units))
         return {n: torch.cat(v) if len(v) > 1 else v[0] for n, v in out.items()}

@@ -14,6 +14,8 @@ from typing import Callable, Protocol
 import torch
 from torch import Tensor, nn
 
+from prunecli._bits import false_positions
+
 
 class Layout(Protocol):
     """Maps a parameter's elements onto ``num_units`` units."""
@@ -36,13 +38,11 @@ class Layout(Protocol):
 def element_positions(layout: Layout, units: Tensor) -> Tensor:
     """Flat (row-major) indices of the parameter elements that belong to ``units`` (unit indices).
 
-    Layouts may answer directly with a ``positions(units)`` method (element and block layouts do); otherwise
-    the units are expanded to a mask and its set positions gathered.
+    Layouts may answer directly with an ``elements_of(units)`` method (element and block layouts do);
+    otherwise the units are expanded to a mask and its set positions gathered.
     """
-    if callable(getattr(layout, "positions", None)):  # IndexLayout.positions is a field, not this method
-        return layout.positions(units)
-    from prunecli.allocation._select_ops import false_positions
-
+    if hasattr(layout, "elements_of"):
+        return layout.elements_of(units)
     keep = torch.ones(layout.num_units, dtype=torch.bool, device=units.device)
     keep[units] = False
     return false_positions(layout.expand(keep).reshape(-1))
@@ -74,12 +74,28 @@ class ElementLayout:
         inverse = sorted(range(len(self.perm)), key=self.perm.__getitem__)
         return keep.reshape(permuted).permute(inverse).contiguous()
 
-    def positions(self, units: Tensor) -> Tensor:
+    def elements_of(self, units: Tensor) -> Tensor:
         if self.perm is None:
             return units
         coords = torch.unravel_index(units, tuple(self.shape[i] for i in self.perm))
         strides = [math.prod(self.shape[d + 1:]) for d in range(len(self.shape))]
         return sum(c * strides[d] for c, d in zip(coords, self.perm))
+
+
+def _block_sums(t2: Tensor, rows: int, cols: int) -> Tensor:
+    """Sums of the ``rows x cols`` blocks of the 2-D ``t2`` (its sides divisible) -> ``[out/rows, inner/cols]``.
+
+    ``sum`` over a short innermost dim is slow on CPU (1x4 blocks of a 1024x1024 matrix: 1.2 ms, 2x2: 6 ms), so
+    the columns of each block are summed by a matrix-vector product with ones, then the rows by ``sum`` over
+    a strided dim (together 0.3 and 0.6 ms); no permuted ``[units, k]`` copy is made.
+    """
+    out, inner = t2.shape
+    if cols > 1:
+        if t2.dtype in (torch.float32, torch.float64):
+            t2 = torch.mv(t2.reshape(out * (inner // cols), cols), t2.new_ones(cols)).view(out, inner // cols)
+        else:
+            t2 = t2.reshape(out, inner // cols, cols).sum(-1)
+    return t2.reshape(out // rows, rows, -1).sum(1) if rows > 1 else t2
 
 
 @dataclass(frozen=True)
@@ -113,15 +129,14 @@ class BlockLayout:
         t2 = t.reshape(out, inner)
         if out % self.rows or inner % self.cols:
             t2 = nn.functional.pad(t2, (0, gc * self.cols - inner, 0, gr * self.rows - out))
-        # Summing over the block dims of a view avoids materialising the permuted [units, k] copy.
-        sums = t2.reshape(gr, self.rows, gc, self.cols).sum(dim=(1, 3)).reshape(-1)
+        sums = _block_sums(t2, self.rows, self.cols).reshape(-1)
         if out % self.rows or inner % self.cols:
             # Edge blocks hold fewer real elements; scale them to a full block so they are not pruned first.
             counts = self.to_units(torch.ones(self.shape, device=t.device)).sum(1)
             sums = sums * (self.rows * self.cols) / counts
         return sums
 
-    def positions(self, units: Tensor) -> Tensor:
+    def elements_of(self, units: Tensor) -> Tensor:
         out, inner, _, gc = self._grid
         rows = (units // gc)[:, None] * self.rows + torch.arange(self.rows, device=units.device)
         cols = (units % gc)[:, None] * self.cols + torch.arange(self.cols, device=units.device)

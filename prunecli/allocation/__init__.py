@@ -15,6 +15,7 @@ from typing import Any, Protocol, runtime_checkable
 from torch import Tensor
 
 from prunecli._parts import build_part
+from prunecli._bits import count_true
 from prunecli.allocation._select import select_lowest
 from prunecli.errors import ConfigError
 from prunecli.sites import Site
@@ -100,13 +101,13 @@ class Global:
         pruned: dict[str, Tensor] = {}
         active = list(sites)
         while active:
-            spent = sum(int(pruned[n].sum()) * weight[n] for n in pruned)
+            spent = sum(count_true(pruned[n]) * weight[n] for n in pruned)
             room = sum(caps[n][1] * weight[n] for n in active)
             chosen = select_lowest([scores[n] for n in active], min(max(budget - spent, 0), room),
                                    [weight[n] for n in active])
             out_of_caps = {}
             for n, mask in zip(active, chosen):
-                count = int(mask.sum())
+                count = count_true(mask)
                 if not caps[n][0] <= count <= caps[n][1]:
                     out_of_caps[n] = min(max(count, caps[n][0]), caps[n][1])
             if not out_of_caps:

@@ -39,6 +39,7 @@ from typing import Sequence
 
 import torch
 
+from prunecli._bits import count_true, true_positions
 from prunecli.allocation._select_floor import select_above_floor
 from prunecli.allocation._select_ops import (
     _check_nan,
@@ -254,17 +255,17 @@ class _Selector:
         taken, eq = self.scratch(i)
         _compare(flat, lo, below, below=True)
         _compare(flat, hi, taken, below=False)
-        nb = int(torch.count_nonzero(below))
+        nb = count_true(below)
         torch.logical_or(taken, below, out=taken)
         if lo.value == hi.value and not lo.inclusive and hi.inclusive:  # lo <= s <= lo: ties, counted
-            cand = n - int(torch.count_nonzero(taken))
+            cand = n - count_true(taken)
             if _count_equal(flat, lo.value, eq) != cand:
                 raise ValueError("scores contain NaN")
             return _Part(nb, cand, torch.empty(0, dtype=torch.int32), flat[:0], [(lo.value, cand)] if cand else [])
         idx = _free_positions(taken, limit)
         if idx is not None:
             return self._gathered(flat, nb, idx, [])
-        cand = n - int(torch.count_nonzero(taken))
+        cand = n - count_true(taken)
         blocks = []  # too many: count the ties at the cut values, gather the rest
         for cut, has_ties in ((lo, not lo.inclusive), (hi, hi.inclusive)):
             if has_ties and (c := _count_equal(flat, cut.value, eq)):
@@ -345,4 +346,4 @@ class _Selector:
         if take == tie:
             mask |= equal
         else:
-            mask[equal.nonzero().squeeze(1)[:take]] = True
+            mask[true_positions(equal)[:take]] = True

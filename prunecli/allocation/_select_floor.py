@@ -24,6 +24,7 @@ from typing import Sequence
 
 import torch
 
+from prunecli._bits import count_true
 from prunecli.allocation._select_ops import _compare, _Cut, _flat, _free_positions
 
 MAX_FRACTION = 1 / 16  # beyond this share of the finite units the general selector is as fast
@@ -38,7 +39,7 @@ def select_above_floor(tensors: Sequence[torch.Tensor], weights: Sequence[int], 
     :func:`~prunecli.allocation._select.select_lowest` contract), or ``None`` if this shortcut does not apply."""
     flats = [_flat(t) for t in tensors]
     masks = [torch.isneginf(f) for f in flats]
-    floor_counts = [int(torch.count_nonzero(m)) for m in masks]
+    floor_counts = [count_true(m) for m in masks]
     if not any(floor_counts):
         return None
     rest = [f.numel() - c for f, c in zip(flats, floor_counts)]

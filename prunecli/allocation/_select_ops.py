@@ -3,13 +3,12 @@ comparison, gathering and counting passes it makes over one flattened score tens
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import torch
 
-_ALL_TRUE = 0x0101010101010101  # eight True bools viewed as one int64
-_ROW = 256  # bools per row scanned by _free_positions
+from prunecli._bits import count_true, false_positions
+
 
 
 @dataclass
@@ -50,29 +49,9 @@ def _compare(flat: torch.Tensor, cut: _Cut, out: torch.Tensor, below: bool) -> t
 
 
 def _free_positions(taken: torch.Tensor, limit: float) -> torch.Tensor | None:
-    """Ascending flat indices where the contiguous bool vector ``taken`` is False; None if over ``limit``.
-
-    ``nonzero`` over a whole bool vector is slow on CPU. Viewed as rows of ``_ROW`` bytes, a row holds a False
-    iff its smallest byte is 0: one (vectorised) uint8 reduction finds the rows, and only those are expanded.
-    """
-    n = taken.numel()
-    rows = n // _ROW
-    parts = []
-    if rows:
-        body = taken[: rows * _ROW]
-        hit = (body.view(torch.uint8).view(rows, _ROW).amin(dim=1) == 0).nonzero().squeeze(1)
-        if hit.numel() > limit:  # every such row holds at least one free position
-            return None
-        row, col = torch.logical_not(body.view(rows, _ROW).index_select(0, hit)).nonzero(as_tuple=True)
-        parts.append(hit[row] * _ROW + col)
-    parts.append(torch.logical_not(taken[rows * _ROW:]).nonzero().squeeze(1) + rows * _ROW)
-    idx = torch.cat(parts)
+    """Ascending flat indices where the contiguous bool vector ``taken`` is False; None if over ``limit``."""
+    idx = false_positions(taken)
     return idx if idx.numel() <= limit else None
-
-
-def false_positions(mask: torch.Tensor) -> torch.Tensor:
-    """Ascending flat indices where the contiguous 1-D bool ``mask`` is False (fast when they are few)."""
-    return _free_positions(mask, math.inf)
 
 
 def _count_equal(flat: torch.Tensor, value: float, out: torch.Tensor) -> int:
@@ -80,7 +59,7 @@ def _count_equal(flat: torch.Tensor, value: float, out: torch.Tensor) -> int:
     if torch.tensor(value, dtype=torch.float64).to(flat.dtype).item() != value:
         out.zero_()
         return 0
-    return int(torch.count_nonzero(torch.eq(flat, value, out=out)))
+    return count_true(torch.eq(flat, value, out=out))
 
 
 def _segment_counts(flags: torch.Tensor, ends: torch.Tensor) -> list[int]:
