@@ -28,7 +28,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
-from prunecli._bits import true_positions
+from prunecli._bits import not_equal, true_positions
 from prunecli._progressive import Progressive
 from prunecli._taps import ActivationTaps
 from prunecli.allocation import Allocation
@@ -111,11 +111,13 @@ class Pruner:
             **({"example_inputs": example_inputs} if getattr(objective, "needs_example_inputs", False) else {})))
         if hasattr(regularizer, "share_allocation"):
             regularizer.share_allocation(allocation)
+        self.progressive = progressive if progressive is not None else Progressive()
+        self.progressive.check(self.sites, self.schedule)
+        if self.progressive.steps > 1 and getattr(criterion, "per_unit", False):
+            criterion.per_unit = False  # interpolation ranks single weights: keep element scores
         for part in (criterion, regularizer):
             if hasattr(part, "bind"):
                 part.bind(self.sites)
-        self.progressive = progressive if progressive is not None else Progressive()
-        self.progressive.check(self.sites, self.schedule)
         self.regularizer, self.regularizer_window = regularizer, regularizer_window
         needs_activations = getattr(criterion, "needs_activations", False)
         self._taps = ActivationTaps(model, self.sites, criterion) if needs_activations else None
@@ -206,13 +208,21 @@ class Pruner:
             scores[name] = site.protect(score) if site.protect else score
         keep = self.allocation.allocate(scores, self.sites, sparsity)
         keep = {name: site.rounded(keep[name], scores[name]) for name, site in self.sites.items()}
-        masks: dict[str, Tensor] = {}
-        for name, site in self.sites.items():  # a parameter in several sites (coupled channels) keeps the AND
-            for pname, mask in site.unit_masks(keep[name]).items():
-                masks[pname] = mask if pname not in masks else masks[pname] & mask
-        newly = None if finished or interpolate else self._newly_pruned(self._keep, keep)
-        self.masks.update(masks)
-        self._set_keep(keep)
+        units = None if finished or interpolate else self._newly_pruned(self._keep, keep)
+        newly = None if units is None else self._elements(units)
+        if newly is None:
+            masks: dict[str, Tensor] = {}
+            for name, site in self.sites.items():  # a parameter in several sites (coupled channels) keeps the AND
+                for pname, mask in site.unit_masks(keep[name]).items():
+                    masks[pname] = mask if pname not in masks else masks[pname] & mask
+            self.masks.update(masks)
+            self._set_keep(keep)
+        else:  # only more units pruned: clear just their elements and ceilings
+            for pname, idx in newly.items():
+                self.masks[pname].view(-1).index_fill_(0, idx.to(self.masks[pname].device), False)
+            for name, idx in units.items():
+                self._ceiling[name].index_fill_(0, idx.to(self._ceiling[name].device), float("-inf"))
+            self._keep = keep
         if interpolate:
             self.progressive.begin(self.step, self.schedule, before, self.masks, self.sites, self.criterion.score)
         self.target_sparsity = sparsity
@@ -237,16 +247,26 @@ class Pruner:
         self._active_set = frozenset(self._active)
 
     def _newly_pruned(self, old: dict[str, Tensor], new: dict[str, Tensor]) -> dict[str, Tensor] | None:
-        """Flat indices, per parameter, of the elements of units pruned in ``new`` but kept in ``old``; None if a
-        unit was revived (then everything is recomputed). Gradual pruning changes few units per update, so
-        zeroing just these is much cheaper than re-applying every mask."""
+        """Per site, the indices of the units pruned in ``new`` but kept in ``old``; None if a unit was revived
+        (then everything is recomputed). Gradual pruning changes few units per update, so touching just these
+        is much cheaper than recomputing and re-applying every mask."""
+        units = {}
+        for name in self.sites:
+            changed = true_positions(not_equal(old[name], new[name]))
+            if changed.numel() and not bool(old[name][changed.to(old[name].device)].all()):
+                return None
+            units[name] = changed
+        return units
+
+    def _elements(self, units: dict[str, Tensor]) -> dict[str, Tensor] | None:
+        """Flat element indices, per parameter, of the given units of each site; None if a mask is not in
+        contiguous row-major memory (e.g. channels_last), where flat indices would not address it."""
         out: dict[str, list[Tensor]] = {}
         for name, site in self.sites.items():
-            units = true_positions(old[name] != new[name])
-            if units.numel() and not bool(old[name][units].all()):
-                return None
             for m in site.members:
-                out.setdefault(m.name, []).append(element_positions(m.layout, units))
+                if not self.masks[m.name].is_contiguous():
+                    return None
+                out.setdefault(m.name, []).append(element_positions(m.layout, units[name]))
         return {n: torch.cat(v) if len(v) > 1 else v[0] for n, v in out.items()}
 
     def _unit_keep(self, site: Site) -> Tensor:

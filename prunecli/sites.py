@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -138,10 +139,11 @@ class BlockLayout:
 
     def elements_of(self, units: Tensor) -> Tensor:
         out, inner, _, gc = self._grid
-        rows = (units // gc)[:, None] * self.rows + torch.arange(self.rows, device=units.device)
-        cols = (units % gc)[:, None] * self.cols + torch.arange(self.cols, device=units.device)
+        u = units.cpu().numpy()  # few units: numpy's per-op cost is a fraction of torch's
+        rows = (u // gc)[:, None] * self.rows + np.arange(self.rows)
+        cols = (u % gc)[:, None] * self.cols + np.arange(self.cols)
         flat = rows[:, :, None] * inner + cols[:, None, :]
-        return flat[(rows < out)[:, :, None] & (cols < inner)[:, None, :]]
+        return torch.from_numpy(flat[(rows < out)[:, :, None] & (cols < inner)[:, None, :]]).to(units.device)
 
     def expand(self, keep: Tensor) -> Tensor:
         out, inner, gr, gc = self._grid

@@ -22,10 +22,11 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
+import numpy as np
 import torch
 
-from prunecli._bits import count_true
-from prunecli.allocation._select_ops import _compare, _Cut, _flat, _free_positions
+from prunecli._bits import as_numpy, count_true, false_positions
+from prunecli.allocation._select_ops import _Cut, _flat
 
 MAX_FRACTION = 1 / 16  # beyond this share of the finite units the general selector is as fast
 SAMPLE = 1 << 12
@@ -36,9 +37,10 @@ _SLACK = 4096
 def select_above_floor(tensors: Sequence[torch.Tensor], weights: Sequence[int], budget: int,
                        gen: torch.Generator) -> list[torch.Tensor] | None:
     """Masks selecting every ``-inf`` unit and then the lowest finite ones up to ``budget`` (the
-    :func:`~prunecli.allocation._select.select_lowest` contract), or ``None`` if this shortcut does not apply."""
+    :func:`~prunecli.allocation._select.select_lowest` contract), or ``None`` if this shortcut does not apply.
+    The passes over the tensors run on their device; the few sampled and gathered values go through numpy."""
     flats = [_flat(t) for t in tensors]
-    masks = [torch.isneginf(f) for f in flats]
+    masks = [_floor_mask(f) for f in flats]
     floor_counts = [count_true(m) for m in masks]
     if not any(floor_counts):
         return None
@@ -49,56 +51,71 @@ def select_above_floor(tensors: Sequence[torch.Tensor], weights: Sequence[int], 
         return None
     if left == 0:
         return [m.view(t.shape) for m, t in zip(masks, tensors)]
-    cut = _upper_cut(flats, masks, weights, rest, mass, left / mass, gen)
+    cut = _upper_cut(flats, weights, rest, mass, left / mass, gen)
     if cut is None:
         return None
     hi, frac = cut
-    which, vals, tids, idxs = [], [], [], []
+    tids, idxs = [], []
     for i, (flat, mask) in enumerate(zip(flats, masks)):
-        if rest[i] == 0:
-            continue
-        taken = _compare(flat, hi, torch.empty_like(mask), below=False)
-        torch.logical_or(taken, mask, out=taken)
-        idx = _free_positions(taken, 4 * frac * rest[i] + _SLACK)
-        if idx is None:
+        idx = _candidates(flat, mask, hi) if rest[i] else flat.new_empty(0, dtype=torch.int64)
+        if idx.numel() > 4 * frac * rest[i] + _SLACK:
             return None
-        which.append(i)
-        vals.append(flat.index_select(0, idx).double().cpu())
-        tids.append(torch.full((idx.numel(),), i, dtype=torch.int64))
+        tids.append(np.full(idx.numel(), i))
         idxs.append(idx)
-    values = torch.cat(vals)
-    if torch.isnan(values).any():
+    values = np.concatenate([_host(f[i]) for f, i in zip(flats, idxs)])
+    if np.isnan(values).any():
         return None  # the general selector raises the error
-    unit_weight = torch.tensor(weights, dtype=torch.int64)[torch.cat(tids)]
+    unit_weight = np.asarray(weights, dtype=np.int64)[np.concatenate(tids)]
     if int(unit_weight.sum()) <= left:
         return None  # the cut fell below the threshold (unlucky sample) or the budget is too large
-    order = torch.sort(values, stable=True).indices  # candidates come in (tensor, index) order already
-    take = int(torch.searchsorted(torch.cumsum(unit_weight[order], 0), left, right=True))
-    chosen = torch.zeros(values.numel(), dtype=torch.bool)
+    order = np.argsort(values, kind="stable")  # candidates come in (tensor, index) order already
+    take = int(np.searchsorted(np.cumsum(unit_weight[order]), left, side="right"))
+    chosen = np.zeros(values.size, dtype=bool)
     chosen[order[:take]] = True
-    for i, part, idx in zip(which, chosen.split([v.numel() for v in vals]), idxs):
-        masks[i][idx[part.to(idx.device)]] = True
+    for mask, part, idx in zip(masks, np.split(chosen, np.cumsum([i.numel() for i in idxs])[:-1]), idxs):
+        mask[idx[torch.from_numpy(part).to(idx.device)]] = True
     return [m.view(t.shape) for m, t in zip(masks, tensors)]
 
 
-def _upper_cut(flats: list[torch.Tensor], masks: list[torch.Tensor], weights: Sequence[int], rest: list[int],
-               mass: int, q: float, gen: torch.Generator) -> tuple[_Cut, float] | None:
+def _host(t: torch.Tensor) -> np.ndarray:
+    """A small tensor's values as float64 on the host (float64 holds every float16/bfloat16/float32 exactly)."""
+    return t.detach().to("cpu", torch.float64).numpy()
+
+
+def _floor_mask(flat: torch.Tensor) -> torch.Tensor:
+    a = as_numpy(flat)
+    return torch.isneginf(flat) if a is None else torch.from_numpy(np.equal(a, -np.inf))
+
+
+def _candidates(flat: torch.Tensor, floor: torch.Tensor, hi: _Cut) -> torch.Tensor:
+    """Ascending flat indices of the units neither in the ``-inf`` floor nor above ``hi`` (NaN included)."""
+    value, inclusive = hi.for_dtype(flat.dtype)
+    a = as_numpy(flat)
+    if a is None:
+        above = (torch.gt if inclusive else torch.ge)(flat, value)
+        return false_positions(torch.logical_or(above, floor, out=above))
+    above = np.greater(a, value) if inclusive else np.greater_equal(a, value)
+    np.logical_or(above, floor.numpy(), out=above)
+    return torch.from_numpy(np.flatnonzero(np.logical_not(above, out=above)))
+
+
+def _upper_cut(flats: list[torch.Tensor], weights: Sequence[int], rest: list[int], mass: int, q: float,
+               gen: torch.Generator) -> tuple[_Cut, float] | None:
     """``(hi, expected fraction of the finite units at or below hi)``: ``hi`` lies above the ``q`` quantile of
     the finite units (weighted) with high probability. Each tensor's share of the sample is proportional to its
-    finite mass."""
+    finite mass; ``-inf`` draws are dropped (rejection sampling)."""
     sample = []
-    for flat, mask, w, r in zip(flats, masks, weights, rest):
+    for flat, w, r in zip(flats, weights, rest):
         share = round(SAMPLE * w * r / mass)
         if share == 0:
             continue
         draws = math.ceil(share * flat.numel() / r * 1.25) + 16
-        pos = torch.randint(flat.numel(), (draws,), generator=gen).to(flat.device)
-        kept = pos[~mask.index_select(0, pos)][:share]
-        sample.append(flat.index_select(0, kept).double().cpu())
-    values = torch.cat(sample) if sample else torch.empty(0, dtype=torch.float64)
-    m = values.numel()
+        drawn = _host(flat[torch.randint(flat.numel(), (draws,), generator=gen).to(flat.device)])
+        sample.append(drawn[drawn != -np.inf][:share])
+    values = np.concatenate(sample) if sample else np.empty(0)
+    m = values.size
     rank = math.ceil(q * m + _Z * math.sqrt(m * q * (1 - q)) + _Z)
-    if m == 0 or rank > m or torch.isnan(values).any():
+    if m == 0 or rank > m or np.isnan(values).any():
         return None
-    value = torch.kthvalue(values, rank).values.item()
+    value = float(np.partition(values, rank - 1)[rank - 1])
     return None if value == math.inf else (_Cut(value, True), rank / m)

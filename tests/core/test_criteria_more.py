@@ -177,3 +177,50 @@ def test_snip_momentum_is_alpha_s_plus_beta_abs_wg():
         crit.observe({"w": w})
         expected = 0.5 * expected + 2.0 * (w.detach() * g).abs()
     assert torch.equal(crit._acc["w"], expected)
+
+
+# ----------------------------------------------------------------------------- per-unit accumulation
+@pytest.mark.parametrize("criterion", ["snip_momentum", "taylor", "movement", "gradient"])
+@pytest.mark.parametrize("target", ["4x1", "2x3", "2:4", "channel"])
+def test_per_unit_accumulation_gives_the_element_scores_reduced(criterion, target):
+    """Unit accumulators (default) score exactly what per-element accumulators reduced at scoring time score;
+    channel sites are coupled (several scored members per site, IndexLayout)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from _models import batch, small_cnn
+
+    pruners = []
+    for per_unit in (True, False):
+        model = small_cnn()
+        cfg = {"target": target, "criterion": {"name": criterion, "per_unit": per_unit}, "allocation": "global",
+               "schedule": {"name": "oneshot", "final_sparsity": 0.5, "start_step": 5}}
+        pruner = build_pruner(model, cfg, example_inputs=batch()[0][:2] if target == "channel" else None)
+        for step in range(3):
+            x, y = batch(seed=step)
+            model.zero_grad()
+            nn.functional.cross_entropy(model(x), y).backward()
+            pruner.criterion.observe(pruner._scored)
+        pruners.append(pruner)
+    unit, element = pruners
+    assert set(unit.criterion._acc) == set(unit.sites) and set(element.criterion._acc) <= set(element.params)
+    for name, site in unit.sites.items():
+        got, want = unit.criterion.score(site), element.criterion.score(element.sites[name])
+        assert got.shape == (site.num_units,)
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
+        assert want.abs().sum() > 0
+    # element accumulators from a checkpoint convert exactly; unit ones cannot go back
+    unit.criterion.load_state_dict(element.criterion.state_dict())
+    for name, site in unit.sites.items():
+        torch.testing.assert_close(unit.criterion.score(site), element.criterion.score(element.sites[name]))
+    with pytest.raises(ConfigError, match="per_unit"):
+        element.criterion.load_state_dict(unit.criterion.state_dict())
+
+
+def test_progressive_pruning_keeps_single_weight_scores():
+    model = nn.Sequential(nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 4))
+    pruner = build_pruner(model, {"target": "4x1", "criterion": "snip_momentum", "progressive": {"steps": 2},
+                                  "schedule": {"name": "linear", "final_sparsity": 0.5, "end_step": 20,
+                                               "frequency": 5}})
+    assert pruner.criterion.per_unit is False
