@@ -5,11 +5,12 @@
    same masks. prunecli is timed twice: told the optimizer (zero-state fast path) and with ``reapply=always``
    (what a loop that does not pass its optimizer gets).
 2. Training-step time with a mask update on EVERY step (MLP above, 4x1 blocks climbing from 50% to 80%,
-   global allocation, snip_momentum gradient criterion) vs dense.
+   global allocation) vs dense, with two gradient criteria: snip_momentum (Neural Compressor's default,
+   reads weights and gradients) and gradient (``|g|``).
 3. Global selection over 24 tensors of 2048x2048 at 90% vs concatenate + ``torch.kthvalue`` (from
    ``scripts/bench_select.py``).
 
-Usage: ``python scripts/bench_core.py [--rounds 40] [--skip-selection]``
+Usage: ``python scripts/bench_core.py [--rounds 40] [--skip-selection] [--only-updates]``
 """
 
 from __future__ import annotations
@@ -100,39 +101,46 @@ def steady_state(name: str, base: nn.Module, x: torch.Tensor, y: torch.Tensor, r
 def update_every_step(x: torch.Tensor, y: torch.Tensor, rounds: int) -> list[tuple]:
     base = mlp()
     dense = copy.deepcopy(base)
-    model = copy.deepcopy(base)
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    pruner = build_pruner(model, {
-        "target": "4x1", "criterion": "snip_momentum", "allocation": "global",
-        # Sparsity climbs 0.5 -> 0.8 over 2000 steps, so every timed update really changes the masks.
-        "schedule": {"name": "linear", "initial_sparsity": 0.5, "final_sparsity": 0.8, "start_step": 0,
-                     "end_step": 2000, "frequency": 1}}, optimizer=opt)
-    pruner.on_train_begin()
-    variants = {"dense": make_step(dense, torch.optim.SGD(dense.parameters(), lr=0.01, momentum=0.9), x, y),
-                "prunecli update every step": make_step(model, opt, x, y, pruner)}
+    variants = {"dense": make_step(dense, torch.optim.SGD(dense.parameters(), lr=0.01, momentum=0.9), x, y)}
+    pruners = []
+    for criterion in ("snip_momentum", "gradient"):
+        model = copy.deepcopy(base)
+        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+        pruner = build_pruner(model, {
+            "target": "4x1", "criterion": criterion, "allocation": "global",
+            # Sparsity climbs 0.5 -> 0.8 over 2000 steps, so every timed update really changes the masks.
+            "schedule": {"name": "linear", "initial_sparsity": 0.5, "final_sparsity": 0.8, "start_step": 0,
+                         "end_step": 2000, "frequency": 1}}, optimizer=opt)
+        pruner.on_train_begin()
+        variants[f"prunecli, {criterion}"] = make_step(model, opt, x, y, pruner)
+        pruners.append(pruner)
     times = time_side_by_side(variants, rounds)
-    assert pruner.step < 2000 and pruner.report().sparsity > 0.5
-    return [("MLP 784-1024-1024-10, 4x1 global snip_momentum, 50->80%", k, v * 1e3, v / times["dense"]) for k, v in times.items()]
+    assert all(p.step < 2000 and p.report().sparsity > 0.5 for p in pruners)
+    return [("MLP 784-1024-1024-10, update every step, 4x1 global, 50->80%", k, v * 1e3, v / times["dense"])
+            for k, v in times.items()]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=40)
     parser.add_argument("--skip-selection", action="store_true")
+    parser.add_argument("--only-updates", action="store_true", help="time part 2 only")
     args = parser.parse_args()
     torch.manual_seed(0)
     print(f"# {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
           f"{time.strftime('%Y-%m-%d')}")
     rows = []
-    cnn = build_model("cnn", in_channels=3, num_classes=10, image_size=32)
-    rows += steady_state("small CNN 3x32x32 b128", cnn, torch.randn(128, 3, 32, 32), torch.randint(0, 10, (128,)), args.rounds)
     xm, ym = torch.randn(128, 784), torch.randint(0, 10, (128,))
-    rows += steady_state("MLP 784-1024-1024-10 b128", mlp(), xm, ym, args.rounds)
+    if not args.only_updates:
+        cnn = build_model("cnn", in_channels=3, num_classes=10, image_size=32)
+        rows += steady_state("small CNN 3x32x32 b128", cnn, torch.randn(128, 3, 32, 32),
+                             torch.randint(0, 10, (128,)), args.rounds)
+        rows += steady_state("MLP 784-1024-1024-10 b128", mlp(), xm, ym, args.rounds)
     rows += update_every_step(xm, ym, args.rounds)
     print("\n| setup | variant | ms/step (median) | vs dense |\n|---|---|---|---|")
     for setup, variant, ms, ratio in rows:
         print(f"| {setup} | {variant} | {ms:.2f} | {ratio:.3f}x |")
-    if not args.skip_selection:
+    if not (args.skip_selection or args.only_updates):
         from bench_select import bench_global_selection
 
         result = bench_global_selection()
