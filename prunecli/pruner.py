@@ -6,7 +6,9 @@ gradient is still in cache), and the masks are re-applied in place after the opt
 momentum nor weight decay can revive a pruned weight. When the pruner knows the optimizer and its type is one
 whose update is exactly zero for a zero weight with zero gradient and zero state (SGD, Adam, AdamW, ...), the
 state of pruned weights is zeroed at each mask update instead and the per-step re-application is skipped:
-the weights provably stay zero, and a masked model trains at dense speed.
+the weights provably stay zero, and a masked model trains at dense speed. A mask update that only prunes
+more units (the usual case: pruned units stay pruned) clears just the newly pruned elements of the masks,
+weights and optimizer state (:mod:`prunecli._increments`); any other update recomputes everything.
 
 Criteria that need data get it through hooks the pruner installs and removes itself: gradients are observed
 in ``on_before_optimizer_step``; activations through forward hooks (:mod:`prunecli._taps`) that exist only
@@ -28,7 +30,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
-from prunecli._bits import not_equal, true_positions
+from prunecli._increments import element_indices, newly_pruned, score_ceiling, zero_at
 from prunecli._progressive import Progressive
 from prunecli._taps import ActivationTaps
 from prunecli.allocation import Allocation
@@ -39,19 +41,11 @@ from prunecli.objectives import Objective, Sparsity
 from prunecli.regularizers import Regularizer, Window
 from prunecli.report import SparsityReport, sparsity_report
 from prunecli.schedules import Schedule
-from prunecli.sites import Site, element_positions
+from prunecli.sites import Site
 from prunecli.targets import Target
 
 log = logging.getLogger(__name__)
 
-
-@torch.no_grad()
-def _zero_at(t: Tensor, idx: Tensor, fmask: Tensor) -> None:
-    """Zero the flat positions ``idx`` of ``t`` in place (a non-contiguous ``t`` is multiplied by ``fmask``)."""
-    if t.is_contiguous():
-        t.view(-1).index_fill_(0, idx.to(t.device), 0)
-    else:
-        t.mul_(fmask.to(t.dtype))
 
 # Optimizers whose step leaves a parameter at exactly zero when its gradient and its state are zero.
 ZERO_PRESERVING = (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW, torch.optim.NAdam, torch.optim.RAdam,
@@ -208,8 +202,8 @@ class Pruner:
             scores[name] = site.protect(score) if site.protect else score
         keep = self.allocation.allocate(scores, self.sites, sparsity)
         keep = {name: site.rounded(keep[name], scores[name]) for name, site in self.sites.items()}
-        units = None if finished or interpolate else self._newly_pruned(self._keep, keep)
-        newly = None if units is None else self._elements(units)
+        units = None if finished or interpolate else newly_pruned(self._keep, keep)
+        newly = None if units is None else element_indices(self.sites, self.masks, units)
         if newly is None:
             masks: dict[str, Tensor] = {}
             for name, site in self.sites.items():  # a parameter in several sites (coupled channels) keeps the AND
@@ -241,33 +235,10 @@ class Pruner:
         for n, idx in newly.items():
             if idx.numel():
                 for t in (self._fmasks[n], self.params[n], *self._state_like(self.params[n])):
-                    _zero_at(t, idx, self._fmasks[n])
+                    zero_at(t, idx, self._fmasks[n])
                 if n not in self._active_set:
                     self._active.append(n)
         self._active_set = frozenset(self._active)
-
-    def _newly_pruned(self, old: dict[str, Tensor], new: dict[str, Tensor]) -> dict[str, Tensor] | None:
-        """Per site, the indices of the units pruned in ``new`` but kept in ``old``; None if a unit was revived
-        (then everything is recomputed). Gradual pruning changes few units per update, so touching just these
-        is much cheaper than recomputing and re-applying every mask."""
-        units = {}
-        for name in self.sites:
-            changed = true_positions(not_equal(old[name], new[name]))
-            if changed.numel() and not bool(old[name][changed.to(old[name].device)].all()):
-                return None
-            units[name] = changed
-        return units
-
-    def _elements(self, units: dict[str, Tensor]) -> dict[str, Tensor] | None:
-        """Flat element indices, per parameter, of the given units of each site; None if a mask is not in
-        contiguous row-major memory (e.g. channels_last), where flat indices would not address it."""
-        out: dict[str, list[Tensor]] = {}
-        for name, site in self.sites.items():
-            for m in site.members:
-                if not self.masks[m.name].is_contiguous():
-                    return None
-                out.setdefault(m.name, []).append(element_positions(m.layout, units[name]))
-        return {n: torch.cat(v) if len(v) > 1 else v[0] for n, v in out.items()}
 
     def _unit_keep(self, site: Site) -> Tensor:
         member = next(m for m in site.members if m.scored)
@@ -286,10 +257,9 @@ class Pruner:
         self._active_set = frozenset(self._active)
 
     def _set_keep(self, keep: dict[str, Tensor]) -> None:
-        """Per-unit keep vectors, and each site's score ceiling (+inf kept, -inf pruned): ``min(score, ceiling)``
-        pins pruned units at -inf, so they stay pruned, in one float pass."""
+        """Per-unit keep vectors, and each site's score ceiling (pruned units score -inf, so they stay pruned)."""
         self._keep = keep
-        self._ceiling = {n: k.view(torch.uint8).to(torch.float32).sub_(0.5).mul_(float("inf")) for n, k in keep.items()}
+        self._ceiling = {n: score_ceiling(k) for n, k in keep.items()}
 
     @torch.no_grad()
     def _apply(self) -> None:

@@ -8,6 +8,8 @@ from torch import nn
 
 from prunecli import build_pruner
 from prunecli.errors import ConfigError
+import prunecli.pruner as pruner_module
+from prunecli._increments import newly_pruned
 from prunecli.pruner import Pruner
 
 from _models import batch, mlp, small_cnn, train
@@ -181,7 +183,7 @@ def test_pruner_is_the_one_class_and_build_pruner_the_one_builder():
 
 
 @pytest.mark.parametrize("target", ["unstructured", "2:4", "4x1", "channel"])
-def test_incremental_mask_updates_equal_full_recomputation(target):
+def test_incremental_mask_updates_equal_full_recomputation(target, monkeypatch):
     """An update that only prunes more zeroes just the newly pruned elements (weights, float masks, momentum);
     the result must equal recomputing and re-applying every mask. Channel sites are coupled (IndexLayout, the
     generic expand fallback); 2:4 permutes the elements; 4x1 uses block arithmetic."""
@@ -196,10 +198,10 @@ def test_incremental_mask_updates_equal_full_recomputation(target):
                               example_inputs=batch()[0][:2] if target == "channel" else None)
         calls = []
         if incremental:
-            original = pruner._newly_pruned
-            pruner._newly_pruned = lambda old, new, f=original: (lambda r: calls.append(r is not None) or r)(f(old, new))
+            monkeypatch.setattr(pruner_module, "newly_pruned", lambda old, new, f=newly_pruned: (
+                lambda r: calls.append(r is not None) or r)(f(old, new)))
         else:
-            pruner._newly_pruned = lambda old, new: None
+            monkeypatch.setattr(pruner_module, "newly_pruned", lambda old, new: None)
         train(model, pruner, opt, 36)
         runs.append((model, opt, pruner, calls))
     (a, opt_a, pa, calls), (b, opt_b, pb, _) = runs
