@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from prunecli.errors import ConfigError
-from prunecli.sites import Member, Site
+from prunecli.sites import BlockLayout, ElementLayout, Member, Site
 
 # FPGM compares every unit of a layer with every other: beyond this many units it is quadratic nonsense.
 FPGM_MAX_UNITS = 16384
@@ -88,16 +88,16 @@ class FPGM(_Static):
     """Filter pruning via the geometric median: a unit close to all the others is redundant.
 
     ``score_i = sum_j ||u_i - u_j||_2`` over the units ``u`` of the same layer (rows of
-    ``member.layout.to_units(weight)``, concatenated over the scored members); the units nearest the geometric
-    median (smallest sums) are pruned first (He et al. 2019, "Filter Pruning via Geometric Median for Deep
+    ``member.layout.to_units(weight)``, concatenated over the scored members: a filter, or an attention head's
+    q/k/v rows and output columns); the units nearest the geometric median (smallest sums) are pruned first (He et al. 2019, "Filter Pruning via Geometric Median for Deep
     Convolutional Neural Networks Acceleration", https://arxiv.org/abs/1811.00250).
     """
 
     def bind(self, sites: Mapping[str, Site]) -> None:
         for site in sites.values():
-            if site.unit_dim is None:
-                raise ConfigError("pruner.criterion", "fpgm", "a channel target (fpgm compares whole filters)",
-                                  f"the units of {site.name} are not output channels")
+            if any(isinstance(m.layout, (ElementLayout, BlockLayout)) for m in site.members):
+                raise ConfigError("pruner.criterion", "fpgm", "a channel or head target (fpgm compares whole "
+                                  "filters or heads)", f"the units of {site.name} are single weights or blocks")
             if site.num_units > FPGM_MAX_UNITS:
                 raise ConfigError("pruner.criterion", "fpgm", f"layers of at most {FPGM_MAX_UNITS} filters "
                                   "(it compares every pair)", f"{site.name} has {site.num_units}")

@@ -208,3 +208,15 @@ def test_attention_with_separate_kdim_is_skipped_naming_the_layer():
     model = Cross()
     sites, skipped = CoupledChannel().sites(model, {"q": model.q, "attn": model.attn}, torch.randn(1, 3, 6))
     assert "separate q/k/v sizes" in skipped["attn"] and "attn (MultiheadAttention)" in skipped["attn"]
+
+
+def test_fpgm_scores_heads_and_compacts_exactly():
+    """fpgm compares whole units: heads (their q/k/v rows and output columns) as well as channels."""
+    torch.manual_seed(0)
+    model = randomized(TinyTransformer())
+    x = torch.randn(4, 6, 8)
+    pruner, small, _, masked, diff = _compacted(model, x, criterion="fpgm")
+    head = pruner.sites["blocks.0.attn"]
+    scores = pruner.criterion.score(head)
+    assert scores.shape == (4,) and bool((scores > 0).all())
+    assert small.blocks[0].attn.num_heads == 2 and diff <= 1e-5
