@@ -43,8 +43,9 @@ class _ActivationStats:
         """Check that every site's units are output channels whose activations can be read."""
         for site in sites.values():
             if site.unit_dim is None or site.output_module is None:
+                hint = " (attention heads: keep them whole with pruner.target.heads=false)" if site.module == site.name else ""
                 raise ConfigError("pruner.criterion", self.name, "a channel target (activation statistics are "
-                                  "per output channel)", f"site {site.name} has no output channels")
+                                  "per output channel)", f"site {site.name} has no output channels{hint}")
         self._sites = tuple(sites)
 
     def observe(self, params: Mapping[str, nn.Parameter]) -> None:

@@ -66,10 +66,10 @@ def parse_target(spec: Any, key: str = "pruner.target") -> Target:
                 raise ConfigError(f"{key}.{next(iter(spec))}", spec[next(iter(spec))], "num_heads, quartets")
             return Head(num_heads=heads, quartets=quartets)
         if name in ("channel", "filter"):
-            round_to = spec.pop("round_to", 1)
+            options = {k: spec.pop(k) for k in ("round_to", "heads") if k in spec}
             if spec:
-                raise ConfigError(f"{key}.{next(iter(spec))}", spec[next(iter(spec))], "round_to")
-            return CoupledChannel(round_to=round_to)
+                raise ConfigError(f"{key}.{next(iter(spec))}", spec[next(iter(spec))], "round_to, heads")
+            return CoupledChannel(**options)
         if spec:
             raise ConfigError(f"{key}.{next(iter(spec))}", spec[next(iter(spec))], "no options for this target")
         return parse_target(name, key)

@@ -224,9 +224,9 @@ def head_site(name: str, mha: nn.MultiheadAttention) -> Site | str:
 
 
 def coupled_sites(model: nn.Module, modules: dict[str, nn.Module], example_inputs: Any,
-                  round_to: int = 1) -> tuple[list[Site], dict[str, str]]:
-    """Sites of the coupled groups rooted at the selected ``modules`` and the heads of the selected attention
-    modules, and ``{module FQN: reason}`` for the rest."""
+                  round_to: int = 1, heads: bool = True) -> tuple[list[Site], dict[str, str]]:
+    """Sites of the coupled groups rooted at the selected ``modules`` and (with ``heads``) the heads of the
+    selected attention modules, and ``{module FQN: reason}`` for the rest."""
     attention = _attention_modules(model)
     # An attention module's out_proj is pruned through the attention module (heads, residual channels).
     modules = {n: m for n, m in modules.items() if not any(n.startswith(f"{a}.") for a in attention)}
@@ -246,7 +246,9 @@ def coupled_sites(model: nn.Module, modules: dict[str, nn.Module], example_input
             if member in modules and graph.is_out_channel_pruning_fn(item.dep.handler):
                 skipped[member] = site
     for name, module in modules.items():
-        if isinstance(module, nn.MultiheadAttention):
+        if isinstance(module, nn.MultiheadAttention) and not heads:
+            skipped.setdefault(name, "its heads are kept whole (pruner.target.heads: false)")
+        elif isinstance(module, nn.MultiheadAttention):
             site = head_site(name, module)
             if isinstance(site, Site):
                 sites.append(site)
@@ -314,18 +316,22 @@ class CoupledChannel:
 
     A channel's mask covers every coupled slice (see the module docstring), so the masked model computes what
     the compacted model computes (``prunecli export format=compact``). Selected ``nn.MultiheadAttention``
-    modules add one head site each, scored and allocated like the channel groups. ``round_to`` keeps each group's channel
-    count a multiple of e.g. 8. Without example inputs (``build_pruner(..., example_inputs=None)``) it falls
+    modules add one head site each, scored and allocated like the channel groups (``heads: false`` keeps heads
+    whole, e.g. for criteria that read output channels). ``round_to`` keeps each group's channel count a multiple
+    of e.g. 8. Without example inputs (``build_pruner(..., example_inputs=None)``) it falls
     back to :class:`~prunecli.targets.Channel` (layer + following norm, no coupling) with a warning.
     """
 
     round_to: int = 1
+    heads: bool = True
     module_types = OWNERS
     needs_example_inputs = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.round_to, int) or isinstance(self.round_to, bool) or self.round_to < 1:
             raise ConfigError("pruner.target.round_to", self.round_to, "a positive integer, e.g. 8")
+        if not isinstance(self.heads, bool):
+            raise ConfigError("pruner.target.heads", self.heads, "true or false")
 
     def sites(self, model: nn.Module, modules: dict[str, nn.Module],
               example_inputs: Any = None) -> tuple[list[Site], dict[str, str]]:
@@ -335,7 +341,8 @@ class CoupledChannel:
             log.warning("pruner.target=channel without example inputs: channels are masked per layer (with the "
                         "following norm), not across coupled layers; compact export removes nothing")
             return Channel().sites(model, modules)
-        return coupled_sites(model, modules, example_inputs, self.round_to)
+        return coupled_sites(model, modules, example_inputs, self.round_to, self.heads)
 
     def __str__(self) -> str:
-        return "channel" if self.round_to == 1 else f"channel(round_to={self.round_to})"
+        options = [f"round_to={self.round_to}"] * (self.round_to != 1) + ["heads=false"] * (not self.heads)
+        return f"channel({', '.join(options)})" if options else "channel"

@@ -220,3 +220,21 @@ def test_fpgm_scores_heads_and_compacts_exactly():
     scores = pruner.criterion.score(head)
     assert scores.shape == (4,) and bool((scores > 0).all())
     assert small.blocks[0].attn.num_heads == 2 and diff <= 1e-5
+
+
+def test_heads_false_keeps_heads_whole_for_activation_criteria():
+    """Activation criteria read output channels, which head sites lack: the error says how to keep heads whole,
+    and with ``heads: false`` the residual stream and MLP groups are still pruned and compact exactly."""
+    from prunecli.errors import ConfigError
+
+    torch.manual_seed(0)
+    model = randomized(TinyTransformer())
+    x = torch.randn(4, 6, 8)
+    with pytest.raises(ConfigError, match=r"blocks\.0\.attn has no output channels.*pruner\.target\.heads=false"):
+        prune(model, x, criterion="apoz")
+    target = {"name": "channel", "heads": False}
+    assert str(CoupledChannel(heads=False)) == "channel(heads=false)"
+    pruner, small, _, masked, diff = _compacted(copy.deepcopy(model), x, target=target, criterion="l2")
+    assert "blocks.0.attn" not in pruner.sites and "heads are kept whole" in pruner.skipped["blocks.0.attn"]
+    assert small.blocks[0].attn.num_heads == 4 and small.blocks[0].mlp[0].out_features == 32
+    assert diff <= 1e-5
