@@ -33,8 +33,8 @@ from torch import Tensor, nn
 from prunecli._increments import element_indices, newly_pruned, score_ceiling, zero_at
 from prunecli._progressive import Progressive
 from prunecli._taps import ActivationTaps
-from prunecli.allocation import Allocation
-from prunecli.criteria import Criterion, name_of
+from prunecli.allocation import Allocation, Global, Local
+from prunecli.criteria import Criterion, Random, name_of
 from prunecli.errors import ConfigError
 from prunecli.layers import LayerSelection
 from prunecli.objectives import Objective, Sparsity
@@ -45,6 +45,22 @@ from prunecli.sites import Site
 from prunecli.targets import Target
 
 log = logging.getLogger(__name__)
+
+
+def _objective_parts(objective: Objective, example_inputs: Any, allocation: Allocation,
+                     criterion: Criterion) -> dict[str, Any]:
+    """What a budget objective (FLOPs, params, latency) simulates the masks with: the pruner's own allocation
+    (unless it searches) and its criterion when it scores from the weights alone (exact when masks are set on the
+    current weights; gradient and activation criteria have no scores yet, so L2 magnitude stands in)."""
+    if not getattr(objective, "needs_example_inputs", False):
+        return {}
+    parts: dict[str, Any] = {"example_inputs": example_inputs}
+    if isinstance(allocation, (Local, Global)):
+        parts["allocation"] = allocation
+        static = not criterion.needs_grad and not getattr(criterion, "needs_activations", False)
+        if static and not isinstance(criterion, Random):  # scoring would advance Random's draws
+            parts["criterion"] = criterion
+    return parts
 
 
 # Optimizers whose step leaves a parameter at exactly zero when its gradient and its state are zero.
@@ -101,8 +117,7 @@ class Pruner:
         if hasattr(allocation, "bind"):
             allocation.bind(model=model, evaluator=evaluator)
         self.schedule = self._checked_schedule(schedule, objective.to_sparsity(
-            schedule.final_sparsity, model, sites,
-            **({"example_inputs": example_inputs} if getattr(objective, "needs_example_inputs", False) else {})))
+            schedule.final_sparsity, model, sites, **_objective_parts(objective, example_inputs, allocation, criterion)))
         if hasattr(regularizer, "share_allocation"):
             regularizer.share_allocation(allocation)
         self.progressive = progressive if progressive is not None else Progressive()
