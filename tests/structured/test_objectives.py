@@ -61,10 +61,10 @@ def test_params_budget_counts_physically_removed_parameters():
 def test_latency_budget_met_within_5_percent():
     dense, _, small, x = _compacted("resnet18", {"name": "latency", "keep": 0.5, "repeats": 21}, image_size=64)
     ratios = []
-    for _ in range(3):  # shared CPUs: the best of three medians
-        d = measure_latency(dense, x, warmup=3, repeats=21)["latency_ms_median"]
-        s = measure_latency(small, x, warmup=3, repeats=21)["latency_ms_median"]
-        ratios.append(s / d)
+    for _ in range(5):  # shared CPUs: dense and compact timed in turns (as the objective does), best of five
+        pairs = [(measure_latency(small, x, warmup=3, repeats=21)["latency_ms_median"],
+                  measure_latency(dense, x, warmup=3, repeats=21)["latency_ms_median"]) for _ in range(3)]
+        ratios.append(sorted(s for s, _ in pairs)[1] / sorted(d for _, d in pairs)[1])
         if abs(ratios[-1] - 0.5) <= 0.05 * 0.5:
             break
     assert min(abs(r - 0.5) for r in ratios) <= 0.05 * 0.5, ratios
