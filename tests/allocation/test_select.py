@@ -89,31 +89,29 @@ def tiny_sample(monkeypatch):
     return configure
 
 
-@pytest.mark.parametrize("sort_mean_size", [0, 2048], ids=["gathered-whole", "one-sort"])
-def test_equals_reference_on_small_inputs(monkeypatch, sort_mean_size):
-    monkeypatch.setattr(select_module, "_SORT_MEAN_SIZE", sort_mean_size)
+def equals_reference(strategy, examples: int) -> None:
+    """select_lowest equals the reference on every problem hypothesis draws from ``strategy``."""
 
-    @settings(max_examples=100, deadline=None)
-    @given(problems())
+    @settings(max_examples=examples, deadline=None)
+    @given(strategy)
     def check(problem):
         scores, budget, weights = problem
         assert_same(select_lowest(scores, budget, weights), reference(scores, budget, weights))
 
     check()
+
+
+@pytest.mark.parametrize("sort_mean_size", [0, 2048], ids=["gathered-whole", "one-sort"])
+def test_equals_reference_on_small_inputs(monkeypatch, sort_mean_size):
+    monkeypatch.setattr(select_module, "_SORT_MEAN_SIZE", sort_mean_size)
+    equals_reference(problems(), 100)
 
 
 @pytest.mark.parametrize("sample_size,z,slack", [(16, 5.0, 0), (8, 0.0, 0), (32, 1.0, 2)])
 def test_equals_reference_through_sampling(tiny_sample, sample_size, z, slack):
     """z=0 makes the sampled bracket miss often; slack=0 makes every tie block at a cut be split off."""
     tiny_sample(sample_size, z, slack)
-
-    @settings(max_examples=120, deadline=None)
-    @given(problems())
-    def check(problem):
-        scores, budget, weights = problem
-        assert_same(select_lowest(scores, budget, weights), reference(scores, budget, weights))
-
-    check()
+    equals_reference(problems(), 120)
 
 
 def _large_case(dtype: torch.dtype, rows: int) -> list[torch.Tensor]:
@@ -246,14 +244,7 @@ def test_floor_shortcut_equals_reference(monkeypatch, sample, z, slack):
     monkeypatch.setattr(floor_module, "MAX_FRACTION", 1.0)
     for name, value in (("SAMPLE", sample), ("_Z", z), ("_SLACK", slack)):
         monkeypatch.setattr(floor_module, name, value)
-
-    @settings(max_examples=150, deadline=None)
-    @given(floor_problems())
-    def check(problem):
-        scores, budget, weights = problem
-        assert_same(select_lowest(scores, budget, weights), reference(scores, budget, weights))
-
-    check()
+    equals_reference(floor_problems(), 150)
 
 
 @pytest.mark.parametrize("weights", [None, [4, 4, 1]])
