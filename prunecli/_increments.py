@@ -16,16 +16,20 @@ from prunecli._bits import not_equal, true_positions
 from prunecli.sites import Site, element_positions
 
 
+MAX_CHANGED = 1 / 16  # beyond this share of all units, recomputing every mask is as fast
+
+
 def newly_pruned(old: dict[str, Tensor], new: dict[str, Tensor]) -> dict[str, Tensor] | None:
     """Per site, the indices of the units pruned in ``new`` but kept in ``old`` (per-unit keep vectors); None if
-    a unit was revived."""
-    units = {}
+    a unit was revived or more than ``MAX_CHANGED`` of the units changed (a one-shot update, say)."""
+    units, total = {}, 0
     for name, before in old.items():
         changed = true_positions(not_equal(before, new[name]))
         if changed.numel() and not bool(before[changed.to(before.device)].all()):
             return None
         units[name] = changed
-    return units
+        total += before.numel()
+    return units if sum(u.numel() for u in units.values()) <= MAX_CHANGED * total else None
 
 
 def element_indices(sites: dict[str, Site], masks: dict[str, Tensor],

@@ -267,7 +267,7 @@ def removable(site: Site, masks: dict[str, Tensor]) -> list[int]:
         mask = masks.get(m.name)
         if mask is None:
             return []
-        kept |= m.layout.to_units(mask.cpu().float()).bool().any(dim=1).cpu()
+        kept |= m.layout.reduce(mask.cpu().float()) > 0  # a unit with any kept element stays
     return [int(i) for i in (~kept).nonzero().reshape(-1)]
 
 
