@@ -46,3 +46,17 @@ def not_equal(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     if x is None or y is None:
         return torch.ne(a, b)
     return torch.from_numpy(np.not_equal(x, y))
+
+
+def logical_not(mask: torch.Tensor) -> torch.Tensor:
+    """``~mask`` of a bool tensor (a new tensor)."""
+    a = as_numpy(mask)
+    return ~mask if a is None or not mask.is_contiguous() else torch.from_numpy(~a)
+
+
+def all_true(mask: torch.Tensor, idx: torch.Tensor) -> bool:
+    """Whether the bool ``mask`` (1-D) is True at every flat index in ``idx``."""
+    a = as_numpy(mask)
+    if a is None or idx.device.type != "cpu":
+        return bool(mask[idx.to(mask.device)].all())
+    return bool(a[idx.numpy()].all())

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from prunecli._bits import not_equal, true_positions
+from prunecli._bits import all_true, not_equal, true_positions
 from prunecli.sites import Site, element_positions
 
 
@@ -25,7 +25,7 @@ def newly_pruned(old: dict[str, Tensor], new: dict[str, Tensor]) -> dict[str, Te
     units, total = {}, 0
     for name, before in old.items():
         changed = true_positions(not_equal(before, new[name]))
-        if changed.numel() and not bool(before[changed.to(before.device)].all()):
+        if changed.numel() and not all_true(before, changed):
             return None
         units[name] = changed
         total += before.numel()

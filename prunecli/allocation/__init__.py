@@ -15,7 +15,7 @@ from typing import Any, Protocol, runtime_checkable
 from torch import Tensor
 
 from prunecli._parts import build_part
-from prunecli._bits import count_true
+from prunecli._bits import count_true, logical_not
 from prunecli.allocation._select import select_lowest
 from prunecli.errors import ConfigError
 from prunecli.sites import Site
@@ -116,7 +116,7 @@ class Global:
             for n, k in out_of_caps.items():
                 pruned[n] = select_lowest([scores[n]], k)[0]
             active = [n for n in active if n not in out_of_caps]
-        return {n: ~mask for n, mask in pruned.items()}
+        return {n: logical_not(mask) for n, mask in pruned.items()}
 
     def reachable(self, sites: dict[str, Site]) -> float:
         total = sum(s.num_units * s.unit_size for s in sites.values())

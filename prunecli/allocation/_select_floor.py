@@ -62,7 +62,7 @@ def select_above_floor(tensors: Sequence[torch.Tensor], weights: Sequence[int], 
             return None
         tids.append(np.full(idx.numel(), i))
         idxs.append(idx)
-    values = np.concatenate([_host(f[i]) for f, i in zip(flats, idxs)])
+    values = np.concatenate([_gather(f, i) for f, i in zip(flats, idxs)])
     if np.isnan(values).any():
         return None  # the general selector raises the error
     unit_weight = np.asarray(weights, dtype=np.int64)[np.concatenate(tids)]
@@ -73,13 +73,19 @@ def select_above_floor(tensors: Sequence[torch.Tensor], weights: Sequence[int], 
     chosen = np.zeros(values.size, dtype=bool)
     chosen[order[:take]] = True
     for mask, part, idx in zip(masks, np.split(chosen, np.cumsum([i.numel() for i in idxs])[:-1]), idxs):
-        mask[idx[torch.from_numpy(part).to(idx.device)]] = True
+        if mask.device.type == "cpu":
+            mask.numpy()[idx.numpy()[part]] = True
+        else:
+            mask[idx[torch.from_numpy(part).to(idx.device)]] = True
     return [m.view(t.shape) for m, t in zip(masks, tensors)]
 
 
-def _host(t: torch.Tensor) -> np.ndarray:
-    """A small tensor's values as float64 on the host (float64 holds every float16/bfloat16/float32 exactly)."""
-    return t.detach().to("cpu", torch.float64).numpy()
+def _gather(flat: torch.Tensor, idx: torch.Tensor) -> np.ndarray:
+    """``flat[idx]`` as float64 on the host (float64 holds every float16/bfloat16/float32 exactly)."""
+    a = as_numpy(flat)
+    if a is not None:
+        return a[idx.numpy()].astype(np.float64)
+    return flat[idx.to(flat.device)].detach().to("cpu", torch.float64).numpy()
 
 
 def _floor_mask(flat: torch.Tensor) -> torch.Tensor:
@@ -110,9 +116,7 @@ def _upper_cut(flats: list[torch.Tensor], weights: Sequence[int], rest: list[int
         if share == 0:
             continue
         draws = math.ceil(share * flat.numel() / r * 1.25) + 16
-        pos = torch.randint(flat.numel(), (draws,), generator=gen)
-        a = as_numpy(flat)  # numpy gathers a few thousand values several times faster than torch on CPU
-        drawn = a[pos.numpy()].astype(np.float64) if a is not None else _host(flat[pos.to(flat.device)])
+        drawn = _gather(flat, torch.randint(flat.numel(), (draws,), generator=gen))
         sample.append(drawn[drawn != -np.inf][:share])
     values = np.concatenate(sample) if sample else np.empty(0)
     m = values.size

@@ -5,10 +5,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from prunecli._bits import count_true, false_positions
 
+
+
+_NUMPY_FLOATS = {torch.float32: (np.float32, float(np.finfo(np.float32).max)),
+                 torch.float16: (np.float16, float(np.finfo(np.float16).max))}
 
 
 @dataclass
@@ -30,7 +35,13 @@ class _Cut:
         value is not representable, rounding gives a neighbour ``t`` with no ``dtype`` value strictly between
         it and the cut, so ``s < v`` becomes ``s < t`` (``t > v``) or ``s <= t`` (``t < v``).
         """
-        t = torch.tensor(self.value, dtype=torch.float64).to(dtype).item()
+        if dtype == torch.float64:
+            return self.value, self.inclusive
+        numpy_type, largest = _NUMPY_FLOATS.get(dtype, (None, 0.0))  # numpy rounds a scalar ~50x faster
+        if numpy_type is not None and abs(self.value) <= largest:
+            t = float(numpy_type(self.value))
+        else:  # bfloat16, or out of range (rounds to the largest value or to +-inf)
+            t = torch.tensor(self.value, dtype=torch.float64).to(dtype).item()
         if t == self.value:
             return self.value, self.inclusive
         return t, t < self.value
