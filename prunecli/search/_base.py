@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import field
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
 
+from prunecli.allocation import _check_caps
 from prunecli.allocation._select import select_lowest
 from prunecli.errors import ConfigError
 from prunecli.sites import Site
@@ -42,8 +43,23 @@ def check_count(key: str, value: Any, what: str) -> None:
         raise ConfigError(key, value, "an integer >= 1", f"a search with zero {what} evaluates nothing")
 
 
+@dataclass
 class SearchBase:
-    """Mixin for searched allocations (dataclasses with ``min_sparsity``/``max_sparsity`` fields)."""
+    """Base of the searched allocations (dataclasses): the options they share, checked here.
+
+    Args:
+        min_sparsity: Lower cap of every layer's sparsity.
+        max_sparsity: Upper cap of every layer's sparsity.
+        eval_batches: Validation batches of the evaluator the engine builds (``prunecli.search.loader_evaluator``).
+    """
+
+    min_sparsity: float = 0.0
+    max_sparsity: float = 1.0
+    eval_batches: int = 4
+
+    def __post_init__(self) -> None:
+        _check_caps(self.min_sparsity, self.max_sparsity, self.key)
+        check_count(f"{self.key}.eval_batches", self.eval_batches, "batch")
 
     needs_evaluator = True
     key = "pruner.allocation"

@@ -28,7 +28,6 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from prunecli.allocation import _check_caps
 from prunecli.errors import ConfigError
 from prunecli.search._base import SearchBase, check_budget, check_count, check_range, element_weights, private
 from prunecli.search._flops import site_flops
@@ -58,9 +57,7 @@ class AMC(SearchBase):
         lr_actor: Adam learning rate of the actor.
         lr_critic: Adam learning rate of the critic.
         seed: Seed of the agent's weights, noise and replay sampling.
-        min_sparsity: Lower cap of every layer's sparsity.
-        max_sparsity: Upper cap of every layer's sparsity.
-        eval_batches: Validation batches of the evaluator the engine builds.
+        min_sparsity, max_sparsity, eval_batches: see :class:`~prunecli.search._base.SearchBase`.
     """
 
     budget: str = "flops"
@@ -74,16 +71,13 @@ class AMC(SearchBase):
     lr_actor: float = 1e-3
     lr_critic: float = 1e-3
     seed: int = 0
-    min_sparsity: float = 0.0
-    max_sparsity: float = 1.0
-    eval_batches: int = 4
     _total: int = private(0)
 
     def __post_init__(self) -> None:
-        _check_caps(self.min_sparsity, self.max_sparsity, self.key)
+        super().__post_init__()
         if self.budget not in BUDGETS:
             raise ConfigError(f"{self.key}.budget", self.budget, BUDGETS)
-        for name in ("episodes", "hidden", "updates", "batch_size", "eval_batches"):
+        for name in ("episodes", "hidden", "updates", "batch_size"):
             check_count(f"{self.key}.{name}", getattr(self, name), "episode" if name == "episodes" else name)
         if not isinstance(self.warmup, int) or self.warmup < 0:
             raise ConfigError(f"{self.key}.warmup", self.warmup, "an integer >= 0")

@@ -23,9 +23,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from prunecli.allocation import _check_caps
 from prunecli.errors import ConfigError
-from prunecli.search._base import SearchBase, check_count, check_range, element_weights, fit, private
+from prunecli.search._base import SearchBase, check_range, element_weights, fit, private
 from prunecli.sites import Site
 
 
@@ -39,9 +38,7 @@ class SimulatedAnnealing(SearchBase):
         cool_down_rate: Factor applied to the temperature after each candidate, in ``(0, 1)``.
         perturbation_magnitude: Half-width of the uniform perturbation of each layer's sparsity.
         seed: Seed of the perturbations and acceptance draws.
-        min_sparsity: Lower cap of every layer's sparsity.
-        max_sparsity: Upper cap of every layer's sparsity.
-        eval_batches: Validation batches of the evaluator the engine builds.
+        min_sparsity, max_sparsity, eval_batches: see :class:`~prunecli.search._base.SearchBase`.
     """
 
     start_temperature: float = 0.1
@@ -49,14 +46,10 @@ class SimulatedAnnealing(SearchBase):
     cool_down_rate: float = 0.8
     perturbation_magnitude: float = 0.35
     seed: int = 0
-    min_sparsity: float = 0.0
-    max_sparsity: float = 1.0
-    eval_batches: int = 4
     _total: int = private(0)
 
     def __post_init__(self) -> None:
-        _check_caps(self.min_sparsity, self.max_sparsity, self.key)
-        check_count(f"{self.key}.eval_batches", self.eval_batches, "batch")
+        super().__post_init__()
         check_range(f"{self.key}.stop_temperature", self.stop_temperature, 0.0, math.inf, open_low=True)
         check_range(f"{self.key}.cool_down_rate", self.cool_down_rate, 0.0, 1.0, open_low=True)
         check_range(f"{self.key}.perturbation_magnitude", self.perturbation_magnitude, 0.0, 1.0, open_low=True)

@@ -19,9 +19,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from prunecli.allocation import _check_caps
 from prunecli.errors import ConfigError
-from prunecli.search._base import SearchBase, check_count, element_weights, fit, private
+from prunecli.search._base import SearchBase, element_weights, fit, private
 from prunecli.sites import Site
 
 DEFAULT_GRID = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
@@ -33,20 +32,14 @@ class Sensitivity(SearchBase):
 
     Args:
         grid: Sparsities scanned per layer (each in ``(0, 1]``).
-        min_sparsity: Lower cap of every layer's sparsity.
-        max_sparsity: Upper cap of every layer's sparsity.
-        eval_batches: Validation batches of the evaluator the engine builds (``prunecli.search.loader_evaluator``).
+        min_sparsity, max_sparsity, eval_batches: see :class:`~prunecli.search._base.SearchBase`.
     """
 
     grid: Any = DEFAULT_GRID
-    min_sparsity: float = 0.0
-    max_sparsity: float = 1.0
-    eval_batches: int = 4
     _curves: Any = private()
 
     def __post_init__(self) -> None:
-        _check_caps(self.min_sparsity, self.max_sparsity, self.key)
-        check_count(f"{self.key}.eval_batches", self.eval_batches, "batch")
+        super().__post_init__()
         grid = list(self.grid) if isinstance(self.grid, (list, tuple)) else None
         if not grid or not all(isinstance(g, (int, float)) and 0 < g <= 1 for g in grid):
             raise ConfigError(f"{self.key}.grid", self.grid, "a non-empty list of sparsities in (0, 1]",
