@@ -61,8 +61,7 @@ def test_wheel_contains_every_yaml_and_package(wheel):
 
 @pytest.mark.slow
 def test_non_editable_install_finds_its_configs_from_any_directory(wheel, tmp_path):
-    venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True, timeout=120)
+    venv = _venv_seeing_this_environment(tmp_path / "venv")
     python = venv / "bin" / "python"
     subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall", str(wheel)],
                    check=True, capture_output=True, timeout=300)
@@ -75,3 +74,21 @@ def test_non_editable_install_finds_its_configs_from_any_directory(wheel, tmp_pa
                           cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert json.loads((out / "summary.json").read_text())["dataset"] == "fake"
+
+
+def _venv_seeing_this_environment(venv: Path) -> Path:
+    """A new venv that sees this environment's packages (torch, typer ...) behind its own.
+
+    ``venv --system-site-packages`` is not enough: run from inside a venv, ``sys.executable`` makes a venv on
+    the *base* interpreter, which has none of them. A plain ``.pth`` line adds this environment's
+    site-packages after the new venv's own, without running the ``.pth`` files there (so the editable
+    install of the checkout stays off and the wheel installed into the new venv is what imports).
+    """
+    import site
+    import sysconfig
+
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    ours = [p for p in {*site.getsitepackages(), sysconfig.get_paths()["purelib"]} if Path(p).is_dir()]
+    (new_site,) = (venv / "lib").glob("python*/site-packages")
+    (new_site / "_outer_environment.pth").write_text("\n".join(sorted(ours)) + "\n")
+    return venv
