@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
-import errno
 import signal
 import stat
 import threading

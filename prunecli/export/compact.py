@@ -39,7 +39,7 @@ def _example(spec: dict[str, Any], batch: int) -> torch.Tensor:
 
 
 def check_options(options: Mapping[str, Any]) -> dict[str, Any]:
-    """``compact.atol`` (finite, >= 0; default 1e-4): how far the compact model's outputs may be from the masked one's."""
+    """``compact.atol`` (finite, >= 0; default 1e-4): how far compact and masked outputs may differ."""
     known_keys("compact", options, ("atol",))
     return {"atol": number("compact.atol", options.get("atol", 1e-4), 0.0)}
 
