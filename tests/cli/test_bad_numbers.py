@@ -85,7 +85,7 @@ def test_bad_evaluate_numbers_are_one_line(cli, smoke_checkpoint, tmp_path, over
         (["format=onnx", "onnx.atol=-1"], ("onnx.atol=-1", "finite number >= 0")),
         (["format=onnx", "onnx.atol=nan"], ("onnx.atol=nan", "finite number >= 0")),
         (["format=onnx", "+onnx.opst=13"], ("onnx.opst=13", "opset, batch_size, atol")),
-        (["format=compact", "+compact.atol=inf"], ("compact.atol=inf", "finite number >= 0")),
+        (["format=compact", "compact.atol=inf"], ("compact.atol=inf", "finite number >= 0")),
         (["format=compact"], ("format='compact'", "pruner.target=channel or head", "use format=dense")),
     ],
 )
