@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
 import signal
+import stat
 import threading
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -22,19 +24,65 @@ def fsync_dir(path: Path) -> None:
 
 
 def write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temp file beside ``path``, fsync it, rename it over ``path``."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
+    """Write ``data`` to a temp file beside ``path``, fsync it, rename it over ``path`` (see :func:`staged`)."""
+    with staged(path) as (tmp,):
+        tmp.write_bytes(data)
+
+
+def json_bytes(obj: Any) -> bytes:
+    """``obj`` as indented JSON, as :func:`write_json` writes it."""
+    return (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode()
 
 
 def write_json(path: Path, obj: Any) -> None:
     """Atomically write ``obj`` as indented JSON."""
-    write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+    write_bytes(path, json_bytes(obj))
+
+
+_KINDS = {stat.S_IFDIR: "directory", stat.S_IFCHR: "character device", stat.S_IFBLK: "block device",
+          stat.S_IFIFO: "fifo", stat.S_IFSOCK: "socket"}
+
+
+def file_kind(path: Path) -> str | None:
+    """What exists at ``path`` if it is not a regular file (``"directory"``, ``"fifo"`` ...); None otherwise."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    return None if stat.S_ISREG(mode) else _KINDS.get(stat.S_IFMT(mode), "special file")
+
+
+@contextlib.contextmanager
+def staged(*paths: Path) -> Iterator[tuple[Path, ...]]:
+    """Temp paths beside ``paths`` to write in the block; on leaving it cleanly, each is fsynced and renamed
+    over its path. On any error (in the block, fsync, rename) the temps are removed and the paths untouched.
+
+    A path where something other than a regular file exists is refused (``OSError``, nothing renamed): a
+    rename would replace a device, fifo or socket with a file. An ``OSError`` about a temp names its path.
+    """
+    paths = tuple(Path(p) for p in paths)
+    temps = tuple(p.with_name(f".{p.name}.tmp") for p in paths)
+    try:
+        yield temps
+        for tmp in temps:
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+        for path in paths:
+            if kind := file_kind(path):
+                raise OSError(errno.EEXIST, f"a {kind} is there, not a regular file", str(path))
+        with deferred_sigint():
+            for tmp, path in zip(temps, paths):
+                os.replace(tmp, path)
+        for parent in dict.fromkeys(p.parent for p in paths):
+            fsync_dir(parent)
+    except OSError as err:
+        if err.filename is not None and Path(err.filename) in temps:   # name the user's path, not our temp
+            raise OSError(err.errno, err.strerror, str(paths[temps.index(Path(err.filename))])) from err
+        raise
+    finally:
+        for tmp in temps:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
 
 
 def replace_dir(path: Path, fill: Callable[[Path], None]) -> None:

@@ -81,6 +81,7 @@ def run_hydra(config_name: str, task: Any, overrides: list[str]) -> None:
     """Run ``task`` under ``hydra.main`` with ``overrides`` as its command line (``sys.argv`` restored after)."""
     import hydra
 
+    reject_keyless(overrides)
     main = hydra.main(config_path=f"pkg://{CONFIG_MODULE}", config_name=config_name, version_base="1.3")(task)
     saved = sys.argv
     sys.argv = [f"prunecli {config_name}", *overrides]
@@ -88,6 +89,21 @@ def run_hydra(config_name: str, task: Any, overrides: list[str]) -> None:
         main()
     finally:
         sys.argv = saved
+
+
+def reject_keyless(overrides: list[str]) -> None:
+    """``=0.5`` (no key) is one ``error:`` line and exit code 2.
+
+    Hydra's override grammar accepts it as an override of the config group named ``""`` and then fails in
+    the defaults list with a traceback (hydra 1.3).
+    """
+    from prunecli.tasks._common import USER_ERROR_EXIT
+
+    for word in overrides:
+        if not word.startswith("-") and word.lstrip("+~").startswith("="):
+            print(f"error: override {word!r} names no key: expected key=value (e.g. sparsity=0.5)",
+                  file=sys.stderr)
+            raise SystemExit(USER_ERROR_EXIT)
 
 
 _OVERRIDES = typer.Argument(
@@ -120,7 +136,8 @@ def evaluate(overrides: Optional[list[str]] = _OVERRIDES) -> None:
 
 @app.command(cls=_HydraCommand, context_settings=_PASS_THROUGH)
 def export(overrides: Optional[list[str]] = _OVERRIDES) -> None:
-    """Export a checkpoint as dense safetensors or ONNX (checked against PyTorch with onnxruntime).
+    """Export a checkpoint: format=dense (safetensors, masks folded in), onnx (checked against PyTorch with
+    onnxruntime) or compact (pruned channels and heads removed; needs pruner.target=channel or head).
 
     [dim]prunecli export checkpoint=outputs/prune/<date>/<time> format=onnx output=model.onnx[/]
     """

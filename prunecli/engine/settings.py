@@ -2,22 +2,41 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Sequence
 
+from prunecli._checks import integer, number
 from prunecli.errors import ConfigError
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+# Optimizer arguments with a floor (torch checks most of them, but lets NaN and inf through).
+OPTIMIZER_MINIMUM = {"lr": 0.0, "momentum": 0.0, "dampening": 0.0, "weight_decay": 0.0, "eps": 0.0}
+# LR-scheduler arguments that count steps or epochs (a schedule over -1 steps trains silently at a wrong LR).
+SCHEDULER_COUNTS = ("T_max", "T_0", "T_mult", "step_size", "step_size_up", "step_size_down", "total_iters",
+                    "total_steps", "epochs", "steps_per_epoch")
 
 
 def _int(node: Mapping[str, Any], key: str, minimum: int, *, optional: bool = False) -> Optional[int]:
-    value = node.get(key)
-    if value is None and optional:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        allowed = f"an integer >= {minimum}" + (" or null" if optional else "")
-        raise ConfigError(f"trainer.{key}", value, allowed)
-    return value
+    return integer(f"trainer.{key}", node.get(key), minimum, optional=optional)
+
+
+def _check_arguments(key: str, node: Optional[Mapping[str, Any]], floors: Optional[Mapping[str, float]] = None,
+                     counts: tuple[str, ...] = ()) -> None:
+    """The numeric arguments of an optimizer or LR-scheduler node: counts, floors, and finite everywhere."""
+    for name, value in (node or {}).items():
+        full = f"{key}.{name}"
+        if str(name).startswith("_") or value is None or isinstance(value, bool):
+            continue
+        if name in counts:
+            integer(full, value, 1)
+        elif floors and name in floors:
+            number(full, value, floors[name])
+        elif isinstance(value, (int, float)):
+            number(full, value)
+        elif isinstance(value, Sequence) and not isinstance(value, str):   # betas, milestones
+            if any(isinstance(v, float) and not math.isfinite(v) for v in value):
+                raise ConfigError(full, list(value), "finite numbers")
 
 
 def _flag(node: Mapping[str, Any], key: str) -> Optional[bool]:
@@ -56,9 +75,9 @@ class TrainerSettings:
         device = str(node.get("device", "auto"))
         if device.split(":")[0] not in ("auto", "cpu", "cuda", "mps"):
             raise ConfigError("trainer.device", device, "auto, cpu, cuda, cuda:<index> or mps")
-        clip = node.get("grad_clip")
-        if clip is not None and (isinstance(clip, bool) or not isinstance(clip, (int, float)) or clip <= 0):
-            raise ConfigError("trainer.grad_clip", clip, "a number > 0 or null")
+        clip = number("trainer.grad_clip", node.get("grad_clip"), 0, above=True, optional=True)
+        _check_arguments("trainer.optimizer", node.get("optimizer"), floors=OPTIMIZER_MINIMUM)
+        _check_arguments("trainer.lr_scheduler", node.get("lr_scheduler"), counts=SCHEDULER_COUNTS)
         resume = node.get("resume")
         return cls(
             epochs=_int(node, "epochs", 0),
@@ -67,7 +86,7 @@ class TrainerSettings:
             batch_size=_int(node, "batch_size", 1),
             eval_batch_size=_int(node, "eval_batch_size", 1),
             accumulate=_int(node, "accumulate", 1),
-            grad_clip=None if clip is None else float(clip),
+            grad_clip=clip,
             device=device,
             precision=precision,
             num_workers=_int(node, "num_workers", 0),

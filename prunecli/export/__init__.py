@@ -1,7 +1,8 @@
 """Exports of a checkpoint, one module per format.
 
-Each format module defines ``SUFFIX`` (the default file suffix) and
-``export(model, checkpoint, output, options) -> dict`` that writes ``output`` and returns what it measured.
+Each format module defines ``SUFFIX`` (the default file suffix), ``check_options(options) -> dict`` (the
+``<format>.*`` keys checked, defaults filled) and ``export(model, checkpoint, output, options) -> dict`` that
+writes ``output`` (all or nothing) and returns what it measured.
 A new format is one more module and one more entry in :data:`FORMATS`.
 """
 

@@ -18,12 +18,13 @@ import copy
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 from torch import nn
 
-from prunecli._atomic import write_bytes, write_json
+from prunecli._atomic import json_bytes, staged
+from prunecli._checks import known_keys, number
 from prunecli.errors import CheckpointError, ConfigError
 
 SUFFIX = ".safetensors"
@@ -37,16 +38,28 @@ def _example(spec: dict[str, Any], batch: int) -> torch.Tensor:
     return example_input(spec, batch)
 
 
+def check_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """``compact.atol`` (finite, >= 0; default 1e-4): how far compact and masked outputs may differ."""
+    known_keys("compact", options, ("atol",))
+    return {"atol": number("compact.atol", options.get("atol", 1e-4), 0.0)}
+
+
 def export(model: nn.Module, checkpoint: Any, output: Path, options: dict[str, Any]) -> dict[str, Any]:
     from safetensors.torch import save
 
+    from prunecli.export.dense import spec_beside
     from prunecli.targets._coupled import compact
 
-    atol = float(options.get("atol", 1e-4))
+    atol = check_options(options)["atol"]
+    spec_path = spec_beside(output)
     model = model.eval()
     example = _example(checkpoint.spec, 2)
     small = copy.deepcopy(model)
     plan = compact(small, checkpoint.masks, example[:1])
+    if not plan["history"] and not plan["cuts"]:
+        raise ConfigError("format", "compact", "a run pruned with pruner.target=channel or head",
+                          reason="its masks remove no whole channel or head, so nothing would shrink; "
+                                 "use format=dense")
     with torch.no_grad():
         diff = float((small(example) - model(example)).abs().max())
     if not diff <= atol:
@@ -54,14 +67,15 @@ def export(model: nn.Module, checkpoint: Any, output: Path, options: dict[str, A
                           reason=f"they differ by {diff:.3g}: an op in {type(model).__name__} mixes pruned "
                                  "channels into kept ones; use format=dense")
     data = save({k: v.detach().cpu().contiguous() for k, v in small.state_dict().items()})
-    write_bytes(output, data)
     params = (sum(p.numel() for p in model.parameters()), sum(p.numel() for p in small.parameters()))
-    spec_path = output.with_suffix(".json")
-    write_json(spec_path, {"format": FORMAT, "version": VERSION, "weights": output.name,
-                           "model": checkpoint.spec, "history": plan["history"], "cuts": plan["cuts"],
-                           "dataset": checkpoint.meta.get("config", {}).get("dataset"),
-                           "sha256": hashlib.sha256(data).hexdigest(), "source": str(checkpoint.path),
-                           "params_dense": params[0], "params_compact": params[1], "max_abs_diff": diff})
+    spec = {"format": FORMAT, "version": VERSION, "weights": output.name,
+            "model": checkpoint.spec, "history": plan["history"], "cuts": plan["cuts"],
+            "dataset": checkpoint.meta.get("config", {}).get("dataset"),
+            "sha256": hashlib.sha256(data).hexdigest(), "source": str(checkpoint.path),
+            "params_dense": params[0], "params_compact": params[1], "max_abs_diff": diff}
+    with staged(output, spec_path) as (tmp_weights, tmp_spec):
+        tmp_weights.write_bytes(data)
+        tmp_spec.write_bytes(json_bytes(spec))
     return {"spec": str(spec_path), "bytes": len(data), "params_dense": params[0], "params_compact": params[1],
             "max_abs_diff": diff, "atol": atol}
 

@@ -34,6 +34,7 @@ def task(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
     @functools.wraps(fn)
     def wrapper(cfg: Any) -> Any:
         try:
+            check_interpolations(cfg)
             return fn(cfg)
         except (ConfigError, CheckpointError) as err:
             log.error("error: %s", "; ".join(line.strip() for line in str(err).splitlines() if line.strip()))
@@ -48,6 +49,33 @@ def task(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
             sys.exit(INTERRUPT_EXIT)
 
     return wrapper
+
+
+def check_interpolations(cfg: Any) -> None:
+    """Every ``${...}`` of the config resolves, or a :class:`ConfigError` naming the key (before any work).
+
+    OmegaConf resolves lazily, so ``sparsity=${nope}`` would otherwise fail with a traceback wherever the
+    key is first read. Resolving a copy leaves interpolations the engine fills in later (``total_steps``) live.
+    Top-level values go first, so ``sparsity=${nope}`` is named rather than ``schedule.final_sparsity: ${sparsity}``.
+    """
+    from omegaconf import OmegaConf
+    from omegaconf.errors import InterpolationResolutionError
+
+    if not OmegaConf.is_config(cfg):
+        return
+    raw = OmegaConf.to_container(cfg, resolve=False)
+    keys = sorted(raw, key=lambda k: isinstance(raw[k], (dict, list)))   # scalars first
+    try:
+        for key in keys:
+            if OmegaConf.is_missing(cfg, key):   # ``???``: require() names it where it is needed
+                continue
+            value = cfg[key]
+            if OmegaConf.is_config(value):
+                OmegaConf.to_container(value, resolve=True)
+    except InterpolationResolutionError as err:
+        value = str(err.child_node) if err.child_node is not None else None
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ConfigError(err.full_key or "config", value, "an interpolation that resolves", reason) from None
 
 
 def require(cfg: Any, key: str, allowed: str) -> Any:

@@ -3,14 +3,34 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
+from prunecli._checks import integer
 from prunecli.errors import ConfigError
 from prunecli.tasks._common import require, run_dir, task
 
 log = logging.getLogger("prunecli")
 
 _CHECKPOINT = "a checkpoint dir (.../checkpoint/last), a prune run dir or a compact export (model.safetensors)"
+
+
+@dataclass(frozen=True)
+class EvaluateOptions:
+    """The numbers of ``conf/evaluate.yaml``, checked before the checkpoint is loaded."""
+
+    batch_size: int
+    latency_batch_size: int
+    warmup: int
+    repeats: int
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> "EvaluateOptions":
+        lat = cfg.get("latency") or {}
+        return cls(batch_size=integer("batch_size", cfg.get("batch_size"), 1),
+                   latency_batch_size=integer("latency.batch_size", lat.get("batch_size"), 1),
+                   warmup=integer("latency.warmup", lat.get("warmup"), 0),
+                   repeats=integer("latency.repeats", lat.get("repeats"), 1))
 
 
 @task
@@ -26,6 +46,7 @@ def evaluate(cfg: Any) -> dict[str, Any]:
 
     from prunecli.export import compact
 
+    options = EvaluateOptions.from_config(cfg)
     path = require(cfg, "checkpoint", _CHECKPOINT)
     ckpt, model = compact.load_for_evaluate(path) if compact.is_compact(path) else (None, None)
     if ckpt is None:
@@ -34,20 +55,29 @@ def evaluate(cfg: Any) -> dict[str, Any]:
     device = pick_device(str(cfg.device), key="device")
     model = model.to(device)
     data = load_dataset(cfg, ckpt)
-    metrics = evaluate_model(model, eval_loader(data.val, int(cfg.batch_size)), device)
+    metrics = evaluate_model(model, eval_loader(data.val, options.batch_size), device)
     report = sparsity_report(model, ckpt.masks).to_dict()
-    lat = cfg.latency
-    example = example_input(ckpt.spec, int(lat.batch_size), device)
+    if compact.is_compact(path):
+        report = compact_report(report, compact.load_spec(path))
+    example = example_input(ckpt.spec, options.latency_batch_size, device)
     result = {
         "checkpoint": str(ckpt.path), "dataset": data.name, "accuracy": metrics["accuracy"],
-        "loss": metrics["loss"], "samples": metrics["samples"], **report,
+        "loss": metrics["loss"], "samples": metrics["samples"], "compact": False, **report,
         **count_flops(model, example[:1], ckpt.masks),
-        **measure_latency(model, example, warmup=int(lat.warmup), repeats=int(lat.repeats)),
+        **measure_latency(model, example, warmup=options.warmup, repeats=options.repeats),
         "device": str(device),
     }
     write_json(run_dir() / "evaluate.json", result)
     print_result(result)
     return result
+
+
+def compact_report(report: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
+    """A compact export has no masks (its pruned channels are gone): report its size against the dense model's
+    (``params_dense`` of its spec) instead of a sparsity of 0."""
+    dense = spec.get("params_dense")
+    ratio = report["params_total"] / dense if isinstance(dense, int) and dense > 0 else None
+    return {**report, "compact": True, "sparsity": None, "params_dense": dense, "params_ratio": ratio}
 
 
 def load_dataset(cfg: Any, ckpt: Any) -> Any:
@@ -73,11 +103,17 @@ def print_result(r: dict[str, Any]) -> None:
         layers.add_row(name, f"{value:.4f}")
     totals = Table(show_header=False, box=None)
     totals.add_row("accuracy / loss", f"{r['accuracy']:.4f} / {r['loss']:.4f} on {r['samples']} {r['dataset']} samples")
-    totals.add_row("sparsity", f"{r['sparsity']:.4f} of targeted weights")
+    if r["compact"]:
+        ratio = "" if r["params_ratio"] is None else f" ({r['params_ratio']:.1%})"
+        totals.add_row("compact", f"{r['params_total']:,} params of the dense model's {r['params_dense']:,}{ratio}, "
+                       "pruned channels removed")
+    else:
+        totals.add_row("sparsity", f"{r['sparsity']:.4f} of targeted weights")
     totals.add_row("params", f"{r['params_nonzero']:,} non-zero of {r['params_total']:,}")
     totals.add_row("FLOPs", f"{r['flops']:,} dense, {r['flops_effective']:,} skipping zeros (per sample)")
     totals.add_row("latency", f"{r['latency_ms_median']:.3f} ms median (batch {r['latency_batch_size']}, "
                    f"{r['latency_repeats']} repeats, {r['device']})")
     console = Console(soft_wrap=True)
-    console.print(layers)
+    if r["per_layer"]:   # a compact export has no masks, so no per-layer sparsity
+        console.print(layers)
     console.print(totals)

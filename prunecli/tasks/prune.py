@@ -6,6 +6,7 @@ import logging
 import time
 from typing import Any
 
+from prunecli._checks import integer
 from prunecli.errors import ConfigError
 from prunecli.tasks._common import run_dir, task
 
@@ -23,6 +24,7 @@ def prune(cfg: Any) -> dict[str, Any]:
 
     start = time.perf_counter()
     check_sparsity(cfg.get("sparsity"))
+    check_seed(cfg.get("seed"))
     out = run_dir()
     run = setup(cfg, out)
     result = train(run)
@@ -57,6 +59,11 @@ def check_sparsity(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
         raise ConfigError("sparsity", value, "a number in [0, 1)")
     return float(value)
+
+
+def check_seed(value: Any) -> int:
+    """The top-level ``seed`` must be an integer numpy can take: in [0, 2**32)."""
+    return integer("seed", value, 0, 2**32 - 1)
 
 
 def print_summary(s: dict[str, Any]) -> None:

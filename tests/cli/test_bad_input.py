@@ -26,7 +26,7 @@ def _assert_one_line(result, *fragments: str, code: int = 2) -> None:
         ("trainer.device=tpu", ("trainer.device='tpu'", "cuda")),
         ("model.name=not_a_model", ("not_a_model",)),
         ("pruner.criterion=bogus", ("bogus",)),
-        ("trainer.optimizer.lr=-1", ("trainer.optimizer=", "Invalid learning rate")),
+        ("trainer.optimizer.lr=-1", ("trainer.optimizer.lr=-1", "finite number >= 0")),
         ("dataset=mnist", ("dataset.root=",)),
     ],
 )
