@@ -20,12 +20,13 @@ def export(cfg: Any) -> dict[str, Any]:
     from prunecli._atomic import write_json
     from prunecli.checkpoint import load_checkpoint
     from prunecli.engine.setup import plain
+    from prunecli.tasks.evaluate import model_options
 
     fmt = str(cfg.format)
     module = exporters.format_module(fmt)
     ckpt = load_checkpoint(require(cfg, "checkpoint", "a checkpoint dir (.../checkpoint/last) or a prune run dir"))
     output = writable_output(cfg.get("output"), run_dir() / f"model{module.SUFFIX}")
-    result = exporters.export(ckpt, fmt, output, plain(cfg.get(fmt)) or {})
+    result = exporters.export(ckpt, fmt, output, plain(cfg.get(fmt)) or {}, **model_options(cfg))
     write_json(run_dir() / "export.json", result)
     line = f"wrote {result['output']} ({fmt})"
     if "max_abs_diff" in result:
