@@ -186,8 +186,18 @@ def model_builder(spec: Any, origin: Origin, *, model: Any = None,
         node = _without_weights(model if model is not None else spec["config"])
         return lambda: build(node, "model", **size)
     node = spec["config"]
-    extra = {"weights": None} if "weights" in node else {}  # the caller loads the weights; the file may be elsewhere
+    extra = {"weights": None} if "weights" in node else {}  # as in _without_weights
     return lambda: build_spec(node, "model", origin, "model.config", **size, **extra)
+
+
+def _without_weights(node: Any) -> dict[str, Any]:
+    """A plain copy of a model node, with its ``weights`` file (if any) dropped: the caller loads the weights."""
+    from omegaconf import OmegaConf
+
+    node = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node)
+    if "weights" in node:
+        node["weights"] = None
+    return node
 
 
 def max_elements() -> int:

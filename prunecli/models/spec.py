@@ -27,7 +27,7 @@ DATASET_BUILDERS: dict[str, Callable[..., Any]] = {"prunecli.data.build_dataset"
 
 # How to build something else than a registered builder names, per kind (the refusal says both ways out).
 _WAY_OUT = {
-    "model": "rebuild it from your own config with model=<name> or model._target_=...",
+    "model": "rebuild it from your own config with model=<name> [model._target_=your.Model]",
     "dataset": "evaluate on your own dataset=<name>",
 }
 # Upper bounds of the sizes a spec gives: example inputs (in_channels x image_size^2 per sample) and the
