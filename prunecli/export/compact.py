@@ -29,7 +29,7 @@ from torch import nn
 
 from prunecli._atomic import write_bytes, write_json
 from prunecli.errors import CheckpointError, ConfigError
-from prunecli.models.spec import Origin, check_spec
+from prunecli.models.spec import Origin, check_spec, short
 
 SUFFIX = ".safetensors"
 FORMAT = "prunecli-compact"
@@ -106,7 +106,7 @@ def load_spec(path: Path | str) -> dict[str, Any]:
     name = meta["weights"]
     if not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name \
             or Path(name).is_absolute() or Path(name).name != name:
-        raise origin.error(f"weights={str(name)[:60]!r}", "is not a bare file name beside the spec")
+        raise origin.error(f"weights={short(name)}", "is not a bare file name beside the spec")
     if not isinstance(meta.get("sha256"), str):
         raise origin.error("sha256", "is missing: expected the SHA-256 of the weights file")
     check_spec(meta.get("model"), origin)

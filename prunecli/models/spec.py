@@ -62,7 +62,7 @@ def check_spec(spec: Any, origin: Origin, key: str = "model") -> dict[str, Any]:
     for name, limit in SIZE_LIMITS.items():
         value = spec.get(name)
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= limit:
-            raise origin.error(f"{key}.{name}={_short(value)}", f"is not allowed: expected an integer in [1, {limit}]")
+            raise origin.error(f"{key}.{name}={short(value)}", f"is not allowed: expected an integer in [1, {limit}]")
     if spec["in_channels"] * spec["image_size"] ** 2 > MAX_SAMPLE_ELEMENTS:
         raise origin.error(f"{key}.image_size={spec['image_size']}", f"with in_channels={spec['in_channels']} is "
                            f"over {MAX_SAMPLE_ELEMENTS:,} input elements per sample")
@@ -105,10 +105,10 @@ def builder(node: Any, kind: str, origin: Origin, key: str) -> tuple[Callable[..
     target = args.pop("_target_", None)
     partial = args.pop("_partial_", False)
     if not isinstance(partial, bool):
-        raise origin.error(f"{key}._partial_={_short(partial)}", "is not allowed: expected true or false")
+        raise origin.error(f"{key}._partial_={short(partial)}", "is not allowed: expected true or false")
     if target not in registry:
         raise origin.error(
-            f"{key}._target_={_short(target)}",
+            f"{key}._target_={short(target)}",
             f"is not a registered {kind} builder ({', '.join(registry)}), refused: {_WAY_OUT[kind]}, or, if you "
             "trust this file, pass trust_checkpoint_code=true (it instantiates every _target_ the file names)")
     return registry[target], args
@@ -131,7 +131,7 @@ def _scalar(value: Any, path: str, origin: Origin) -> Any:
         return value
     if isinstance(value, str):
         if "${" in value:
-            raise origin.error(f"{path}={_short(value)}", "is an interpolation, refused: a spec's strings are data")
+            raise origin.error(f"{path}={short(value)}", "is an interpolation, refused: a spec's strings are data")
         if len(value) > MAX_STRING:
             raise origin.error(path, f"is a string of {len(value)} characters: at most {MAX_STRING}")
         return value
@@ -145,6 +145,6 @@ def _kind(value: Any) -> str:
     return names.get(type(value), "a number" if isinstance(value, (int, float)) else type(value).__name__)
 
 
-def _short(value: Any) -> str:
+def short(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."

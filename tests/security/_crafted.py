@@ -48,7 +48,7 @@ def pickle_payload(marker: Path) -> dict[str, Any]:
     """A config node whose instantiation unpickles bytes that touch ``marker`` (``numpy.load(allow_pickle)``)."""
     blob = pickle.dumps(_Touch(marker)).hex()
     return {"_target_": "numpy.load", "allow_pickle": True,
-            "file": {"_target_": "io.BytesIO", "_args_": [{"_target_": "bytes.fromhex", "_args_": [blob]}]}}
+            "file": {"_target_": "io.BytesIO", "_args_": [{"_target_": "builtins.bytes.fromhex", "_args_": [blob]}]}}
 
 
 def copy_dir(src: Path, dst: Path) -> Path:
