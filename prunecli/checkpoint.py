@@ -34,7 +34,7 @@ from prunecli._atomic import recover_dir, replace_dir, write_bytes, write_json
 from prunecli._flatten import flatten, unflatten
 from prunecli.errors import CheckpointError, ConfigError
 from prunecli.models.meta import on_meta
-from prunecli.models.spec import Origin, check_spec, sizes
+from prunecli.models.spec import Origin, check_spec, short, sizes
 from prunecli.models.spec import build as build_spec
 
 FORMAT = "prunecli-checkpoint"
@@ -160,7 +160,11 @@ def build_model(checkpoint: Checkpoint, *, model: Any = None, trust_checkpoint_c
     """
     origin = checkpoint.origin
     make = model_builder(checkpoint.spec, origin, model=model, trust_checkpoint_code=trust_checkpoint_code)
-    net = fit_model(make, {k: tuple(v.shape) for k, v in checkpoint.model_state.items()}, origin)
+    shapes = {k: tuple(v.shape) for k, v in checkpoint.model_state.items()}
+    for key, mask in checkpoint.masks.items():  # evaluate and export read the masks beside the weights
+        if shapes.get(key) != tuple(mask.shape):
+            raise origin.error("masks", f"hold {short(key)}, which is not a weight of that shape in the model")
+    net = fit_model(make, shapes, origin)
     try:
         net.load_state_dict(checkpoint.model_state)
     except RuntimeError as err:

@@ -146,3 +146,33 @@ def test_the_weights_file_is_still_hash_checked_before_any_build(crafted):
     with pytest.raises(CheckpointError, match="SHA-256 differs"):
         load_checkpoint(path)
     assert json.loads((path / "meta.json").read_text())["model"]["config"]["channels"][0] == 4_000_000_000
+
+
+def test_the_element_limit_applies_to_honest_models_too(smoke_checkpoint, monkeypatch):
+    from prunecli.errors import ConfigError
+
+    ckpt = load_checkpoint(smoke_checkpoint)
+    monkeypatch.setenv("PRUNECLI_MAX_ELEMENTS", "50000")
+    with pytest.raises(CheckpointError, match=r"names a model of 53,\d{3} elements, over the limit of 50,000"):
+        build_model(ckpt)
+    monkeypatch.setenv("PRUNECLI_MAX_ELEMENTS", "lots")
+    with pytest.raises(ConfigError, match="PRUNECLI_MAX_ELEMENTS='lots' is not allowed"):
+        build_model(ckpt)
+    monkeypatch.setenv("PRUNECLI_MAX_ELEMENTS", "60000")
+    assert sum(t.numel() for t in build_model(ckpt).state_dict().values()) <= 60000
+
+
+def test_masks_that_do_not_fit_the_weights_are_refused(smoke_checkpoint, tmp_path):
+    import hashlib
+
+    import torch
+    from safetensors.torch import save
+
+    path = copy_dir(smoke_checkpoint, tmp_path / "ckpt")
+    data = save({"0.weight": torch.ones(3, 3, dtype=torch.bool)})  # re-hashed, as anyone can
+    (path / "masks.safetensors").write_bytes(data)
+    meta = json.loads((path / "meta.json").read_text())
+    meta["files"]["masks.safetensors"] = hashlib.sha256(data).hexdigest()
+    (path / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match=r"checkpoint masks hold '0\.weight', which is not a weight of that"):
+        build_model(load_checkpoint(path))
