@@ -97,7 +97,8 @@ def test_an_absolute_weights_path_with_a_matching_hash_is_refused(crafted, tmp_p
     outside.parent.mkdir()
     shutil.copy(path, outside)
     rehash_weights(path.with_suffix(".json"), outside.read_bytes(), name=str(outside))
-    assert json.loads(path.with_suffix(".json").read_text())["sha256"] == hashlib.sha256(outside.read_bytes()).hexdigest()
+    recorded = json.loads(path.with_suffix(".json").read_text())["sha256"]
+    assert recorded == hashlib.sha256(outside.read_bytes()).hexdigest()
     with pytest.raises(CheckpointError, match=r"weights='/.* is not a bare file name"):
         compact.load(path)
 

@@ -9,11 +9,12 @@ import json
 import pytest
 import torch
 
-import _crafted
-from _crafted import copy_dir, edit_json, pickle_payload, write_text_payload
 from prunecli.checkpoint import build_model, load_checkpoint
 from prunecli.errors import CheckpointError
 from prunecli.export import compact, export
+
+import _crafted
+from _crafted import copy_dir, edit_json, pickle_payload, write_text_payload
 
 FAST = ["latency.repeats=1", "latency.warmup=0"]
 CUSTOM = "_crafted.build_cnn"
