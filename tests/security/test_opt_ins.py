@@ -119,3 +119,22 @@ def test_the_payloads_are_live_when_trusted(smoke_checkpoint, tmp_path, payload)
     with pytest.raises(Exception):
         build_model(load_checkpoint(path), trust_checkpoint_code=True)
     assert marker.exists()
+
+
+def test_every_shipped_model_and_dataset_node_is_a_valid_spec():
+    """What a prune run writes into meta.json for any config/model and config/dataset option is accepted."""
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    from prunecli.models.spec import DATASET_BUILDERS, MODEL_BUILDERS, Origin, builder
+
+    conf = Path(__file__).resolve().parents[2] / "conf"
+    origin = Origin("checkpoint", "meta.json")
+    for kind, registry in (("model", MODEL_BUILDERS), ("dataset", DATASET_BUILDERS)):
+        files = sorted((conf / kind).glob("*.yaml"))
+        assert len(files) >= (80 if kind == "model" else 7)
+        for file in files:
+            node = OmegaConf.to_container(OmegaConf.load(file), resolve=True)
+            fn, args = builder(node, kind, origin, f"{kind}.config")
+            assert fn is registry[node["_target_"]] and "_target_" not in args, file.name
