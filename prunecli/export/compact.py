@@ -135,6 +135,8 @@ def load(path: Path | str, *, model: Any = None, trust_checkpoint_code: bool = F
     spec = spec_path(path)
     origin = Origin("compact export", str(spec))
     weights = spec.parent / meta["weights"]
+    if weights.resolve().parent != spec.parent.resolve():
+        raise origin.error(f"weights={short(meta['weights'])}", "is a link out of the spec's directory")
     try:
         data = weights.read_bytes()
     except OSError:

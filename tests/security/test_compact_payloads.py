@@ -103,6 +103,16 @@ def test_an_absolute_weights_path_with_a_matching_hash_is_refused(crafted, tmp_p
         compact.load(path)
 
 
+def test_a_weights_link_out_of_the_directory_is_refused(crafted, tmp_path):
+    path, _ = crafted("version", lambda m: 2)
+    outside = tmp_path / "elsewhere.safetensors"
+    shutil.copy(path, outside)
+    (path.parent / "link.safetensors").symlink_to(outside)
+    rehash_weights(path.with_suffix(".json"), outside.read_bytes(), name="link.safetensors")
+    with pytest.raises(CheckpointError, match=r"weights='link\.safetensors' is a link out of the spec's directory"):
+        compact.load(path)
+
+
 def test_a_weights_file_that_is_not_safetensors_but_matches_the_hash_is_refused(crafted, cli, tmp_path):
     path, _ = crafted("version", lambda m: 2)
     rehash_weights(path.with_suffix(".json"), npy_bytes())
