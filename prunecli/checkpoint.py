@@ -10,25 +10,38 @@ Layout of a checkpoint directory (``<run dir>/checkpoint/last``, ``.../best``)::
                         SHA-256 of each safetensors file, checked on load
 
 The directory is replaced atomically (see :mod:`prunecli._atomic`).
+
+A checkpoint is data, never code: its model and dataset nodes may name only builders registered in
+:mod:`prunecli.models.spec` with plain values (:func:`build_model` takes your own ``model`` node or an explicit
+``trust_checkpoint_code=True`` otherwise), and the model is built on the meta device and compared with the
+weights' shapes before anything is allocated. The SHA-256s detect damaged or swapped files (integrity); they do
+not prove who wrote the checkpoint, since whoever edits a file can re-hash it, and meta.json is not covered.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import torch
+from torch import nn
 
 from prunecli._atomic import recover_dir, replace_dir, write_bytes, write_json
 from prunecli._flatten import flatten, unflatten
-from prunecli.errors import CheckpointError
+from prunecli.errors import CheckpointError, ConfigError
+from prunecli.models.meta import on_meta
+from prunecli.models.spec import Origin, check_spec, short, sizes
+from prunecli.models.spec import build as build_spec
 
 FORMAT = "prunecli-checkpoint"
 VERSION = 1
 FILES = ("model.safetensors", "masks.safetensors", "state.safetensors")
+MAX_ELEMENTS = 20_000_000_000   # of a model rebuilt from a file, checked on the meta device before any allocation
+MAX_ELEMENTS_ENV = "PRUNECLI_MAX_ELEMENTS"
 
 
 @dataclass
@@ -42,9 +55,17 @@ class Checkpoint:
     state: Optional[dict[str, Any]] = field(default=None)
 
     @property
+    def origin(self) -> Origin:
+        """Where the spec came from, for errors: ``meta.json`` of a checkpoint dir, or a compact export's JSON."""
+        if self.path.suffix == ".json":
+            return Origin("compact export", str(self.path))
+        return Origin("checkpoint", str(self.path / "meta.json"))
+
+    @property
     def spec(self) -> dict[str, Any]:
-        """What :func:`build_model` needs: the model config node plus in_channels, num_classes, image_size."""
-        return self.meta["model"]
+        """What :func:`build_model` needs: the model config node plus in_channels, num_classes, image_size
+        (checked: a :class:`CheckpointError` when missing or out of bounds)."""
+        return check_spec(self.meta.get("model"), self.origin)
 
 
 def fold_masks(state: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -106,7 +127,8 @@ def resolve_checkpoint_path(path: Path | str, key: str = "checkpoint") -> Path:
 
 
 def load_checkpoint(path: Path | str, *, with_state: bool = False, key: str = "checkpoint") -> Checkpoint:
-    """Load and verify a checkpoint (SHA-256 of every file); any damage raises :class:`CheckpointError`.
+    """Load a checkpoint, checking each file's SHA-256 against meta.json (integrity against damage, not
+    authenticity); damage or a malformed meta.json raises :class:`CheckpointError`. Builds no model.
 
     ``key`` names the setting the path came from, for error messages (``checkpoint``, ``trainer.resume``).
     """
@@ -128,38 +150,148 @@ def load_checkpoint(path: Path | str, *, with_state: bool = False, key: str = "c
     return Checkpoint(path, meta, loaded["model.safetensors"], loaded["masks.safetensors"], state)
 
 
-def build_model(checkpoint: Checkpoint) -> torch.nn.Module:
-    """Rebuild the checkpoint's model from its spec and load its weights (masks already folded in)."""
-    model = model_from_spec(checkpoint.spec)
+def build_model(checkpoint: Checkpoint, *, model: Any = None, trust_checkpoint_code: bool = False) -> nn.Module:
+    """Rebuild the checkpoint's model from its spec and load its weights (masks already folded in).
+
+    The spec's model node must name a builder registered in :mod:`prunecli.models.spec` with plain values,
+    unless ``model`` (your own config node, built with its ``_target_``; sizes still from the spec) replaces it
+    or ``trust_checkpoint_code`` lets the file's node be instantiated as it is (runs whatever it names). The
+    weights' shapes are compared with a meta-device build first (see :func:`fit_model`).
+    """
+    origin = checkpoint.origin
+    make = model_builder(checkpoint.spec, origin, model=model, trust_checkpoint_code=trust_checkpoint_code)
+    shapes = {k: tuple(v.shape) for k, v in checkpoint.model_state.items()}
+    for key, mask in checkpoint.masks.items():  # evaluate and export read the masks beside the weights
+        if shapes.get(key) != tuple(mask.shape):
+            raise origin.error("masks", f"hold {short(key)}, which is not a weight of that shape in the model")
+    net = fit_model(make, shapes, origin)
     try:
-        model.load_state_dict(checkpoint.model_state)
+        net.load_state_dict(checkpoint.model_state)
     except RuntimeError as err:
-        first = str(err).splitlines()[0]
-        raise CheckpointError(f"{checkpoint.path}: weights do not fit the model in its meta.json: {first}") from None
-    return model
+        raise origin.error("model", f"weights do not fit the model it names: {str(err).splitlines()[0]}") from None
+    return net
 
 
-def model_from_spec(spec: Mapping[str, Any]) -> torch.nn.Module:
+def model_from_spec(spec: Mapping[str, Any], *, model: Any = None, trust_checkpoint_code: bool = False,
+                    origin: Optional[Origin] = None) -> nn.Module:
     """The dense model a spec describes (its config node plus in_channels, num_classes, image_size), with
-    freshly initialised weights."""
-    from prunecli._instantiate import build
+    freshly initialised weights; ``model`` and ``trust_checkpoint_code`` as in :func:`build_model`."""
+    origin = origin or Origin("model spec", "given in Python")
+    return model_builder(spec, origin, model=model, trust_checkpoint_code=trust_checkpoint_code)()
 
-    node = dict(spec["config"])
+
+def model_builder(spec: Any, origin: Origin, *, model: Any = None,
+                  trust_checkpoint_code: bool = False) -> Callable[[], nn.Module]:
+    """A function that builds the spec's model (see :func:`build_model`); the spec's sizes are checked now."""
+    size = sizes(check_spec(spec, origin))
+    if model is not None or trust_checkpoint_code:
+        from prunecli._instantiate import build
+
+        node = _without_weights(model if model is not None else spec["config"])
+        return lambda: build(node, "model", **size)
+    node = spec["config"]
+    extra = {"weights": None} if "weights" in node else {}  # as in _without_weights
+    return lambda: build_spec(node, "model", origin, "model.config", **size, **extra)
+
+
+def _without_weights(node: Any) -> dict[str, Any]:
+    """A plain copy of a model node, with its ``weights`` file (if any) dropped: the caller loads the weights."""
+    from omegaconf import OmegaConf
+
+    node = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node)
     if "weights" in node:
-        node["weights"] = None  # the caller loads the weights; the original file may be elsewhere
-    return build(node, "model", in_channels=spec["in_channels"], num_classes=spec["num_classes"],
-                 image_size=spec["image_size"])
+        node["weights"] = None
+    return node
+
+
+def max_elements() -> int:
+    """The most elements (parameters and buffers) a loaded model may have: ``$PRUNECLI_MAX_ELEMENTS`` or 20e9."""
+    value = os.environ.get(MAX_ELEMENTS_ENV, str(MAX_ELEMENTS))
+    if not value.isdigit() or int(value) < 1:
+        raise ConfigError(MAX_ELEMENTS_ENV, value, "a positive integer (elements of a loadable model)")
+    return int(value)
+
+
+def fit_model(build: Callable[[], nn.Module], shapes: Mapping[str, Sequence[int]], origin: Origin,
+              then: Optional[Callable[[nn.Module, torch.device], nn.Module]] = None) -> nn.Module:
+    """Build the model for real only once a meta-device build fits the weights' ``shapes``.
+
+    ``build()`` runs on the meta device first (no memory); the model's element count must be within
+    :func:`max_elements`; ``then(model, device)`` (a compact export's removal plan) transforms it; its state
+    dict must have exactly the keys and shapes of ``shapes`` (a safetensors header). Only then is it built on
+    the CPU (and transformed). Loading the weights is the caller's.
+    """
+    with on_meta():
+        probe = build()
+    count = sum(t.numel() for t in probe.state_dict().values())
+    if count > max_elements():
+        raise origin.error("model", f"names a model of {count:,} elements, over the limit of {max_elements():,} "
+                                    f"(${MAX_ELEMENTS_ENV})")
+    meta = torch.device("meta")
+    probe = then(probe.to(meta), meta) if then is not None else probe
+    check_shapes(probe.state_dict(), shapes, origin)
+    net = build()
+    return then(net, torch.device("cpu")) if then is not None else net
+
+
+def check_shapes(state: Mapping[str, torch.Tensor], shapes: Mapping[str, Sequence[int]], origin: Origin) -> None:
+    """``state``'s keys and shapes equal ``shapes``'s, or a :class:`CheckpointError` naming the first difference."""
+    missing, unexpected = sorted(set(state) - set(shapes)), sorted(set(shapes) - set(state))
+    if missing or unexpected:
+        first = f"{missing[0]!r} is missing from the weights" if missing else f"{unexpected[0]!r} is not in the model"
+        raise origin.error("model", f"does not fit its weights: {first} ({len(missing)} missing, "
+                                    f"{len(unexpected)} unexpected keys)")
+    for key, tensor in state.items():
+        if tuple(tensor.shape) != tuple(shapes[key]):
+            raise origin.error("model", f"does not fit its weights: {key} is {list(shapes[key])} in the weights, "
+                                        f"{list(tensor.shape)} in the model")
+
+
+def safetensors_shapes(data: bytes, name: Path | str) -> dict[str, tuple[int, ...]]:
+    """Tensor shapes from a safetensors file's header only (8-byte little-endian length, then JSON)."""
+    try:
+        size = int.from_bytes(data[:8], "little")
+        if len(data) < 8 or size > len(data) - 8:
+            raise ValueError("the header length is past the end of the file")
+        header = json.loads(data[8 : 8 + size])
+        shapes = {k: tuple(v["shape"]) for k, v in header.items() if k != "__metadata__"}
+        if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for s in shapes.values() for d in s):
+            raise ValueError("a shape is not a list of sizes")
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as err:
+        raise CheckpointError(f"{name} is not a safetensors file: {str(err).splitlines()[0] if str(err) else err!r}"
+                              ) from None
+    return shapes
+
+
+def read_json(path: Path) -> Any:
+    """A JSON file's content; unreadable, malformed or absurdly nested JSON is a one-line CheckpointError."""
+    try:
+        return json.loads(path.read_text())
+    except RecursionError:
+        raise CheckpointError(f"{path} is unreadable: JSON nested too deeply") from None
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"{path} is unreadable: {str(err).splitlines()[0]}") from None
+
+
+def check_version(value: Any, newest: int, origin: Origin) -> None:
+    """A format version must be an integer from 1 to ``newest``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise origin.error(f"version={value!r}", "is not a format version (an integer from 1)")
+    if value > newest:
+        raise origin.error(f"version={value}", f"is newer than this prunecli reads (up to {newest})")
 
 
 def _read_meta(path: Path) -> dict[str, Any]:
-    try:
-        meta = json.loads((path / "meta.json").read_text())
-    except (OSError, ValueError) as err:
-        raise CheckpointError(f"{path / 'meta.json'} is unreadable: {err}") from None
+    """meta.json, checked: its fields have the types this module writes (``model`` and ``config`` may be absent
+    from a sidecar written by :func:`save_checkpoint` directly; :attr:`Checkpoint.spec` needs ``model``)."""
+    meta = read_json(path / "meta.json")
+    origin = Origin("checkpoint", str(path / "meta.json"))
     if not isinstance(meta, dict) or meta.get("format") != FORMAT or not isinstance(meta.get("files"), dict):
         raise CheckpointError(f"{path / 'meta.json'} is not a {FORMAT} sidecar")
-    if meta.get("version", 0) > VERSION:
-        raise CheckpointError(f"{path} has format version {meta['version']}; this prunecli reads up to {VERSION}")
+    check_version(meta.get("version", 1), VERSION, origin)
+    for key in ("model", "config"):
+        if key in meta and not isinstance(meta[key], dict):
+            raise origin.error(key, f"is a {type(meta[key]).__name__}: expected a mapping")
     return meta
 
 
@@ -169,6 +301,7 @@ def _read_verified(path: Path, name: str, meta: Mapping[str, Any]) -> bytes:
     except OSError:
         raise CheckpointError(f"{path / name} is missing") from None
     expected = meta["files"].get(name)
+    # Integrity only: whoever can edit the files can re-hash them, and meta.json itself is not covered.
     if hashlib.sha256(data).hexdigest() != expected:
         raise CheckpointError(f"{path / name} is corrupt or was modified: its SHA-256 differs from meta.json")
     return data

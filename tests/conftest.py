@@ -81,6 +81,15 @@ def smoke_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out / "checkpoint" / "last"
 
 
+@pytest.fixture(scope="session")
+def channel_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One channel-pruned checkpoint (digits, cnn, l1_norm to half the channels in 4 steps), for compact exports."""
+    out = tmp_path_factory.mktemp("channel") / "run"
+    result = invoke("prune", *SMOKE, "pruner=l1_norm", "sparsity=0.5", f"hydra.run.dir={out}")
+    assert result.exit_code == 0, (result.stdout, result.stderr, result.exception)
+    return out / "checkpoint" / "last"
+
+
 @pytest.fixture(autouse=True, scope="session")
 def one_thread():
     """The whole session on one torch thread (session scope, so module-scoped fixtures run on it too).

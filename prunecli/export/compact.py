@@ -10,6 +10,10 @@ the counted norms and compact attention of :mod:`prunecli.export._modules`, rebu
 and loads the weights. v1 specs (history only) load unchanged. Removal is exact: a channel goes only when every coupled
 slice of it is masked, and the export checks that the compact model's outputs equal the masked model's on
 random inputs (``atol``, default 1e-4) before writing anything.
+
+The spec is data (see :mod:`prunecli.models.spec`): loading calls only registered builders, reads the weights
+only from the spec's own directory, and checks the plan's shapes and names before replaying it. The spec's
+``sha256`` detects a damaged weights file; it proves nothing about who wrote the pair.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from torch import nn
 from prunecli._atomic import json_bytes, staged
 from prunecli._checks import known_keys, number
 from prunecli.errors import CheckpointError, ConfigError
+from prunecli.models.spec import Origin, check_spec, short
 
 SUFFIX = ".safetensors"
 FORMAT = "prunecli-compact"
@@ -91,58 +96,126 @@ def is_compact(path: Path | str) -> bool:
     if not spec.is_file() or Path(path).is_dir():
         return False
     try:
-        return json.loads(spec.read_text()).get("format") == FORMAT
-    except (OSError, ValueError):
+        meta = json.loads(spec.read_text())
+    except (OSError, ValueError, RecursionError):
         return False
+    return isinstance(meta, dict) and meta.get("format") == FORMAT
 
 
 def load_spec(path: Path | str) -> dict[str, Any]:
-    """The JSON spec of a compact export, checked."""
+    """The JSON spec of a compact export, checked: every field has the type and shape :func:`export` writes.
+
+    ``weights`` must be a bare file name (it is read from the spec's own directory); ``history`` and ``cuts``
+    lists of ``[FQN, bool, [indices]]`` and ``[FQN, dim, [indices]]``. Anything else is a :class:`CheckpointError`.
+    """
+    from prunecli.checkpoint import check_version, read_json
+
     spec = spec_path(path)
-    try:
-        meta = json.loads(spec.read_text())
-    except (OSError, ValueError) as err:
-        raise CheckpointError(f"{spec} is unreadable: {err}") from None
-    if meta.get("format") != FORMAT or meta.get("version", 0) > VERSION:
-        raise CheckpointError(f"{spec} is not a {FORMAT} spec of version {VERSION} or older")
+    meta = read_json(spec)
+    origin = Origin("compact export", str(spec))
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(f"{spec} is not a {FORMAT} spec")
+    check_version(meta.get("version", 1), VERSION, origin)
+    meta.setdefault("weights", spec.with_suffix(SUFFIX).name)
+    name = meta["weights"]
+    if not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name \
+            or Path(name).is_absolute() or Path(name).name != name:
+        raise origin.error(f"weights={short(name)}", "is not a bare file name beside the spec")
+    if not isinstance(meta.get("sha256"), str):
+        raise origin.error("sha256", "is missing: expected the SHA-256 of the weights file")
+    check_spec(meta.get("model"), origin)
+    if meta.get("dataset") is not None and not isinstance(meta["dataset"], dict):
+        raise origin.error("dataset", "is not a mapping: expected the dataset node or null")
+    meta.setdefault("cuts", [])
+    _check_plan_shape(meta.get("history"), "history", bool, origin)
+    _check_plan_shape(meta["cuts"], "cuts", int, origin)
     return meta
 
 
-def load(path: Path | str) -> nn.Module:
-    """The compact model of an export (``model.safetensors`` or its ``model.json``), in eval mode."""
+def load(path: Path | str, *, model: Any = None, trust_checkpoint_code: bool = False) -> nn.Module:
+    """The compact model of an export (``model.safetensors`` or its ``model.json``), in eval mode.
+
+    ``model`` (your own config node) and ``trust_checkpoint_code`` are as in
+    :func:`prunecli.checkpoint.build_model`; by default the spec's model must name a registered builder. The
+    weights are hash-checked (integrity against damage, not proof of who wrote them), then the rebuilt model's
+    shapes are compared with their header on the meta device before anything is allocated.
+    """
     from safetensors.torch import load as load_tensors
 
-    from prunecli.checkpoint import model_from_spec
+    from prunecli.checkpoint import fit_model, model_builder, safetensors_shapes
     from prunecli.targets._coupled import replay
 
     meta = load_spec(path)
     spec = spec_path(path)
-    weights = spec.parent / meta.get("weights", spec.with_suffix(SUFFIX).name)   # beside the spec, as written
+    origin = Origin("compact export", str(spec))
+    weights = spec.parent / meta["weights"]
+    if weights.resolve().parent != spec.parent.resolve():
+        raise origin.error(f"weights={short(meta['weights'])}", "is a link out of the spec's directory")
     try:
         data = weights.read_bytes()
     except OSError:
         raise CheckpointError(f"{weights} is missing") from None
     if hashlib.sha256(data).hexdigest() != meta["sha256"]:
-        raise CheckpointError(f"{weights} is corrupt or was modified: its SHA-256 differs from {spec_path(path)}")
-    plan = {"history": meta["history"], "cuts": meta.get("cuts", [])}
+        raise CheckpointError(f"{weights} is corrupt or was modified: its SHA-256 differs from {spec}")
+    shapes = safetensors_shapes(data, weights)
+    plan = {"history": meta["history"], "cuts": meta["cuts"]}
+    example = _example(meta["model"], 1)
+
+    def compacted(dense: nn.Module, device: torch.device) -> nn.Module:
+        _check_plan_names(dense, plan, origin)
+        try:
+            return replay(dense.eval(), plan, example.to(device))
+        except (CheckpointError, ConfigError):
+            raise
+        except Exception as err:  # Torch-Pruning and the cuts raise many types for a plan of another model
+            line = str(err).splitlines()[0] if str(err) else repr(err)
+            raise origin.error("history/cuts", f"do not fit the model it names: {line}") from None
+
+    small = fit_model(model_builder(meta["model"], origin, model=model, trust_checkpoint_code=trust_checkpoint_code),
+                      shapes, origin, then=compacted)
     try:
-        model = replay(model_from_spec(meta["model"]).eval(), plan, _example(meta["model"], 1))
-    except (AttributeError, IndexError, KeyError, TypeError) as err:
-        raise CheckpointError(f"{spec}: its removal plan does not fit the model it names: {err}") from None
-    try:
-        model.load_state_dict(load_tensors(data))
-    except RuntimeError as err:
-        raise CheckpointError(f"{weights}: weights do not fit the rebuilt compact model: "
-                              f"{str(err).splitlines()[0]}") from None
-    return model.eval()
+        small.load_state_dict(load_tensors(data))
+    except Exception as err:  # safetensors raises several types for a malformed file
+        raise CheckpointError(f"{weights}: weights do not load into the rebuilt compact model: "
+                              f"{str(err).splitlines()[0] if str(err) else err!r}") from None
+    return small.eval()
 
 
-def load_for_evaluate(path: Path | str) -> tuple[Any, nn.Module]:
+def load_for_evaluate(path: Path | str, *, model: Any = None,
+                      trust_checkpoint_code: bool = False) -> tuple[Any, nn.Module]:
     """``(checkpoint-like record, model)`` for ``prunecli evaluate checkpoint=<compact export>`` (no masks)."""
     from prunecli.checkpoint import Checkpoint
 
     meta = load_spec(path)
-    model = load(path)
-    record = Checkpoint(spec_path(path), {"model": meta["model"], "config": {"dataset": meta["dataset"]}},
-                        model.state_dict(), {})
-    return record, model
+    small = load(path, model=model, trust_checkpoint_code=trust_checkpoint_code)
+    record = Checkpoint(spec_path(path), {"model": meta["model"], "config": {"dataset": meta.get("dataset")}},
+                        small.state_dict(), {})
+    return record, small
+
+
+def _check_plan_shape(entries: Any, key: str, second: type, origin: Origin) -> None:
+    """``entries`` is a list of ``[str, second, [int >= 0, ...]]`` (``second`` bool for history, int for cuts)."""
+    if not isinstance(entries, list):
+        raise origin.error(key, "is not a list")
+    for i, entry in enumerate(entries):
+        ok = (isinstance(entry, list) and len(entry) == 3 and isinstance(entry[0], str)
+              and isinstance(entry[1], second) and (second is bool or not isinstance(entry[1], bool))
+              and isinstance(entry[2], list)
+              and all(isinstance(j, int) and not isinstance(j, bool) and j >= 0 for j in entry[2]))
+        if not ok:
+            shape = "[layer FQN, true|false, [indices]]" if second is bool else "[parameter FQN, dim, [indices]]"
+            raise origin.error(f"{key}[{i}]", f"is not {shape}")
+
+
+def _check_plan_names(dense: nn.Module, plan: dict[str, list], origin: Origin) -> None:
+    """Every name the plan touches is a module (history) or parameter (cuts) of the dense model, in range."""
+    modules = dict(dense.named_modules())
+    params = dict(dense.named_parameters())
+    for i, (name, _, _) in enumerate(plan["history"]):
+        if name not in modules:
+            raise origin.error(f"history[{i}]", f"names {name[:80]!r}, which is not a layer of the model")
+    for i, (name, dim, idxs) in enumerate(plan["cuts"]):
+        param = params.get(name)
+        if param is None or not 0 <= dim < param.dim() or any(j >= param.shape[dim] for j in idxs):
+            raise origin.error(f"cuts[{i}]", f"names {name[:80]!r} dim {dim}, which is not a parameter slice "
+                                             "of the model")

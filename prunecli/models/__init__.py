@@ -4,7 +4,8 @@
     model = build_model("resnet18", in_channels=1, num_classes=10, image_size=8)   # small stem, 1 channel
 
 Config nodes ``conf/model/<name>.yaml`` point ``_target_`` at :func:`build_model` with ``_partial_: true``;
-the task completes them with the dataset's ``in_channels``, ``num_classes`` and ``image_size``.
+the task completes them with the dataset's ``in_channels``, ``num_classes`` and ``image_size``. Nodes read back
+from checkpoint files are rebuilt only through the builders registered in :mod:`prunecli.models.spec`.
 """
 
 from prunecli.models import cifar_resnet, small  # noqa: F401  (importing registers the built-ins)

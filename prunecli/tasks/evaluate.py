@@ -48,10 +48,11 @@ def evaluate(cfg: Any) -> dict[str, Any]:
 
     options = EvaluateOptions.from_config(cfg)
     path = require(cfg, "checkpoint", _CHECKPOINT)
-    ckpt, model = compact.load_for_evaluate(path) if compact.is_compact(path) else (None, None)
+    rebuild = model_options(cfg)
+    ckpt, model = compact.load_for_evaluate(path, **rebuild) if compact.is_compact(path) else (None, None)
     if ckpt is None:
         ckpt = load_checkpoint(path)
-        model = build_model(ckpt)
+        model = build_model(ckpt, **rebuild)
     device = pick_device(str(cfg.device), key="device")
     model = model.to(device)
     data = load_dataset(cfg, ckpt)
@@ -80,13 +81,36 @@ def compact_report(report: dict[str, Any], spec: dict[str, Any]) -> dict[str, An
     return {**report, "compact": True, "sparsity": None, "params_dense": dense, "params_ratio": ratio}
 
 
+def model_options(cfg: Any) -> dict[str, Any]:
+    """``model`` (your own config node, or None) and ``trust_checkpoint_code`` for rebuilding a checkpoint's model
+    (see :func:`prunecli.checkpoint.build_model`)."""
+    trust = cfg.get("trust_checkpoint_code", False)
+    if not isinstance(trust, bool):
+        raise ConfigError("trust_checkpoint_code", trust, "true or false")
+    return {"model": cfg.get("model"), "trust_checkpoint_code": trust}
+
+
 def load_dataset(cfg: Any, ckpt: Any) -> Any:
-    """The ``dataset=`` override, or the checkpoint's own dataset; it must fit the model's input and classes."""
+    """The ``dataset=`` override, or the checkpoint's own dataset; it must fit the model's input and classes.
+
+    The checkpoint's dataset node is file data: only a registered builder with plain values (see
+    :mod:`prunecli.models.spec`), unless ``trust_checkpoint_code=true``.
+    """
     from prunecli._instantiate import build
+    from prunecli.models.spec import build as build_spec
 
     spec = ckpt.spec
-    node = cfg.get("dataset") or ckpt.meta["config"]["dataset"]
-    data = build(node, "dataset", image_size=spec["image_size"])
+    if cfg.get("dataset"):
+        data = build(cfg.dataset, "dataset", image_size=spec["image_size"])
+    else:
+        config = ckpt.meta.get("config")
+        node = config.get("dataset") if isinstance(config, dict) else None
+        if node is None:
+            raise ckpt.origin.error("config.dataset", "is missing: pass dataset=<name> to evaluate on")
+        if model_options(cfg)["trust_checkpoint_code"]:
+            data = build(node, "dataset", image_size=spec["image_size"])
+        else:
+            data = build_spec(node, "dataset", ckpt.origin, "config.dataset", image_size=spec["image_size"])
     if (data.in_channels, data.num_classes) != (spec["in_channels"], spec["num_classes"]):
         raise ConfigError("dataset", data.name, f"a dataset with {spec['in_channels']} input channels and "
                           f"{spec['num_classes']} classes, like the checkpoint's model")

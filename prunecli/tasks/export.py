@@ -22,6 +22,7 @@ def export(cfg: Any) -> dict[str, Any]:
     from prunecli._atomic import write_json
     from prunecli.checkpoint import load_checkpoint
     from prunecli.engine.setup import plain
+    from prunecli.tasks.evaluate import model_options
 
     fmt = str(cfg.format)
     module = exporters.format_module(fmt)
@@ -30,7 +31,7 @@ def export(cfg: Any) -> dict[str, Any]:
     output = writable_output(cfg.get("output"), run_dir() / f"model{module.SUFFIX}")
     ckpt = load_checkpoint(path)
     try:
-        result = exporters.export(ckpt, fmt, output, options)
+        result = exporters.export(ckpt, fmt, output, options, **model_options(cfg))
     except OSError as err:   # ENOSPC, EIO, a device put in place meanwhile: nothing was renamed into place
         raise ConfigError("output", str(err.filename or output), "a path the export can be written to",
                           reason=err.strerror or str(err)) from None

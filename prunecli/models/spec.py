@@ -1,0 +1,150 @@
+"""Model and dataset specs read from files are data: registered builders and plain values, never code.
+
+A checkpoint's ``meta.json`` and a compact export's JSON name their model (and dataset) by a config node such
+as ``{"_target_": "prunecli.models.build_model", "_partial_": true, "name": "cnn", "channels": [32, 64]}``.
+Loading such a node looks its ``_target_`` up in :data:`MODEL_BUILDERS` (or :data:`DATASET_BUILDERS`) and calls
+that function with the node's other values; it never calls ``hydra.utils.instantiate`` on file data and never
+puts it through OmegaConf, so a file cannot name code to run (a nested ``_target_``) or resolve an
+interpolation (``${oc.env:HOME}``). Values must be null, booleans, numbers, strings or lists of those; anything
+else is a :class:`CheckpointError` naming the key path.
+
+A new kind of model that checkpoints should name (say a Hugging Face builder) is one more entry in
+:data:`MODEL_BUILDERS`: the function takes the node's values plus ``in_channels``, ``num_classes``,
+``image_size`` as keyword arguments and returns a freshly initialised module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+from prunecli.data.factory import build_dataset
+from prunecli.errors import CheckpointError
+from prunecli.models.factory import build_model
+
+MODEL_BUILDERS: dict[str, Callable[..., Any]] = {"prunecli.models.build_model": build_model}
+DATASET_BUILDERS: dict[str, Callable[..., Any]] = {"prunecli.data.build_dataset": build_dataset}
+
+# How to build something else than a registered builder names, per kind (the refusal says both ways out).
+_WAY_OUT = {
+    "model": "rebuild it from your own config with model=<name> [model._target_=your.Model]",
+    "dataset": "evaluate on your own dataset=<name>",
+}
+# Upper bounds of the sizes a spec gives: example inputs (in_channels x image_size^2 per sample) and the
+# output layer are allocated from them before any weight is checked.
+SIZE_LIMITS = {"in_channels": 4096, "num_classes": 1_000_000, "image_size": 8192}
+MAX_SAMPLE_ELEMENTS = 2**26
+MAX_LIST = 4096      # elements of one list value (a list of layer widths, say)
+MAX_STRING = 4096    # characters of one string value
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a spec came from, for one-line errors: ``label`` (``checkpoint``) and the ``file`` it was read from."""
+
+    label: str
+    file: str
+
+    def error(self, key: str, text: str) -> CheckpointError:
+        """``<label> <key> <text> (<file>)`` as a :class:`CheckpointError`."""
+        return CheckpointError(f"{self.label} {key} {text} ({self.file})")
+
+
+def check_spec(spec: Any, origin: Origin, key: str = "model") -> dict[str, Any]:
+    """``spec`` (a model spec: ``config`` node plus ``in_channels``, ``num_classes``, ``image_size``), checked.
+
+    The sizes must be positive ints within :data:`SIZE_LIMITS`; ``config`` must be a mapping (its values are
+    checked when it is built). Returns ``spec`` itself.
+    """
+    if not isinstance(spec, dict):
+        raise origin.error(key, f"is {_kind(spec)}: expected the model spec (config, in_channels, num_classes, "
+                                "image_size)")
+    for name, limit in SIZE_LIMITS.items():
+        value = spec.get(name)
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= limit:
+            raise origin.error(f"{key}.{name}={short(value)}", f"is not allowed: expected an integer in [1, {limit}]")
+    if spec["in_channels"] * spec["image_size"] ** 2 > MAX_SAMPLE_ELEMENTS:
+        raise origin.error(f"{key}.image_size={spec['image_size']}", f"with in_channels={spec['in_channels']} is "
+                           f"over {MAX_SAMPLE_ELEMENTS:,} input elements per sample")
+    if not isinstance(spec.get("config"), dict):
+        raise origin.error(f"{key}.config", f"is {_kind(spec.get('config'))}: expected the model's config node")
+    return spec
+
+
+def sizes(spec: Mapping[str, Any]) -> dict[str, int]:
+    """The ``in_channels``, ``num_classes``, ``image_size`` of a checked spec."""
+    return {name: spec[name] for name in SIZE_LIMITS}
+
+
+def plain_args(node: Any, origin: Origin, key: str) -> dict[str, Any]:
+    """The node's values checked as plain data: str keys, values null/bool/number/string or lists of those.
+
+    A mapping value (any nested ``_target_``) or a string holding ``${`` is refused, naming its key path.
+    """
+    if not isinstance(node, dict):
+        raise origin.error(key, f"is {_kind(node)}: expected a config node (a mapping)")
+    out = {}
+    for name, value in node.items():
+        path = f"{key}.{name}"
+        if not isinstance(name, str) or not name.isidentifier() or (
+                name.startswith("_") and name not in ("_target_", "_partial_")):
+            raise origin.error(path, "is not a setting name a spec may hold")
+        if isinstance(value, list):
+            if len(value) > MAX_LIST:
+                raise origin.error(path, f"is a list of {len(value)} values: at most {MAX_LIST}")
+            out[name] = [_scalar(v, f"{path}[{i}]", origin) for i, v in enumerate(value)]
+        else:
+            out[name] = _scalar(value, path, origin)
+    return out
+
+
+def builder(node: Any, kind: str, origin: Origin, key: str) -> tuple[Callable[..., Any], dict[str, Any]]:
+    """``(registered function, its keyword arguments)`` for a ``kind`` (``model`` or ``dataset``) node."""
+    registry = MODEL_BUILDERS if kind == "model" else DATASET_BUILDERS
+    args = plain_args(node, origin, key)
+    target = args.pop("_target_", None)
+    partial = args.pop("_partial_", False)
+    if not isinstance(partial, bool):
+        raise origin.error(f"{key}._partial_={short(partial)}", "is not allowed: expected true or false")
+    if target not in registry:
+        raise origin.error(
+            f"{key}._target_={short(target)}",
+            f"is not a registered {kind} builder ({', '.join(registry)}), refused: {_WAY_OUT[kind]}, or, if you "
+            "trust this file, pass trust_checkpoint_code=true (it instantiates every _target_ the file names)")
+    return registry[target], args
+
+
+def build(node: Any, kind: str, origin: Origin, key: str, **overrides: Any) -> Any:
+    """Call the registered builder of ``node`` with its values and ``overrides``; its errors become one line."""
+    fn, args = builder(node, kind, origin, key)
+    try:
+        return fn(**{**args, **overrides})
+    except CheckpointError:
+        raise
+    except Exception as err:  # any builder's complaint about file-given values is the file's fault
+        line = next((s.strip() for s in str(err).splitlines() if s.strip()), type(err).__name__)
+        raise origin.error(key, f"does not build: {line}") from None
+
+
+def _scalar(value: Any, path: str, origin: Origin) -> Any:
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    if isinstance(value, str):
+        if "${" in value:
+            raise origin.error(f"{path}={short(value)}", "is an interpolation, refused: a spec's strings are data")
+        if len(value) > MAX_STRING:
+            raise origin.error(path, f"is a string of {len(value)} characters: at most {MAX_STRING}")
+        return value
+    nested = " (a nested _target_ or config)" if isinstance(value, dict) else ""
+    raise origin.error(path, f"is {_kind(value)}{nested}, refused: a spec holds only null, booleans, numbers, "
+                             "strings and lists of them")
+
+
+def _kind(value: Any) -> str:
+    names = {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean", type(None): "missing or null"}
+    return names.get(type(value), "a number" if isinstance(value, (int, float)) else type(value).__name__)
+
+
+def short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
