@@ -22,6 +22,10 @@ from prunecli.hooks import HOOKS
 log = logging.getLogger(__name__)
 
 PHASES = ("pretrain", "prune")
+# trainer.num_threads=auto: below this many parameters a CPU run uses one torch thread. Tiny layers gain
+# nothing from intra-op threads, and on a shared machine spinning workers slow them many-fold (see the YAML).
+SMALL_MODEL = 1_000_000
+DEFAULT_THREADS = torch.get_num_threads()  # torch's own choice, kept before any run changes it
 
 
 class NoHooks:
@@ -77,12 +81,23 @@ def setup(cfg: Any, run_dir: Path) -> Run:
     model = build(cfg.model, "model", **sizes)
     device = pick_device(settings.device)
     model.to(device)
+    set_threads(settings.num_threads, model, device)
     log.info("%s on %s: %d train / %d val samples, %d classes, device %s", cfg.model.get("name", "model"),
              data.name, len(data.train), len(data.val), data.num_classes, device)
     return Run(cfg=cfg, settings=settings, model=model, data=data, spec={"config": plain(cfg.model), **sizes},
                device=device, amp=amp_dtype(settings.precision, device),
                val_loader=eval_loader(data.val, settings.eval_batch_size, settings.num_workers), run_dir=run_dir,
                rounds=rounds)
+
+
+def set_threads(num_threads: Optional[int], model: nn.Module, device: torch.device) -> int:
+    """Apply ``trainer.num_threads`` with ``torch.set_num_threads``; ``None`` (auto) means one thread for a
+    model under :data:`SMALL_MODEL` parameters on CPU, else torch's default. Returns the count applied."""
+    if num_threads is None:
+        small = device.type == "cpu" and sum(p.numel() for p in model.parameters()) < SMALL_MODEL
+        num_threads = 1 if small else DEFAULT_THREADS
+    torch.set_num_threads(num_threads)
+    return num_threads
 
 
 def pretrain_epochs(run: Run) -> int:
