@@ -1,4 +1,4 @@
-"""``trainer.num_threads``: torch's intra-op threads, set at setup; ``auto`` is one thread for small CPU models."""
+"""``trainer.num_threads``: torch's intra-op threads, set at setup; ``auto`` is one thread for small CPU steps."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from prunecli.engine.settings import TrainerSettings
-from prunecli.engine.setup import DEFAULT_THREADS, SMALL_MODEL, set_threads
+from prunecli.engine.setup import DEFAULT_THREADS, SMALL_STEP_MACS, forward_macs, set_threads
 from prunecli.errors import ConfigError
 
 BASE = {"epochs": 1, "pretrain_epochs": 0, "batch_size": 8, "eval_batch_size": 8, "accumulate": 1, "num_workers": 0}
@@ -33,16 +33,35 @@ def test_bad_values_name_the_key(value):
     assert err.value.key == "trainer.num_threads" and "an integer >= 1 or auto" in str(err.value)
 
 
-def test_auto_is_one_thread_for_a_small_cpu_model_and_torchs_default_otherwise():
-    cpu = torch.device("cpu")
-    assert set_threads(None, nn.Linear(100, 10), cpu) == 1 and torch.get_num_threads() == 1
-    big = nn.Linear(SMALL_MODEL // 1000 + 1, 1000)
-    assert set_threads(None, big, cpu) == DEFAULT_THREADS and torch.get_num_threads() == DEFAULT_THREADS
-    assert set_threads(None, nn.Linear(100, 10), torch.device("cuda")) == DEFAULT_THREADS  # no tensors touched
+def test_forward_macs_counts_conv_and_linear_multiply_adds():
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.Flatten(), nn.Linear(4 * 8 * 8, 10))
+    assert forward_macs(model, torch.zeros(1, 1, 8, 8)) == 4 * 9 * 64 + 256 * 10
+    assert model.training   # restored after the eval-mode pass
+
+
+def test_auto_is_one_thread_for_small_cpu_steps_and_torchs_default_otherwise():
+    cpu, small, x = torch.device("cpu"), nn.Linear(100, 10), torch.zeros(1, 100)
+    assert set_threads(None, small, cpu, x, 32) == 1 and torch.get_num_threads() == 1
+    big = nn.Linear(1000, 1000)   # 1M multiply-adds per sample
+    steps = SMALL_STEP_MACS // 1_000_000
+    assert set_threads(None, big, cpu, torch.zeros(1, 1000), steps - 1) == 1
+    assert set_threads(None, big, cpu, torch.zeros(1, 1000), steps) == DEFAULT_THREADS
+    assert torch.get_num_threads() == DEFAULT_THREADS
+    assert set_threads(None, small, torch.device("cuda"), x, 32) == DEFAULT_THREADS  # not measured off CPU
+
+
+def test_default_cnn_on_digits_is_small_and_resnet20_on_cifar_is_not():
+    from prunecli.models import build_model
+
+    cnn = build_model("cnn", in_channels=1, num_classes=10, image_size=8)
+    assert forward_macs(cnn, torch.zeros(1, 1, 8, 8)) * 32 < SMALL_STEP_MACS
+    resnet20 = build_model("resnet20", in_channels=3, num_classes=10, image_size=32)
+    assert forward_macs(resnet20, torch.zeros(1, 3, 32, 32)) * 32 > SMALL_STEP_MACS
 
 
 def test_explicit_count_is_applied():
-    assert set_threads(2, nn.Linear(100, 10), torch.device("cpu")) == 2 and torch.get_num_threads() == 2
+    assert set_threads(2, nn.Linear(100, 10), torch.device("cpu"), torch.zeros(1, 100), 32) == 2
+    assert torch.get_num_threads() == 2
 
 
 def test_cli_applies_it_and_refuses_a_bad_value_in_one_line(cli, smoke, tmp_path):
