@@ -32,7 +32,11 @@ class SparsityReport:
     per_layer_kind: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The fields as a dict; ``unit_sparsity`` and ``per_layer_kind`` only when known (from a pruner)."""
+        out = asdict(self)
+        if self.unit_sparsity is None:
+            del out["unit_sparsity"], out["per_layer_kind"]
+        return out
 
 
 @torch.no_grad()

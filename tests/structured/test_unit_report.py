@@ -55,3 +55,13 @@ def test_cli_summary_shows_channels_and_weights(cli, smoke, tmp_path):
     assert summary["unit"] == "channels" and summary["unit_sparsity"] == pytest.approx(0.5)
     assert summary["target_sparsity"] == 0.5 and summary["sparsity"] == pytest.approx(0.7411, abs=1e-4)
     assert summary["per_layer_kind"]["12.weight"] == "inputs"
+
+
+def test_a_report_from_masks_alone_leaves_the_unit_fields_out():
+    from prunecli.report import sparsity_report
+
+    pruner = _pruned("channel")
+    report = sparsity_report(pruner.model, pruner.masks).to_dict()
+    assert "unit_sparsity" not in report and "per_layer_kind" not in report
+    assert report["sparsity"] == pytest.approx(pruner.report().sparsity)
+    assert pruner.report().to_dict()["unit_sparsity"] == pytest.approx(0.5)
