@@ -83,9 +83,10 @@ def setup(cfg: Any, run_dir: Path) -> Run:
     model = build(cfg.model, "model", **sizes)
     device = pick_device(settings.device)
     model.to(device)
-    set_threads(settings.num_threads, model, device, example_input(sizes, 1, device), settings.batch_size)
-    log.info("%s on %s: %d train / %d val samples, %d classes, device %s", cfg.model.get("name", "model"),
-             data.name, len(data.train), len(data.val), data.num_classes, device)
+    threads = set_threads(settings.num_threads, model, device, example_input(sizes, 1, device), settings.batch_size)
+    log.info("%s on %s: %d train / %d val samples, %d classes, device %s (%d CPU threads)",
+             cfg.model.get("name", "model"), data.name, len(data.train), len(data.val), data.num_classes, device,
+             threads)
     return Run(cfg=cfg, settings=settings, model=model, data=data, spec={"config": plain(cfg.model), **sizes},
                device=device, amp=amp_dtype(settings.precision, device),
                val_loader=eval_loader(data.val, settings.eval_batch_size, settings.num_workers), run_dir=run_dir,

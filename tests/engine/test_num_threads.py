@@ -72,4 +72,4 @@ def test_cli_applies_it_and_refuses_a_bad_value_in_one_line(cli, smoke, tmp_path
     torch.set_num_threads(1)
     result = cli("prune", *smoke, "trainer.num_threads=2", "trainer.max_steps=1", f"hydra.run.dir={tmp_path / 'ok'}")
     assert result.exit_code == 0, (result.stdout, result.stderr)
-    assert torch.get_num_threads() == 2
+    assert torch.get_num_threads() == 2 and "device cpu (2 CPU threads)" in result.stderr
