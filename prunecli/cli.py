@@ -47,8 +47,41 @@ def config_groups(config_name: str) -> dict[str, tuple[list[str], Optional[str]]
         return {g: (loader.get_group_options(g), choices.get(g)) for g in groups}
 
 
+def version_text() -> str:
+    """``prunecli <version> (torch <version>)``, read from the installed metadata (torch is not imported)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def of(package: str) -> str:
+        try:
+            return version(package)
+        except PackageNotFoundError:
+            return "not installed"
+
+    return f"prunecli {of('prunecli')} (torch {of('torch')})"
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(version_text())
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", help="Show prunecli's (and torch's) version and exit.",
+                                 callback=_show_version, is_eager=True),
+) -> None:
+    """Prune PyTorch models."""
+
+
 class _HydraCommand(TyperCommand):
-    """A subcommand whose ``--help`` also lists the config groups and their options (composed once)."""
+    """A subcommand whose ``--help`` also lists the config groups and their options (composed once), and whose
+    ``--version`` is prunecli's (Hydra would answer it with its own version)."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        if "--version" in args and not ctx.resilient_parsing:  # resilient: shell completion, never exits
+            _show_version(True)
+        return super().parse_args(ctx, args)
 
     def format_help(self, ctx: Any, formatter: Any) -> None:
         super().format_help(ctx, formatter)

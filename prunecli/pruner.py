@@ -351,8 +351,34 @@ class Pruner:
 
     # ----------------------------------------------------------------- state and reporting
     def report(self) -> SparsityReport:
-        """Per-layer and overall sparsity, total and non-zero parameter counts."""
-        return sparsity_report(self.model, self.masks)
+        """Per-layer and overall sparsity, total and non-zero parameter counts, the fraction of units removed
+        and each parameter's kind (:meth:`unit_sparsity`, :meth:`parameter_kinds`)."""
+        return sparsity_report(self.model, self.masks, unit_sparsity=self.unit_sparsity(),
+                               kinds=self.parameter_kinds())
+
+    @property
+    def unit_name(self) -> str | None:
+        """What the target's units are called in a summary (``channels``, ``heads``), or None for weights."""
+        return getattr(self.target, "unit_name", None)
+
+    def unit_sparsity(self) -> float:
+        """Fraction of the prunable units (channels, heads, blocks or weights) removed, each unit counted by the
+        elements it stands for (``site.unit_size``), as allocations count the goal ``sparsity``. For channel
+        targets this is the goal's unit, while the weight sparsity also counts the consumers' lost inputs."""
+        total = sum(s.num_units * s.unit_size for s in self.sites.values())
+        pruned = sum(int((~self._keep[n]).sum()) * s.unit_size for n, s in self.sites.items())
+        return pruned / total if total else 0.0
+
+    def parameter_kinds(self) -> dict[str, str]:
+        """Per masked parameter FQN: ``units`` when its own units (output channels, heads, weights) are pruned,
+        ``inputs`` when it only loses the input columns of units pruned elsewhere (e.g. a dense classifier
+        after a pruned layer: its outputs stay)."""
+        kinds = {n: "inputs" for n in self.masks}
+        for site in self.sites.values():
+            for m in site.members:
+                if not m.consumer:
+                    kinds[m.name] = "units"
+        return kinds
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume: masks, step, schedule position, the criterion's accumulators and the

@@ -233,12 +233,15 @@ class IndexLayout:
 
 @dataclass(frozen=True)
 class Member:
-    """One parameter of a site. ``scored`` members feed the criterion; the others are only masked with them."""
+    """One parameter of a site. ``scored`` members feed the criterion; the others are only masked with them.
+    ``consumer`` members take the units as inputs (a next layer's input columns): pruning a unit costs them
+    inputs, while their own outputs stay."""
 
     name: str
     param: nn.Parameter
     layout: Layout
     scored: bool = True
+    consumer: bool = False
 
 
 @dataclass

@@ -173,7 +173,8 @@ def train_epoch(run: Run, phase: Phase, pos: Position) -> dict[str, float]:
     loss_sum = torch.zeros((), device=run.device)
     correct = torch.zeros((), device=run.device, dtype=torch.long)
     seen, micro = 0, 0
-    with EpochBar(f"{phase.name} {pos.epoch + 1}/{phase.epochs}", left, s.progress) as bar:
+    with EpochBar(f"{phase.name} {pos.epoch + 1}/{phase.epochs}", left, s.progress,
+                  steps=(pos.step, phase.total_steps), phase=f"{phase.name} steps") as bar:
         for inputs, targets in phase.loader:
             if micro == 0:
                 phase.hooks.on_step_begin(pos.step)
@@ -185,6 +186,7 @@ def train_epoch(run: Run, phase: Phase, pos: Position) -> dict[str, float]:
             if micro == s.accumulate or pos.batches_done == phase.batches_per_epoch:
                 optimizer_step(run, phase)
                 pos.step, micro = pos.step + 1, 0
+                bar.step()
                 if pos.step == phase.snapshot_step:
                     run.rewound = snapshot(run.model)
                 if s.checkpoint_every and pos.step % s.checkpoint_every == 0:

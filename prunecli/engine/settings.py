@@ -39,6 +39,15 @@ def _check_arguments(key: str, node: Optional[Mapping[str, Any]], floors: Option
                 raise ConfigError(full, list(value), "finite numbers")
 
 
+def _threads(node: Mapping[str, Any]) -> Optional[int]:
+    value = node.get("num_threads", "auto")
+    if value == "auto":
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError("trainer.num_threads", value, "an integer >= 1 or auto")
+    return value
+
+
 def _flag(node: Mapping[str, Any], key: str) -> Optional[bool]:
     value = node.get(key, "auto")
     if value == "auto":
@@ -65,6 +74,7 @@ class TrainerSettings:
     checkpoint_every: Optional[int]
     resume: Optional[str]
     progress: Optional[bool]
+    num_threads: Optional[int] = None  # None: auto (see prunecli.engine.runtime.set_threads)
 
     @classmethod
     def from_config(cls, node: Mapping[str, Any]) -> "TrainerSettings":
@@ -93,4 +103,5 @@ class TrainerSettings:
             checkpoint_every=_int(node, "checkpoint_every", 1, optional=True),
             resume=None if resume is None else str(resume),
             progress=_flag(node, "progress"),
+            num_threads=_threads(node),
         )

@@ -18,10 +18,16 @@ from prunecli.engine.rounds import Rounds
 from prunecli.engine.runtime import amp_dtype, grad_scaler, pick_device, seed_everything
 from prunecli.engine.settings import TrainerSettings
 from prunecli.hooks import HOOKS
+from prunecli.metrics import example_input
 
 log = logging.getLogger(__name__)
 
 PHASES = ("pretrain", "prune")
+# trainer.num_threads=auto: a CPU run whose conv/linear layers do fewer multiply-adds per training batch than
+# this uses one torch thread. Such small ops gain little from intra-op threads, and on a shared machine torch's
+# spinning workers slow them many-fold (the default cnn on digits, 11M per batch: see conf/trainer/default.yaml).
+SMALL_STEP_MACS = 100_000_000
+DEFAULT_THREADS = torch.get_num_threads()  # torch's own choice, kept before any run changes it
 
 
 class NoHooks:
@@ -77,12 +83,50 @@ def setup(cfg: Any, run_dir: Path) -> Run:
     model = build(cfg.model, "model", **sizes)
     device = pick_device(settings.device)
     model.to(device)
-    log.info("%s on %s: %d train / %d val samples, %d classes, device %s", cfg.model.get("name", "model"),
-             data.name, len(data.train), len(data.val), data.num_classes, device)
+    threads = set_threads(settings.num_threads, model, device, example_input(sizes, 1, device), settings.batch_size)
+    log.info("%s on %s: %d train / %d val samples, %d classes, device %s (%d CPU threads)",
+             cfg.model.get("name", "model"), data.name, len(data.train), len(data.val), data.num_classes, device,
+             threads)
     return Run(cfg=cfg, settings=settings, model=model, data=data, spec={"config": plain(cfg.model), **sizes},
                device=device, amp=amp_dtype(settings.precision, device),
                val_loader=eval_loader(data.val, settings.eval_batch_size, settings.num_workers), run_dir=run_dir,
                rounds=rounds)
+
+
+def set_threads(num_threads: Optional[int], model: nn.Module, device: torch.device, sample: torch.Tensor,
+                batch_size: int) -> int:
+    """Apply ``trainer.num_threads`` with ``torch.set_num_threads`` and return the count. ``None`` (auto): one
+    thread on CPU when a training batch of ``batch_size`` samples like ``sample`` (a batch of one) takes fewer
+    than :data:`SMALL_STEP_MACS` multiply-adds, else torch's default."""
+    if num_threads is None:
+        small = device.type == "cpu" and forward_macs(model, sample) * batch_size < SMALL_STEP_MACS
+        num_threads = 1 if small else DEFAULT_THREADS
+    torch.set_num_threads(num_threads)
+    return num_threads
+
+
+@torch.no_grad()
+def forward_macs(model: nn.Module, sample: torch.Tensor) -> int:
+    """Multiply-adds of the conv and linear layers in one forward pass of ``sample`` (weight elements times
+    output positions per output channel; attention's own matmuls and elementwise ops are left out)."""
+    total = 0
+
+    def count(module: nn.Module, args: Any, output: Any) -> None:
+        nonlocal total
+        if isinstance(output, torch.Tensor):
+            total += module.weight.numel() * output.numel() // module.weight.shape[0]
+
+    layers = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+    handles = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, layers)]
+    was_training = model.training
+    try:
+        model.eval()  # BatchNorm running statistics stay untouched
+        model(sample)
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()
+    return total
 
 
 def pretrain_epochs(run: Run) -> int:

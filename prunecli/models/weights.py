@@ -3,10 +3,16 @@
 ``.safetensors`` files are read with safetensors; anything else with ``torch.load(weights_only=True)``, which
 accepts tensors and plain containers only, so a file holding a pickled ``nn.Module`` (or anything else that
 would run code on load) is refused.
+
+Like timm's ``pretrained`` with another ``num_classes`` and Hugging Face's ``ignore_mismatched_sizes``, weights of
+the same architecture with another stem or head (an ImageNet resnet18 for 1-channel, 10-class images) load:
+tensors whose shapes differ keep their fresh initialisation, and a log line names them. Missing or unexpected
+keys (another architecture), or shapes differing in more than half the tensors, are refused.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -15,12 +21,20 @@ from torch import nn
 
 from prunecli.errors import ConfigError
 
+log = logging.getLogger(__name__)
+
 _KEY = "model.weights"
 _SHOWN_KEYS = 5
+# More tensors than this fraction with other shapes is another architecture, not another stem or head.
+MAX_FRESH_FRACTION = 0.5
 
 
 def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
-    """Load the state dict in ``path`` into ``model`` (strictly: every key must match) and return ``model``.
+    """Load the state dict in ``path`` into ``model`` and return ``model``.
+
+    Every key must match; tensors whose shapes differ (a stem or head made for other inputs or classes) keep
+    ``model``'s fresh initialisation and are named in a log line, unless they are more than
+    :data:`MAX_FRESH_FRACTION` of the tensors.
 
     Args:
         model: The model, already built with the architecture the file was saved from.
@@ -28,7 +42,7 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
 
     Raises:
         ConfigError: (key ``model.weights``) the file is missing, unreadable, not a state dict, or its keys or
-            shapes do not match the model.
+            shapes do not match the model (see above).
     """
     file = Path(path).expanduser()
     if not file.is_file():
@@ -43,7 +57,12 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
             _KEY, str(path), "a state dict (parameter name -> tensor) or {'state_dict': ...}",
             reason=f"the file holds a {type(state).__name__}",
         )
-    _check_matches(model, state, path)
+    own = model.state_dict()
+    fresh = _check_matches(own, state, path)
+    if fresh:
+        log.info("%s: kept fresh init for %d tensors whose shapes differ: %s", _KEY, len(fresh), ", ".join(
+            f"{k} {_shape(state[k])} vs {_shape(own[k])}" for k in fresh))
+        state = {**state, **{k: own[k] for k in fresh}}
     model.load_state_dict(state, strict=True)
     return model
 
@@ -66,8 +85,9 @@ def _read(file: Path) -> object:
         ) from None
 
 
-def _check_matches(model: nn.Module, state: Mapping[str, torch.Tensor], path: str | Path) -> None:
-    expected = model.state_dict()
+def _check_matches(expected: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor],
+                   path: str | Path) -> list[str]:
+    """The keys whose shapes differ (to keep fresh), or a ConfigError when the file is another architecture."""
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     wrong_shape = [
@@ -75,16 +95,21 @@ def _check_matches(model: nn.Module, state: Mapping[str, torch.Tensor], path: st
         for k, v in expected.items()
         if k in state and state[k].shape != v.shape
     ]
+    if not missing and not unexpected and len(wrong_shape) <= MAX_FRESH_FRACTION * len(expected):
+        return [k for k, v in expected.items() if state[k].shape != v.shape]
     problems = [
         f"{label} {_first(keys)}"
         for label, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("wrong shapes", wrong_shape))
         if keys
     ]
-    if problems:
-        raise ConfigError(
-            _KEY, str(path), "weights saved from the same architecture (same model.* settings and dataset)",
-            reason="; ".join(problems),
-        )
+    if not missing and not unexpected:
+        problems.append(f"{len(wrong_shape)} of {len(expected)} tensors differ, more than a stem and a head")
+    raise ConfigError(_KEY, str(path), "weights saved from the same architecture (same model.* settings and dataset)",
+                      reason="; ".join(problems))
+
+
+def _shape(t: torch.Tensor) -> str:
+    return "(" + ",".join(str(d) for d in t.shape) + ")"
 
 
 def _first(keys: list[str]) -> str:

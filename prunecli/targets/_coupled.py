@@ -163,6 +163,7 @@ def group_site(graph: Any, group: Any, selected: dict[str, nn.Module] | None, ro
     num_units = len(group[0].idxs)
     slices: dict[tuple[str, int], dict[int, int]] = {}
     params: dict[str, nn.Parameter] = {}
+    consumers: set[str] = set()  # parameters whose input columns carry the group (not its producers)
     for item in group.items:
         node, module = item.dep.target, item.dep.target.module
         out = graph.is_out_channel_pruning_fn(item.dep.handler)
@@ -192,6 +193,8 @@ def group_site(graph: Any, group: Any, selected: dict[str, nn.Module] | None, ro
             p = _param(module, pname)
             if p is not None:
                 params[f"{name}.{pname}"] = p
+                if dim == 1 and isinstance(module, (*ROOT_TYPES, nn.MultiheadAttention)):
+                    consumers.add(f"{name}.{pname}")
                 slices.setdefault((f"{name}.{pname}", dim), {}).update(zip(map(int, item.idxs),
                                                                            map(int, item.root_idxs)))
     fqns = [fqn for fqn, _ in slices]
@@ -202,7 +205,7 @@ def group_site(graph: Any, group: Any, selected: dict[str, nn.Module] | None, ro
         positions = tuple(sorted(mapping))
         layout = IndexLayout(tuple(params[fqn].shape), dim, positions, tuple(mapping[i] for i in positions),
                              num_units)
-        members.append(Member(fqn, params[fqn], layout, scored=not fqn.endswith(".bias")))
+        members.append(Member(fqn, params[fqn], layout, scored=not fqn.endswith(".bias"), consumer=fqn in consumers))
     primary = f"{root_name}.weight"
     members.sort(key=lambda m: m.name != primary)
     unit_dim = -1 if isinstance(root, nn.Linear) else 1
@@ -326,6 +329,7 @@ class CoupledChannel:
     heads: bool = True
     module_types = OWNERS
     needs_example_inputs = True
+    unit_name = "channels"  # what a goal counts (the summary's "channels 0.50 removed")
 
     def __post_init__(self) -> None:
         if not isinstance(self.round_to, int) or isinstance(self.round_to, bool) or self.round_to < 1:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from torch import nn
@@ -36,7 +36,7 @@ def mha_head_site(name: str, mha: nn.MultiheadAttention, member: Callable[..., M
             members.append(member(f"{name}.{p}", getattr(mha, p), 0, h, True))
     if mha.in_proj_bias is not None:
         members.append(member(f"{name}.in_proj_bias", mha.in_proj_bias, 0, h, False, chunks=3))
-    members.append(member(f"{name}.out_proj.weight", mha.out_proj.weight, 1, h, True))
+    members.append(replace(member(f"{name}.out_proj.weight", mha.out_proj.weight, 1, h, True), consumer=True))
     return Site(name, tuple(members), max_sparsity=(h - 1) / h, module=name, round_to=round_to)
 
 
@@ -51,6 +51,7 @@ class Channel:
     """
 
     module_types = WEIGHT_TYPES
+    unit_name = "channels"  # what a goal counts (the summary's "channels 0.50 removed")
 
     def sites(self, model: nn.Module, modules: dict[str, nn.Module]) -> tuple[list[Site], dict[str, str]]:
         norms = following_norms(model)
@@ -91,6 +92,7 @@ class Head:
     num_heads: int | None = None
     quartets: tuple[dict, ...] = field(default_factory=tuple)
     module_types = (nn.MultiheadAttention,)
+    unit_name = "heads"  # what a goal counts (the summary's "heads 0.50 removed")
 
     def sites(self, model: nn.Module, modules: dict[str, nn.Module]) -> tuple[list[Site], dict[str, str]]:
         sites, skipped = [], {}
@@ -128,7 +130,7 @@ class Head:
             members.append(_axis_member(f"{quartet[role]}.weight", layer.weight, 0, h, True))
             if layer.bias is not None:
                 members.append(_axis_member(f"{quartet[role]}.bias", layer.bias, 0, h, False))
-        members.append(_axis_member(f"{quartet['o']}.weight", layers["o"].weight, 1, h, True))
+        members.append(replace(_axis_member(f"{quartet['o']}.weight", layers["o"].weight, 1, h, True), consumer=True))
         return Site(quartet["q"].rsplit(".", 1)[0] or quartet["q"], tuple(members), max_sparsity=(h - 1) / h,
                     module=quartet["q"])
 

@@ -39,9 +39,13 @@ def prune(cfg: Any) -> dict[str, Any]:
         "accuracy": result.final["accuracy"], "loss": result.final["loss"],
         "best_accuracy": result.best_accuracy if result.best_accuracy >= 0 else None,  # None: no epochs
         "sparsity": result.report["sparsity"],
+        # The goal's own unit: the fraction of channels/heads removed (channel sparsity also counts inputs).
+        "unit": pruner.unit_name if pruner is not None else None,
+        "unit_sparsity": pruner.unit_sparsity() if pruner is not None else None,
         "params_total": result.report["params_total"],
         "params_nonzero": result.report["params_nonzero"],
         "per_layer": result.report["per_layer"],
+        "per_layer_kind": pruner.parameter_kinds() if pruner is not None else {},  # units, or inputs only
         "steps": result.steps,
         "rounds": plain(cfg.get("rounds")),
         "wall_seconds": round(time.perf_counter() - start, 3),
@@ -73,7 +77,14 @@ def print_summary(s: dict[str, Any]) -> None:
 
     table = Table(title=f"{s['model']} on {s['dataset']}, pruner {s['pruner']}", show_header=False, box=None)
     table.add_row("accuracy", f"dense {s['dense_accuracy']:.4f} -> pruned {s['accuracy']:.4f}")
-    table.add_row("sparsity", f"{s['sparsity']:.4f} of targeted weights (goal {s['target_sparsity']:.4g})")
+    if s.get("unit"):  # channels/heads: the goal counts units; the weights also lose the consumers' inputs
+        table.add_row("sparsity", f"{s['unit']} {s['unit_sparsity']:.2f} removed (goal {s['target_sparsity']:.4g}); "
+                      f"weights {s['sparsity']:.4f} of targeted weights")
+    else:
+        table.add_row("sparsity", f"{s['sparsity']:.4f} of targeted weights (goal {s['target_sparsity']:.4g})")
+    inputs = [f"{n} {s['per_layer'][n]:.4f}" for n, kind in s.get("per_layer_kind", {}).items() if kind == "inputs"]
+    if inputs:
+        table.add_row("inputs only", f"{', '.join(inputs)} (lost input columns; output channels untouched)")
     table.add_row("params", f"{s['params_nonzero']:,} non-zero of {s['params_total']:,}")
     table.add_row("time", f"{s['wall_seconds']:.1f} s, {s['steps']} pruning steps")
     table.add_row("run dir", s["run_dir"])

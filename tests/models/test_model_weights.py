@@ -74,12 +74,16 @@ def test_mismatched_keys_are_named(tmp_path):
     assert "unexpected keys 3.bias, 3.weight" in message and "wrong shapes 1.weight (256, 64) vs (32,)" in message
 
 
-def test_wrong_shapes_are_named(tmp_path, trained):
+def test_another_head_keeps_its_fresh_init(tmp_path, trained):
     path = tmp_path / "w.pt"
     torch.save(trained.state_dict(), path)
-    with pytest.raises(ConfigError) as err:
-        build_model("cnn", in_channels=1, image_size=8, num_classes=5, weights=path)
-    assert "wrong shapes 12.weight (10, 128) vs (5, 128)" in str(err.value)
+    torch.manual_seed(0)
+    fresh = build_model("cnn", in_channels=1, image_size=8, num_classes=5).state_dict()
+    torch.manual_seed(0)
+    loaded = build_model("cnn", in_channels=1, image_size=8, num_classes=5, weights=path).state_dict()
+    source = trained.state_dict()
+    assert torch.equal(loaded["12.weight"], fresh["12.weight"]) and torch.equal(loaded["12.bias"], fresh["12.bias"])
+    assert all(torch.equal(loaded[k], source[k]) for k in loaded if not k.startswith("12."))
 
 
 def test_non_state_dict_content_is_refused(tmp_path):
