@@ -45,6 +45,7 @@ class TrainerSettings:
     num_workers: int
     checkpoint_every: Optional[int]
     resume: Optional[str]
+    resume_override: bool
     progress: Optional[bool]
 
     @classmethod
@@ -60,6 +61,9 @@ class TrainerSettings:
         if clip is not None and (isinstance(clip, bool) or not isinstance(clip, (int, float)) or clip <= 0):
             raise ConfigError("trainer.grad_clip", clip, "a number > 0 or null")
         resume = node.get("resume")
+        resume_override = node.get("resume_override", False)
+        if not isinstance(resume_override, bool):
+            raise ConfigError("trainer.resume_override", resume_override, "true or false")
         return cls(
             epochs=_int(node, "epochs", 0),
             pretrain_epochs=_int(node, "pretrain_epochs", 0),
@@ -73,5 +77,6 @@ class TrainerSettings:
             num_workers=_int(node, "num_workers", 0),
             checkpoint_every=_int(node, "checkpoint_every", 1, optional=True),
             resume=None if resume is None else str(resume),
+            resume_override=resume_override,
             progress=_flag(node, "progress"),
         )
