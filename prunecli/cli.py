@@ -78,9 +78,21 @@ def _complete_overrides(ctx: typer.Context, args: list[str], incomplete: str) ->
 
 
 def run_hydra(config_name: str, task: Any, overrides: list[str]) -> None:
-    """Run ``task`` under ``hydra.main`` with ``overrides`` as its command line (``sys.argv`` restored after)."""
+    """Run ``task`` under ``hydra.main`` with ``overrides`` as its command line (``sys.argv`` restored after).
+
+    With ``trainer.resume=<run dir>`` the killed run's saved overrides and run dir join the command line first
+    (:mod:`prunecli.tasks._resume`).
+    """
     import hydra
 
+    from prunecli.errors import CheckpointError, ConfigError
+    from prunecli.tasks._resume import resume_command
+
+    try:
+        overrides = resume_command(overrides)
+    except (ConfigError, CheckpointError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise typer.Exit(2) from None
     main = hydra.main(config_path=f"pkg://{CONFIG_MODULE}", config_name=config_name, version_base="1.3")(task)
     saved = sys.argv
     sys.argv = [f"prunecli {config_name}", *overrides]
