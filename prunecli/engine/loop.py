@@ -251,10 +251,9 @@ def end_epoch(run: Run, phase: Phase, pos: Position, train_metrics: dict[str, fl
     _write_metrics(run, pos, {"phase": phase.name, **rounds, "epoch": pos.epoch, "step": pos.step, "lr": lr, **pos.last})
     log.info("%s epoch %d/%d: val accuracy %.4f, loss %.4f, sparsity %.4f", phase.name, pos.epoch,
              phase.epochs, val["accuracy"], val["loss"], sparsity)
-    is_best = phase.name == "prune" and _better(pos, val["accuracy"], sparsity)
+    if phase.name == "prune" and _better(pos, val["accuracy"], sparsity):
+        save(run, phase, pos, "best")  # before last: a run killed between the two redoes this epoch
     save(run, phase, pos, "last")
-    if is_best:
-        save(run, phase, pos, "best")
 
 
 def _better(pos: Position, accuracy: float, sparsity: float) -> bool:
