@@ -81,6 +81,10 @@ def test_interrupt_leaves_a_loadable_checkpoint(cli, tmp_path, monkeypatch):
 def test_resuming_a_checkpoint_of_another_model_is_one_line(cli, smoke, tmp_path):
     first = cli("prune", *smoke, "model=mlp", f"hydra.run.dir={tmp_path / 'mlp'}")
     assert first.exit_code == 0, first.stderr
-    result = cli("prune", *smoke, f"trainer.resume={tmp_path / 'mlp'}", f"hydra.run.dir={tmp_path / 'cnn'}")
+    args = [*smoke, f"trainer.resume={tmp_path / 'mlp'}", "model=cnn", f"hydra.run.dir={tmp_path / 'cnn'}"]
+    refused = cli("prune", *args)  # the config differs from the checkpoint's: refused before training
+    assert refused.exit_code == 2 and "Traceback" not in refused.stderr
+    assert refused.error_lines[-1].startswith("error: trainer.resume=") and "model.name ('mlp' -> 'cnn')" in refused.stderr
+    result = cli("prune", *args, "trainer.resume_override=true")  # forced: the weights do not fit
     assert result.exit_code == 2 and "Traceback" not in result.stderr
     assert result.error_lines[-1].startswith("error: trainer.resume=") and "does not fit this run" in result.stderr
