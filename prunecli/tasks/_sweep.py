@@ -28,16 +28,17 @@ class Failure:
 def failed_jobs(sweep_dir: Path, sweep_overrides: list[str], since: float = 0.0) -> list[Failure]:
     """The failures under ``sweep_dir`` written since ``since`` (a time stamp), by job number.
 
-    ``sweep_overrides`` (the sweep's command line, ``sparsity=0.5,1.5``) are left out of each job's overrides,
-    so a job shows what differs: ``sparsity=1.5``.
+    ``sweep_overrides`` (the sweep's command line, ``sparsity=0.5,1.5``) tell the keys every job shares, left
+    out of each job's overrides so a job shows what sets it apart: ``sparsity=1.5``.
     """
+    shared = {key for key, swept in _keys(sweep_overrides) if not swept}
     failures = []
     for path in sorted(sweep_dir.rglob(ERROR_FILE)):
         if path.stat().st_mtime < since:
             continue
         text = path.read_text(errors="replace")
         num, overrides = _job(path.parent)
-        shown = [o for o in overrides if o not in sweep_overrides] or overrides
+        shown = [o for o, (key, _) in zip(overrides, _keys(overrides)) if key not in shared] or overrides
         first = text.splitlines()[0] if text.strip() else "error: (empty error.txt)"
         failures.append(Failure(num, " ".join(shown), first, TRACEBACK not in text))
     return sorted(failures, key=lambda f: f.num)
@@ -60,3 +61,17 @@ def _job(job_dir: Path) -> tuple[int, list[str]]:
     except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError):
         return -1, [job_dir.name]
     return num, overrides
+
+
+def _keys(overrides: list[str]) -> list[tuple[str, bool]]:
+    """``(key, is a sweep)`` of each override, as Hydra parses it (the text before ``=`` if it does not parse)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser, out = OverridesParser.create(), []
+    for word in overrides:
+        try:
+            parsed = parser.parse_override(word)
+            out.append((parsed.get_key_element(), parsed.is_sweep_override()))
+        except Exception:  # noqa: BLE001  only for display
+            out.append((word.partition("=")[0], False))
+    return out
