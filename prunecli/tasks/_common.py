@@ -93,9 +93,10 @@ def require(cfg: Any, key: str, allowed: str) -> Any:
 class RunDirCheck(Callback):
     """Hydra callback for run and sweep dirs, and the end-of-sweep report.
 
-    - A timestamped dir (the default ``outputs/prune/<date>/<time>``) is claimed with an atomic ``mkdir``:
-      when another process took it in the same second, this run takes ``<dir>-1``, ``<dir>-2`` ... . A dir
-      given as ``hydra.run.dir=`` / ``hydra.sweep.dir=`` (as a resume does) is used as given.
+    - A timestamped dir (the default ``outputs/prune/<date>/<time>``, or a typed pattern with ``${now:...}``)
+      is claimed with an atomic ``mkdir``: when another process took it in the same second, this run takes
+      ``<dir>-1``, ``<dir>-2`` ... . Any other dir given as ``hydra.run.dir=`` / ``hydra.sweep.dir=`` (as a
+      resume does) is used as given.
     - A dir that cannot be created is one ``error:`` line, not Hydra's traceback.
     - After a sweep, the jobs that failed (their ``error.txt``) are listed and the exit code is 2 when all were
       user errors, 1 otherwise.
@@ -118,13 +119,13 @@ class RunDirCheck(Callback):
 
         # Each job's config is composed again from the hydra overrides (in the job's process, for joblib).
         with read_write(config.hydra), open_dict(config.hydra):
-            if f"hydra.sweep.dir={_quoted(path)}" not in config.hydra.overrides.hydra:
+            if f"hydra.sweep.dir={_quoted(path)}" not in _words(config.hydra.overrides.hydra):
                 config.hydra.overrides.hydra.append(f"hydra.sweep.dir={_quoted(path)}")
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
         from prunecli.tasks._sweep import failed_jobs, report
 
-        failures = failed_jobs(Path(str(config.hydra.sweep.dir)), list(config.hydra.overrides.task),
+        failures = failed_jobs(Path(str(config.hydra.sweep.dir)), _words(config.hydra.overrides.task),
                                since=self.sweep_started - 2.0)  # file times may lag the clock
         if failures:
             print(report(failures), file=sys.stderr)
@@ -137,7 +138,9 @@ def _place(config: Any, mode: str) -> Path:
 
     key = f"hydra.{mode}.dir"
     value = str(config.hydra[mode].dir)
-    typed = any(word.partition("=")[0].lstrip("+") == key for word in config.hydra.overrides.hydra)
+    # A typed dir is used as given (a resume continues in its run dir), unless it is a timestamp pattern too.
+    typed = any(word.partition("=")[0].lstrip("+") == key and "${now:" not in word
+                for word in _words(config.hydra.overrides.hydra))
     path = _create(key, value, claim=not typed)
     with read_write(config.hydra), open_dict(config.hydra):
         config.hydra[mode].dir = str(path)
@@ -181,6 +184,13 @@ def claim_dir(path: Path) -> Path:
         except FileExistsError:
             continue
     raise AssertionError("unreachable")
+
+
+def _words(overrides: Any) -> list[str]:
+    """A list of overrides as typed (``${...}`` unresolved)."""
+    from omegaconf import OmegaConf
+
+    return [str(word) for word in OmegaConf.to_container(overrides, resolve=False)]
 
 
 def _quoted(path: Path) -> str:
