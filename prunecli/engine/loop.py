@@ -52,7 +52,7 @@ def train(run: Run) -> TrainResult:
     ckpt = load_checkpoint(resume, with_state=True, key="trainer.resume") if resume else None
     pos = Position.from_dict(ckpt.state["progress"]) if ckpt else Position()
     if ckpt:
-        check_resume_config(run.cfg, ckpt, run.settings.resume_override)
+        check_resume_config(run.cfg, ckpt.meta.get("config") or {}, ckpt.path, run.settings.resume_override)
         log.info("resuming %s at %s epoch %d, step %d", ckpt.path, pos.phase, pos.epoch, pos.step)
         run.rewound = (ckpt.state or {}).get("rewind")
         _drop_later_metrics(run, ckpt, ckpt.state["progress"].get("metrics_rows"))  # None: an older checkpoint
@@ -248,7 +248,8 @@ def end_epoch(run: Run, phase: Phase, pos: Position, train_metrics: dict[str, fl
     pos.epoch_loss, pos.epoch_correct, pos.epoch_seen = 0.0, 0, 0
     lr = phase.optimizer.param_groups[0]["lr"]
     rounds = {"round": pos.round} if run.rounds is not None and phase.name == "prune" else {}
-    _write_metrics(run, pos, {"phase": phase.name, **rounds, "epoch": pos.epoch, "step": pos.step, "lr": lr, **pos.last})
+    row = {"phase": phase.name, **rounds, "epoch": pos.epoch, "step": pos.step, "lr": lr, **pos.last}
+    _write_metrics(run, pos, row)
     log.info("%s epoch %d/%d: val accuracy %.4f, loss %.4f, sparsity %.4f", phase.name, pos.epoch,
              phase.epochs, val["accuracy"], val["loss"], sparsity)
     if phase.name == "prune" and _better(pos, val["accuracy"], sparsity):

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from prunecli._atomic import recover_dir
 from prunecli.checkpoint import Checkpoint, save_checkpoint
 from prunecli.engine.runtime import rng_state, set_rng_state
 from prunecli.engine.setup import Phase, Run, plain
@@ -88,10 +90,6 @@ def save(run: Run, phase: Phase, pos: Position, name: str) -> Path:
 
 def _intact(path: Path) -> str:
     """What survives a failed save of ``path``: the step of the checkpoint already there, if any."""
-    import json
-
-    from prunecli._atomic import recover_dir
-
     try:
         step = json.loads((recover_dir(path) / "meta.json").read_text())["progress"]["step"]
     except (OSError, ValueError, KeyError, TypeError):
@@ -125,14 +123,14 @@ RESUME_FREE_KEYS = ("trainer.resume", "trainer.resume_override", "trainer.progre
                     "trainer.num_threads", "trainer.total_steps")
 
 
-def check_resume_config(cfg: Any, checkpoint: Checkpoint, override: bool) -> None:
-    """Refuse to resume ``checkpoint`` with a config other than the one it was saved with (``meta.json``),
-    unless ``override`` (``trainer.resume_override=true``): a :class:`CheckpointError` listing the keys."""
-    diffs = config_differences(_resolved_like(cfg, checkpoint.meta.get("config") or {}),
-                               checkpoint.meta.get("config") or {})
+def check_resume_config(cfg: Any, saved: dict[str, Any], path: Path, override: bool) -> None:
+    """Refuse to resume the checkpoint at ``path`` with a config other than ``saved``, the one it was saved with
+    (its ``meta.json``), unless ``override`` (``trainer.resume_override=true``): a :class:`CheckpointError`
+    listing the keys that differ."""
+    diffs = config_differences(_resolved_like(cfg, saved), saved)
     if diffs and not override:
         listed = ", ".join(f"{key} ({_short(a)} -> {_short(b)})" for key, (a, b) in diffs.items())
-        raise CheckpointError(f"trainer.resume={str(checkpoint.path)!r} was saved with another config: {listed}; "
+        raise CheckpointError(f"trainer.resume={str(path)!r} was saved with another config: {listed}; "
                               "resume without these overrides, or pass trainer.resume_override=true")
 
 
@@ -146,17 +144,18 @@ def config_differences(current: dict[str, Any], saved: dict[str, Any]) -> dict[s
 
 
 def _resolved_like(cfg: Any, saved: dict[str, Any]) -> dict[str, Any]:
-    """``cfg`` resolved as the checkpoint's was: with its ``trainer.total_steps``, which the engine sets per
-    phase and LR schedules interpolate (``T_max: ${trainer.total_steps}``)."""
+    """``cfg`` (without Hydra's own node) resolved as the checkpoint's was: with its ``trainer.total_steps``,
+    which the engine sets per phase and LR schedules interpolate (``T_max: ${trainer.total_steps}``)."""
     import copy
 
-    from omegaconf import OmegaConf, open_dict
+    from omegaconf import OmegaConf, open_dict, read_write
 
     cfg = copy.deepcopy(cfg)
-    steps = (saved.get("trainer") or {}).get("total_steps")
-    if OmegaConf.is_config(cfg) and "trainer" in cfg:
-        with open_dict(cfg):
-            cfg.trainer.total_steps = steps
+    if OmegaConf.is_config(cfg):
+        with read_write(cfg), open_dict(cfg):
+            cfg.pop("hydra", None)
+            if "trainer" in cfg:
+                cfg.trainer.total_steps = (saved.get("trainer") or {}).get("total_steps")
     return plain(cfg)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import sys
 import traceback
@@ -108,6 +109,7 @@ class RunDirCheck(Callback):
         self.sweep_started = 0.0
 
     def on_run_start(self, config: Any, **kwargs: Any) -> None:
+        _check_resume(config)
         _place(config, "run")
 
     def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
@@ -130,6 +132,30 @@ class RunDirCheck(Callback):
         if failures:
             print(report(failures), file=sys.stderr)
             sys.exit(USER_ERROR_EXIT if all(f.user_error for f in failures) else UNEXPECTED_EXIT)
+
+
+def _check_resume(config: Any) -> None:
+    """A resume whose config differs from its checkpoint's is refused here, before Hydra writes the run dir's
+    ``.hydra/`` (which holds the overrides the next resume reuses); the engine checks again for library users."""
+    from omegaconf import OmegaConf
+
+    from prunecli.checkpoint import resolve_checkpoint_path
+    from prunecli.engine.state import check_resume_config
+
+    resume = OmegaConf.select(config, "trainer.resume", default=None)
+    if resume is None:
+        return
+    try:
+        path = resolve_checkpoint_path(str(resume), "trainer.resume")
+        saved = json.loads((path / "meta.json").read_text()).get("config")
+        if isinstance(saved, dict):  # otherwise the engine's load names what is wrong with the checkpoint
+            override = OmegaConf.select(config, "trainer.resume_override", default=False) is True
+            check_resume_config(config, saved, path, override)
+    except CheckpointError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(USER_ERROR_EXIT)
+    except Exception:  # noqa: BLE001  an unreadable checkpoint or config: the task reports it in its own words
+        return
 
 
 def _place(config: Any, mode: str) -> Path:

@@ -60,6 +60,8 @@ def test_resume_with_another_sparsity_is_refused_unless_overridden(cli, killed):
     (line,) = [line for line in refused.error_lines if line.startswith("error:")]
     assert "was saved with another config: schedule.final_sparsity (0.6 -> 0.5), sparsity (0.6 -> 0.5)" in line
     assert line.endswith("pass trainer.resume_override=true")
+    saved = (killed / ".hydra" / "overrides.yaml").read_text()
+    assert "sparsity=0.6" in saved and "sparsity=0.5" not in saved  # refused before Hydra wrote the run dir
     forced = cli("prune", f"trainer.resume={killed}", "sparsity=0.5", "trainer.resume_override=true")
     assert forced.exit_code == 0, forced.stderr
     assert json.loads((killed / "summary.json").read_text())["target_sparsity"] == 0.5
@@ -95,8 +97,8 @@ def test_resume_command_puts_saved_overrides_before_typed_ones(tmp_path):
     (tmp_path / ".hydra").mkdir()
     (tmp_path / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(["model=mlp", "sparsity=0.6", "seed=2"]))
     typed = ["--cfg", "job", "seed=5", f"trainer.resume={tmp_path}"]
-    assert resume_command(typed) == ["--cfg", "job", "seed=5", "model=mlp", "sparsity=0.6", f"trainer.resume={tmp_path}",
-                                     f"hydra.run.dir='{tmp_path.resolve()}'"]
+    assert resume_command(typed) == ["--cfg", "job", "seed=5", "model=mlp", "sparsity=0.6",
+                                     f"trainer.resume={tmp_path}", f"hydra.run.dir='{tmp_path.resolve()}'"]
     assert resume_command(["seed=5"]) == ["seed=5"]                                       # no resume: unchanged
     assert resume_command([f"trainer.resume={tmp_path / 'elsewhere'}"]) == [f"trainer.resume={tmp_path / 'elsewhere'}"]
     explicit = resume_command([f"trainer.resume={tmp_path}", "hydra.run.dir=/tmp/x"])

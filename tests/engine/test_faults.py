@@ -92,7 +92,8 @@ def test_a_run_killed_after_any_save_resumes_to_the_same_result(cli, uninterrupt
     full = uninterrupted[recipe]
     for ckpt in ("last", "best"):
         for name in ("model.safetensors", "masks.safetensors"):
-            assert (full / "checkpoint" / ckpt / name).read_bytes() == (killed / "checkpoint" / ckpt / name).read_bytes()
+            path = f"checkpoint/{ckpt}/{name}"
+            assert (full / path).read_bytes() == (killed / path).read_bytes(), path
     a, b = (json.loads((d / "summary.json").read_text()) for d in (full, killed))
     for key in ("dense_accuracy", "dense_loss", "accuracy", "loss", "best_accuracy", "sparsity", "per_layer", "steps"):
         assert a[key] == b[key], key
