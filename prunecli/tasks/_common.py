@@ -1,4 +1,5 @@
-"""What the task functions share: the run dir, the user-error boundary, mandatory keys, the run-dir check."""
+"""What the task functions share: the run dir, the user-error boundary (also for sweep jobs), mandatory keys,
+and the Hydra callback that claims run dirs, checks a resume's config and reports a sweep's failed jobs."""
 
 from __future__ import annotations
 
@@ -115,10 +116,10 @@ class RunDirCheck(Callback):
     def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
         import time
 
-        self.sweep_started = time.time()
-        path = _place(config, "sweep")
         from omegaconf import open_dict, read_write
 
+        self.sweep_started = time.time()
+        path = _place(config, "sweep")
         # Each job's config is composed again from the hydra overrides (in the job's process, for joblib).
         with read_write(config.hydra), open_dict(config.hydra):
             if f"hydra.sweep.dir={_quoted(path)}" not in _words(config.hydra.overrides.hydra):
