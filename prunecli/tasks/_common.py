@@ -119,10 +119,10 @@ class RunDirCheck(Callback):
         from omegaconf import open_dict, read_write
 
         self.sweep_started = time.time()
+        planned = str(config.hydra.sweep.dir)
         path = _place(config, "sweep")
-        # Each job's config is composed again from the hydra overrides (in the job's process, for joblib).
-        with read_write(config.hydra), open_dict(config.hydra):
-            if f"hydra.sweep.dir={_quoted(path)}" not in _words(config.hydra.overrides.hydra):
+        if str(path) != planned:  # taken: each job composes its config again from the hydra overrides
+            with read_write(config.hydra), open_dict(config.hydra):
                 config.hydra.overrides.hydra.append(f"hydra.sweep.dir={_quoted(path)}")
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:

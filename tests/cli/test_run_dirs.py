@@ -76,3 +76,14 @@ def test_two_runs_started_together_in_one_directory_get_two_run_dirs(tmp_path):
     for summary in summaries:
         assert json.loads(summary.read_text())["steps"] == 4
         assert len((summary.parent / "metrics.jsonl").read_text().splitlines()) == 2  # dense + one epoch
+
+
+def test_two_sweeps_into_one_timestamped_dir_get_two_sweep_dirs(cli, smoke, tmp_path):
+    pattern = f"hydra.sweep.dir={tmp_path}/${{now:%Y}}"  # the same dir for both sweeps: a certain collision
+    for _ in range(2):
+        result = cli("prune", "-m", *smoke, "trainer.max_steps=1", "sparsity=0.3,0.5", pattern)
+        assert result.exit_code == 0, (result.stderr, result.exception)
+    (first,) = [p for p in tmp_path.iterdir() if not p.name.endswith("-1")]
+    jobs = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.glob("*/*/summary.json"))
+    assert jobs == [f"{first.name}-1/0/summary.json", f"{first.name}-1/1/summary.json",
+                    f"{first.name}/0/summary.json", f"{first.name}/1/summary.json"]
