@@ -48,9 +48,12 @@ def resume_command(overrides: list[str]) -> list[str]:
 
 
 def find_run_dir(value: str) -> Optional[Path]:
-    """The prune run dir of a ``trainer.resume`` value (the run dir, or its ``checkpoint/<name>``), or None."""
+    """The prune run dir of a ``trainer.resume`` value, or None.
+
+    The value is the run dir, its ``checkpoint/`` or a ``checkpoint/<name>`` (``last``, ``best``).
+    """
     path = Path(value).expanduser()
-    for candidate in (path, path.parent.parent):
+    for candidate in (path, path.parent, path.parent.parent):
         if (candidate / SAVED).is_file():
             return candidate
     return None

@@ -41,9 +41,9 @@ def _rows(out):
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.parametrize("where", ["run dir", "checkpoint dir"])
+@pytest.mark.parametrize("where", ["", "checkpoint", "checkpoint/last"])
 def test_resume_as_told_continues_the_killed_run_with_its_own_config(cli, killed, where):
-    target = killed if where == "run dir" else killed / "checkpoint" / "last"
+    target = killed / where if where else killed
     result = cli("prune", f"trainer.resume={target}")  # what the Ctrl-C message says, nothing else
     assert result.exit_code == 0, (result.stderr, result.exception)
     summary = json.loads((killed / "summary.json").read_text())
@@ -100,6 +100,7 @@ def test_resume_command_puts_saved_overrides_before_typed_ones(tmp_path):
     assert resume_command(typed) == ["--cfg", "job", "seed=5", "model=mlp", "sparsity=0.6",
                                      f"trainer.resume={tmp_path}", f"hydra.run.dir='{tmp_path.resolve()}'"]
     assert resume_command(["seed=5"]) == ["seed=5"]                                       # no resume: unchanged
-    assert resume_command([f"trainer.resume={tmp_path / 'elsewhere'}"]) == [f"trainer.resume={tmp_path / 'elsewhere'}"]
+    elsewhere = f"trainer.resume={tmp_path / 'other' / 'checkpoint' / 'last'}"  # no .hydra/: nothing to reuse
+    assert resume_command([elsewhere]) == [elsewhere]
     explicit = resume_command([f"trainer.resume={tmp_path}", "hydra.run.dir=/tmp/x"])
     assert explicit[-1] == "hydra.run.dir=/tmp/x" and not any("'" in o for o in explicit)
