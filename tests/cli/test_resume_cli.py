@@ -104,3 +104,16 @@ def test_resume_command_puts_saved_overrides_before_typed_ones(tmp_path):
     assert resume_command([elsewhere]) == [elsewhere]
     explicit = resume_command([f"trainer.resume={tmp_path}", "hydra.run.dir=/tmp/x"])
     assert explicit[-1] == "hydra.run.dir=/tmp/x" and not any("'" in o for o in explicit)
+
+
+def test_a_saved_target_is_refused_unless_typed_again(tmp_path):
+    from prunecli.errors import ConfigError
+
+    (tmp_path / ".hydra").mkdir()
+    target = "+model._target_=os.system"
+    (tmp_path / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(["seed=1", target]))
+    with pytest.raises(ConfigError, match="type it on the command line to use it") as err:
+        resume_command([f"trainer.resume={tmp_path}"])
+    assert target in str(err.value) and "\n" not in str(err.value)
+    assert resume_command([f"trainer.resume={tmp_path}", target])[:3] == ["seed=1", f"trainer.resume={tmp_path}",
+                                                                          f"hydra.run.dir='{tmp_path.resolve()}'"]
