@@ -99,18 +99,29 @@ def replace_dir(path: Path, fill: Callable[[Path], None]) -> None:
     if old.exists() and path.exists():
         shutil.rmtree(old)
     tmp.mkdir()
-    fill(tmp)
-    for f in tmp.iterdir():
-        with open(f, "rb") as fh:
-            os.fsync(fh.fileno())
-    fsync_dir(tmp)
-    with deferred_sigint():
-        if path.exists():
-            os.replace(path, old)
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
+    try:
+        fill(tmp)
+        for f in tmp.iterdir():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+        fsync_dir(tmp)
+        with deferred_sigint():
+            if path.exists():
+                os.replace(path, old)
+            os.replace(tmp, path)
+            fsync_dir(path.parent)
+    except BaseException:  # a full disk, Ctrl-C mid-fill: leave the old directory as it was, and no temp dir
+        _undo_replace(path, tmp, old)
+        raise
     if old.exists():
         shutil.rmtree(old)
+
+
+def _undo_replace(path: Path, tmp: Path, old: Path) -> None:
+    """After a failed :func:`replace_dir`: put ``<path>.old`` back if it had moved away, remove the temp dir."""
+    if not path.exists() and old.is_dir():
+        os.replace(old, path)
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 def recover_dir(path: Path) -> Path:

@@ -111,10 +111,23 @@ def _complete_overrides(ctx: typer.Context, args: list[str], incomplete: str) ->
 
 
 def run_hydra(config_name: str, task: Any, overrides: list[str]) -> None:
-    """Run ``task`` under ``hydra.main`` with ``overrides`` as its command line (``sys.argv`` restored after)."""
+    """Run ``task`` under ``hydra.main`` with ``overrides`` as its command line (``sys.argv`` restored after).
+
+    With ``trainer.resume=<run dir>`` the killed run's saved overrides and run dir join the command line first
+    (:mod:`prunecli.tasks._resume`).
+    """
     import hydra
 
+    from prunecli.errors import CheckpointError, ConfigError
+    from prunecli.tasks._resume import resume_command
+
     reject_keyless(overrides)
+    overrides = [quote_home(word) for word in overrides]
+    try:
+        overrides = resume_command(overrides)
+    except (ConfigError, CheckpointError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise typer.Exit(2) from None
     main = hydra.main(config_path=f"pkg://{CONFIG_MODULE}", config_name=config_name, version_base="1.3")(task)
     saved = sys.argv
     sys.argv = [f"prunecli {config_name}", *overrides]
@@ -137,6 +150,15 @@ def reject_keyless(overrides: list[str]) -> None:
             print(f"error: override {word!r} names no key: expected key=value (e.g. sparsity=0.5)",
                   file=sys.stderr)
             raise SystemExit(USER_ERROR_EXIT)
+
+
+def quote_home(word: str) -> str:
+    """``key=~/data`` as ``key='~/data'``: Hydra's override grammar has no unquoted ``~`` in values, and a shell
+    leaves it unexpanded after ``=`` (zsh, ``sh``, a script's quotes). The path settings expand ``~`` themselves."""
+    key, sep, value = word.partition("=")
+    if sep and key and not key.startswith(("-", "~")) and (value == "~" or value.startswith("~/")):
+        return f"{key}='{value}'" if "'" not in value else word
+    return word
 
 
 _OVERRIDES = typer.Argument(

@@ -24,6 +24,8 @@ class EpochSampler(Sampler[int]):
         self.epoch, self.start = 0, 0
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
+        # A resume whose epoch is fully trained goes to the epoch's end, never here (engine.loop.run_phase).
+        assert 0 <= start < max(self.n, 1), f"start {start} outside an epoch of {self.n} samples"
         self.epoch, self.start = epoch, start
 
     def __iter__(self) -> Iterator[int]:

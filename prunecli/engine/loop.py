@@ -27,7 +27,7 @@ from prunecli.engine.runtime import autocast
 from prunecli.engine.setup import Phase, Run, make_phase, phase_steps, pretrain_epochs, pruner_config
 from prunecli.errors import ConfigError
 from prunecli.search import run_evaluator
-from prunecli.engine.state import Position, current_masks, restore, save, sparsity_stats
+from prunecli.engine.state import Position, check_resume_config, current_masks, restore, save, sparsity_stats
 
 log = logging.getLogger(__name__)
 
@@ -52,17 +52,19 @@ def train(run: Run) -> TrainResult:
     ckpt = load_checkpoint(resume, with_state=True, key="trainer.resume") if resume else None
     pos = Position.from_dict(ckpt.state["progress"]) if ckpt else Position()
     if ckpt:
+        check_resume_config(run.cfg, ckpt.meta.get("config") or {}, ckpt.path, run.settings.resume_override)
         log.info("resuming %s at %s epoch %d, step %d", ckpt.path, pos.phase, pos.epoch, pos.step)
         run.rewound = (ckpt.state or {}).get("rewind")
+        _drop_later_metrics(run, ckpt, ckpt.state["progress"].get("metrics_rows"))  # None: an older checkpoint
     elif run.rounds is not None and run.rounds.snapshot_at_start:
         run.rewound = snapshot(run.model)
     if pos.phase == "pretrain":
         pretrain(run, pos, ckpt)
-        pos, ckpt = Position(phase="prune"), None
+        pos, ckpt = Position(phase="prune", metrics_rows=pos.metrics_rows), None
     if not pos.dense:
         pos.dense = evaluate(run.model, run.val_loader, run.device, run.amp)
         log.info("dense model: accuracy %.4f, loss %.4f", pos.dense["accuracy"], pos.dense["loss"])
-        _write_metrics(run, {"phase": "dense", **pos.dense})
+        _write_metrics(run, pos, {"phase": "dense", **pos.dense})
     if run.rounds is not None:
         phase = train_rounds(run, pos, ckpt)
     else:
@@ -157,22 +159,28 @@ def start_round(run: Run, phase: Phase, r: int, sparsity: float) -> None:
 
 
 def run_phase(run: Run, phase: Phase, pos: Position) -> None:
-    """Epochs of ``phase`` from ``pos`` on; each ends with an evaluation and a ``checkpoint/last``."""
-    while pos.epoch < phase.epochs and pos.step < phase.total_steps:
+    """Epochs of ``phase`` from ``pos`` on; each ends with an evaluation and a ``checkpoint/last``.
+
+    A checkpoint written at an epoch's last optimizer step (``trainer.checkpoint_every``, ``trainer.max_steps``)
+    resumes straight at that epoch's end: its batches are all trained.
+    """
+    while pos.epoch < phase.epochs and (pos.step < phase.total_steps or pos.batches_done > 0):
         if pos.batches_done == 0:
             phase.hooks.on_epoch_begin(pos.epoch)
-        train_metrics = train_epoch(run, phase, pos)
-        end_epoch(run, phase, pos, train_metrics)
+        if pos.batches_done < phase.batches_per_epoch and pos.step < phase.total_steps:
+            train_epoch(run, phase, pos)
+        end_epoch(run, phase, pos, pos.epoch_metrics())
 
 
-def train_epoch(run: Run, phase: Phase, pos: Position) -> dict[str, float]:
-    """Optimizer steps over one epoch (or until ``total_steps``); returns mean train loss and accuracy."""
+def train_epoch(run: Run, phase: Phase, pos: Position) -> None:
+    """Optimizer steps over the rest of one epoch (or until ``total_steps``); sums train loss and hits in ``pos``."""
     s = run.settings
     left = start_epoch(phase.loader, pos.epoch, pos.batches_done)
     run.model.train()
-    loss_sum = torch.zeros((), device=run.device)
-    correct = torch.zeros((), device=run.device, dtype=torch.long)
-    seen, micro = 0, 0
+    # Device tensors (no sync per batch), starting from the sums of the batches a resumed epoch already did.
+    loss_sum = torch.tensor(pos.epoch_loss, device=run.device)
+    correct = torch.tensor(pos.epoch_correct, device=run.device, dtype=torch.long)
+    seen, micro = pos.epoch_seen, 0
     with EpochBar(f"{phase.name} {pos.epoch + 1}/{phase.epochs}", left, s.progress,
                   steps=(pos.step, phase.total_steps), phase=f"{phase.name} steps") as bar:
         for inputs, targets in phase.loader:
@@ -190,12 +198,13 @@ def train_epoch(run: Run, phase: Phase, pos: Position) -> dict[str, float]:
                 if pos.step == phase.snapshot_step:
                     run.rewound = snapshot(run.model)
                 if s.checkpoint_every and pos.step % s.checkpoint_every == 0:
+                    pos.epoch_loss, pos.epoch_correct, pos.epoch_seen = loss_sum.item(), int(correct.item()), seen
                     save(run, phase, pos, "last")
                 if bar.enabled and pos.step % _BAR_EVERY == 0:
                     bar.status(loss=loss.item(), acc=correct.item() / seen, **_sparsity(phase))
                 if pos.step >= phase.total_steps:
                     break
-    return {"train_loss": loss_sum.item() / max(seen, 1), "train_accuracy": correct.item() / max(seen, 1)}
+    pos.epoch_loss, pos.epoch_correct, pos.epoch_seen = loss_sum.item(), int(correct.item()), seen
 
 
 def forward_backward(run: Run, phase: Phase, inputs: torch.Tensor,
@@ -238,15 +247,16 @@ def end_epoch(run: Run, phase: Phase, pos: Position, train_metrics: dict[str, fl
     sparsity = _sparsity(phase).get("sparsity", 0.0)
     pos.last = {**val, **train_metrics, "sparsity": sparsity}
     pos.epoch, pos.batches_done = pos.epoch + 1, 0
+    pos.epoch_loss, pos.epoch_correct, pos.epoch_seen = 0.0, 0, 0
     lr = phase.optimizer.param_groups[0]["lr"]
     rounds = {"round": pos.round} if run.rounds is not None and phase.name == "prune" else {}
-    _write_metrics(run, {"phase": phase.name, **rounds, "epoch": pos.epoch, "step": pos.step, "lr": lr, **pos.last})
+    row = {"phase": phase.name, **rounds, "epoch": pos.epoch, "step": pos.step, "lr": lr, **pos.last}
+    _write_metrics(run, pos, row)
     log.info("%s epoch %d/%d: val accuracy %.4f, loss %.4f, sparsity %.4f", phase.name, pos.epoch,
              phase.epochs, val["accuracy"], val["loss"], sparsity)
-    is_best = phase.name == "prune" and _better(pos, val["accuracy"], sparsity)
+    if phase.name == "prune" and _better(pos, val["accuracy"], sparsity):
+        save(run, phase, pos, "best")  # before last: a run killed between the two redoes this epoch
     save(run, phase, pos, "last")
-    if is_best:
-        save(run, phase, pos, "best")
 
 
 def _better(pos: Position, accuracy: float, sparsity: float) -> bool:
@@ -268,6 +278,18 @@ def _sparsity(phase: Phase) -> dict[str, float]:
     return {"sparsity": 1.0 - kept / max(total, 1)}
 
 
-def _write_metrics(run: Run, row: dict[str, Any]) -> None:
+def _write_metrics(run: Run, pos: Position, row: dict[str, Any]) -> None:
     with open(run.run_dir / "metrics.jsonl", "a") as f:
         f.write(json.dumps(row) + "\n")
+    pos.metrics_rows += 1
+
+
+def _drop_later_metrics(run: Run, ckpt: Checkpoint, rows: int | None) -> None:
+    """Resuming in the checkpoint's own run dir: drop the ``metrics.jsonl`` lines written after the checkpoint
+    (the resumed run writes them again), so the file reads like one uninterrupted run."""
+    path = run.run_dir / "metrics.jsonl"
+    if rows is None or ckpt.path.resolve().parent.parent != run.run_dir.resolve() or not path.is_file():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    if len(lines) > rows:
+        path.write_text("".join(lines[:rows]))

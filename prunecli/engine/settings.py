@@ -73,6 +73,7 @@ class TrainerSettings:
     num_workers: int
     checkpoint_every: Optional[int]
     resume: Optional[str]
+    resume_override: bool
     progress: Optional[bool]
     num_threads: Optional[int] = None  # None: auto (see prunecli.engine.runtime.set_threads)
 
@@ -89,6 +90,9 @@ class TrainerSettings:
         _check_arguments("trainer.optimizer", node.get("optimizer"), floors=OPTIMIZER_MINIMUM)
         _check_arguments("trainer.lr_scheduler", node.get("lr_scheduler"), counts=SCHEDULER_COUNTS)
         resume = node.get("resume")
+        resume_override = node.get("resume_override", False)
+        if not isinstance(resume_override, bool):
+            raise ConfigError("trainer.resume_override", resume_override, "true or false")
         return cls(
             epochs=_int(node, "epochs", 0),
             pretrain_epochs=_int(node, "pretrain_epochs", 0),
@@ -102,6 +106,7 @@ class TrainerSettings:
             num_workers=_int(node, "num_workers", 0),
             checkpoint_every=_int(node, "checkpoint_every", 1, optional=True),
             resume=None if resume is None else str(resume),
+            resume_override=resume_override,
             progress=_flag(node, "progress"),
             num_threads=_threads(node),
         )

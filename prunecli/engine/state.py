@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from prunecli._atomic import recover_dir
 from prunecli.checkpoint import Checkpoint, save_checkpoint
 from prunecli.engine.runtime import rng_state, set_rng_state
 from prunecli.engine.setup import Phase, Run, plain
@@ -14,13 +16,23 @@ from prunecli.errors import CheckpointError
 
 @dataclass
 class Position:
-    """Progress of a run. ``batches_done`` counts micro-batches of ``epoch`` already trained."""
+    """Progress of a run. ``batches_done`` counts micro-batches of ``epoch`` already trained.
+
+    ``epoch_loss``, ``epoch_correct`` and ``epoch_seen`` sum the train loss (times samples), hits and samples of
+    those batches, so an epoch resumed mid-way reports the same train metrics; ``metrics_rows`` counts the
+    lines of ``metrics.jsonl`` written so far, so a resume in the same run dir drops the lines written after
+    its checkpoint.
+    """
 
     phase: str = "pretrain"
     epoch: int = 0
     batches_done: int = 0
     step: int = 0
     round: int = 0  # the round of iterative pruning (prunecli.engine.rounds) being trained; 0 without rounds
+    epoch_loss: float = 0.0
+    epoch_correct: int = 0
+    epoch_seen: int = 0
+    metrics_rows: int = 0
     best_accuracy: float = -1.0
     best_sparsity: float = -1.0
     dense: dict[str, float] = field(default_factory=dict)
@@ -29,6 +41,11 @@ class Position:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Position":
         return cls(**d)
+
+    def epoch_metrics(self) -> dict[str, float]:
+        """Mean train loss and accuracy over the batches of the epoch trained so far."""
+        seen = max(self.epoch_seen, 1)
+        return {"train_loss": self.epoch_loss / seen, "train_accuracy": self.epoch_correct / seen}
 
 
 def current_masks(phase: Phase) -> dict[str, Any]:
@@ -62,8 +79,22 @@ def save(run: Run, phase: Phase, pos: Position, name: str) -> Path:
         "metrics": {"dense": pos.dense, "last": pos.last},
         "progress": {"phase": pos.phase, "round": pos.round, "epoch": pos.epoch, "step": pos.step},
     }
-    return save_checkpoint(run.run_dir / "checkpoint" / name, model_state=run.model.state_dict(),
-                           masks=current_masks(phase), meta=meta, state=state)
+    path = run.run_dir / "checkpoint" / name
+    try:
+        return save_checkpoint(path, model_state=run.model.state_dict(), masks=current_masks(phase), meta=meta,
+                               state=state)
+    except OSError as err:  # a full disk, a lost mount: the previous checkpoint is untouched (replace_dir)
+        reason = (err.strerror or str(err)).lower()
+        raise CheckpointError(f"cannot write checkpoint/{name} in {run.run_dir}: {reason}; {_intact(path)}") from None
+
+
+def _intact(path: Path) -> str:
+    """What survives a failed save of ``path``: the step of the checkpoint already there, if any."""
+    try:
+        step = json.loads((recover_dir(path) / "meta.json").read_text())["progress"]["step"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"no earlier checkpoint/{path.name} was written"
+    return f"checkpoint/{path.name} from step {step} is intact"
 
 
 def restore(run: Run, phase: Phase, checkpoint: Checkpoint) -> None:
@@ -85,3 +116,58 @@ def restore(run: Run, phase: Phase, checkpoint: Checkpoint) -> None:
     if state.get("pruner") is not None:
         phase.hooks.load_state_dict(state["pruner"])
     set_rng_state(state["rng"])
+
+
+# Keys that may differ between a checkpoint's config and the resumed run's: they do not change the result.
+RESUME_FREE_KEYS = ("trainer.resume", "trainer.resume_override", "trainer.progress", "trainer.num_workers",
+                    "trainer.num_threads", "trainer.total_steps")
+
+
+def check_resume_config(cfg: Any, saved: dict[str, Any], path: Path, override: bool) -> None:
+    """Refuse to resume the checkpoint at ``path`` with a config other than ``saved``, the one it was saved with
+    (its ``meta.json``), unless ``override`` (``trainer.resume_override=true``): a :class:`CheckpointError`
+    listing the keys that differ."""
+    diffs = config_differences(_resolved_like(cfg, saved), saved)
+    if diffs and not override:
+        listed = ", ".join(f"{key} ({_short(a)} -> {_short(b)})" for key, (a, b) in diffs.items())
+        raise CheckpointError(f"trainer.resume={str(path)!r} was saved with another config: {listed}; "
+                              "resume without these overrides, or pass trainer.resume_override=true")
+
+
+def config_differences(current: dict[str, Any], saved: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """``{dotted key: (saved value, current value)}`` where two plain configs differ, but for
+    :data:`RESUME_FREE_KEYS`; a key missing on one side shows as ``<unset>``."""
+    a, b = _dotted(saved), _dotted(current)
+    free = lambda key: any(key == k or key.startswith(k + ".") for k in RESUME_FREE_KEYS)  # noqa: E731
+    return {key: (a.get(key, "<unset>"), b.get(key, "<unset>")) for key in sorted(a.keys() | b.keys())
+            if not free(key) and a.get(key, "<unset>") != b.get(key, "<unset>")}
+
+
+def _resolved_like(cfg: Any, saved: dict[str, Any]) -> dict[str, Any]:
+    """``cfg`` (without Hydra's own node) resolved as the checkpoint's was: with its ``trainer.total_steps``,
+    which the engine sets per phase and LR schedules interpolate (``T_max: ${trainer.total_steps}``)."""
+    import copy
+
+    from omegaconf import OmegaConf, open_dict, read_write
+
+    cfg = copy.deepcopy(cfg)
+    if OmegaConf.is_config(cfg):
+        with read_write(cfg), open_dict(cfg):
+            cfg.pop("hydra", None)
+            if "trainer" in cfg:
+                cfg.trainer.total_steps = (saved.get("trainer") or {}).get("total_steps")
+    return plain(cfg)
+
+
+def _dotted(node: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(node, dict) or not node:
+        return {prefix: node} if prefix else {}
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        out.update(_dotted(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def _short(value: Any) -> str:
+    text = repr(value) if value != "<unset>" else value
+    return text if len(text) <= 40 else text[:37] + "..."

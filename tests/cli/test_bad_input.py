@@ -80,3 +80,13 @@ def test_run_dir_that_cannot_be_created_is_one_line(cli, key):
 def test_unavailable_evaluate_device_is_one_line(cli, smoke_checkpoint, tmp_path, device):
     result = cli("evaluate", f"checkpoint={smoke_checkpoint}", f"device={device}", f"hydra.run.dir={tmp_path}")
     _assert_one_line(result, f"device='{device}'")
+
+
+def test_home_in_a_path_value_reaches_the_path_setting(cli, smoke, tmp_path, monkeypatch):
+    # Hydra's grammar has no unquoted `~` in a value; the CLI quotes `key=~/...` so the path setting expands it.
+    monkeypatch.setenv("HOME", str(tmp_path))
+    result = cli("prune", *smoke, "dataset=cifar10", "dataset.root=~/no_data", f"hydra.run.dir={tmp_path / 'r'}")
+    _assert_one_line(result, "dataset.root='~/no_data'", "an existing folder")
+    (tmp_path / "cifar").mkdir()
+    result = cli("prune", *smoke, "dataset=cifar10", "dataset.root=~/cifar", f"hydra.run.dir={tmp_path / 'r2'}")
+    _assert_one_line(result, f"dataset.root='{tmp_path / 'cifar'}'", "cifar-10-batches-py")

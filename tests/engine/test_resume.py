@@ -81,6 +81,32 @@ def test_interrupt_leaves_a_loadable_checkpoint(cli, tmp_path, monkeypatch):
 def test_resuming_a_checkpoint_of_another_model_is_one_line(cli, smoke, tmp_path):
     first = cli("prune", *smoke, "model=mlp", f"hydra.run.dir={tmp_path / 'mlp'}")
     assert first.exit_code == 0, first.stderr
-    result = cli("prune", *smoke, f"trainer.resume={tmp_path / 'mlp'}", f"hydra.run.dir={tmp_path / 'cnn'}")
+    args = [*smoke, f"trainer.resume={tmp_path / 'mlp'}", "model=cnn", f"hydra.run.dir={tmp_path / 'cnn'}"]
+    refused = cli("prune", *args)  # the config differs from the checkpoint's: refused before training
+    assert refused.exit_code == 2 and "Traceback" not in refused.stderr
+    assert refused.error_lines[-1].startswith("error: trainer.resume=")
+    assert "model.name ('mlp' -> 'cnn')" in refused.stderr
+    result = cli("prune", *args, "trainer.resume_override=true")  # forced: the weights do not fit
     assert result.exit_code == 2 and "Traceback" not in result.stderr
     assert result.error_lines[-1].startswith("error: trainer.resume=") and "does not fit this run" in result.stderr
+
+
+def test_resume_config_check_lists_what_changes_the_result_only():
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    from prunecli.engine.state import check_resume_config
+    from prunecli.errors import CheckpointError
+
+    saved = {"sparsity": 0.9, "model": {"hidden": [16]},
+             "trainer": {"progress": False, "num_workers": 0, "total_steps": 8, "lr_scheduler": {"T_max": 8}}}
+    cfg = OmegaConf.create({"sparsity": 0.5, "model": {"hidden": [16, 8]}, "hydra": {"run": {"dir": "x"}},
+                            "trainer": {"progress": True, "num_workers": 4, "total_steps": None, "resume": "x",
+                                        "lr_scheduler": {"T_max": "${trainer.total_steps}"}}})
+    with pytest.raises(CheckpointError, match=r"another config: model\.hidden \(\[16\] -> \[16, 8\]\), "
+                                              r"sparsity \(0\.9 -> 0\.5\); "):
+        check_resume_config(cfg, saved, Path("x"), override=False)
+    check_resume_config(cfg, saved, Path("x"), override=True)
+    cfg.sparsity, cfg.model.hidden = 0.9, [16]
+    check_resume_config(cfg, saved, Path("x"), override=False)  # T_max resolves as it was saved
