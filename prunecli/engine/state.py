@@ -10,7 +10,7 @@ from typing import Any
 from prunecli._atomic import recover_dir
 from prunecli.checkpoint import Checkpoint, save_checkpoint
 from prunecli.engine.runtime import rng_state, set_rng_state
-from prunecli.engine.setup import Phase, Run, plain
+from prunecli.engine.setup import NoHooks, Phase, Run, plain
 from prunecli.errors import CheckpointError
 
 
@@ -54,10 +54,13 @@ def current_masks(phase: Phase) -> dict[str, Any]:
 
 
 def sparsity_stats(run: Run, phase: Phase) -> dict[str, Any]:
-    """Sparsity report of the model under the phase's masks (none before pruning), as a dict."""
+    """Sparsity report of the model under the phase's masks (none before pruning), as a dict; with a pruner it
+    also names the target's unit and carries the fraction of units removed and each parameter's kind."""
     from prunecli.report import sparsity_report
 
-    return sparsity_report(run.model, current_masks(phase)).to_dict()
+    if isinstance(phase.hooks, NoHooks):
+        return sparsity_report(run.model, {}).to_dict()
+    return {**phase.hooks.report().to_dict(), "unit": phase.hooks.unit_name}
 
 
 def save(run: Run, phase: Phase, pos: Position, name: str) -> Path:

@@ -3,6 +3,7 @@ and the Hydra callback that claims run dirs, checks a resume's config and report
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import logging
@@ -21,6 +22,8 @@ log = logging.getLogger("prunecli")
 USER_ERROR_EXIT = 2
 INTERRUPT_EXIT = 130
 UNEXPECTED_EXIT = 1
+# OSErrors that are the machine's state, not a bug: one line like a user error (errno names, not numbers)
+STORAGE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO}
 
 
 def run_dir() -> Path:
@@ -46,12 +49,6 @@ def task(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
         try:
             check_interpolations(cfg)
             return fn(cfg)
-        except (ConfigError, CheckpointError) as err:
-            line = "; ".join(part.strip() for part in str(err).splitlines() if part.strip())
-            log.error("error: %s", line)
-            if not sweep:
-                sys.exit(USER_ERROR_EXIT)
-            _record_failure(f"error: {line}\n")
         except KeyboardInterrupt:
             last = run_dir() / "checkpoint" / "last"
             if last.is_dir():
@@ -61,13 +58,32 @@ def task(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
                 log.error("interrupted before any checkpoint was written")
             sys.exit(INTERRUPT_EXIT)
         except Exception as err:  # noqa: BLE001  a sweep records it and goes on; a single run lets Hydra report
-            if not sweep:
+            line = user_error_line(err)
+            if line is not None:
+                log.error("error: %s", line)
+                if not sweep:
+                    sys.exit(USER_ERROR_EXIT)
+                _record_failure(f"error: {line}\n")
+            elif not sweep:
                 raise
-            log.exception("error: %s: %s", type(err).__name__, err)
-            _record_failure(f"error: {type(err).__name__}: {err}\n{traceback.format_exc()}")
+            else:
+                log.exception("error: %s: %s", type(err).__name__, err)
+                _record_failure(f"error: {type(err).__name__}: {err}\n{traceback.format_exc()}")
         return None
 
     return wrapper
+
+
+def user_error_line(err: BaseException) -> str | None:
+    """One line for a user error (:class:`ConfigError`, :class:`CheckpointError`, or a storage OSError: a full
+    disk, a read-only or failing device, naming the file; the atomic writers leave no partial file), else None."""
+    if isinstance(err, OSError) and err.errno in STORAGE_ERRORS:
+        text = f"cannot write {err.filename or 'a file'}: {err.strerror or err}"
+    elif isinstance(err, (ConfigError, CheckpointError)):
+        text = str(err)
+    else:
+        return None
+    return "; ".join(part.strip() for part in text.splitlines() if part.strip())
 
 
 def check_interpolations(cfg: Any) -> None:

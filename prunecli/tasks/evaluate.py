@@ -57,7 +57,7 @@ def evaluate(cfg: Any) -> dict[str, Any]:
     model = model.to(device)
     data = load_dataset(cfg, ckpt)
     metrics = evaluate_model(model, eval_loader(data.val, options.batch_size), device)
-    report = sparsity_report(model, ckpt.masks).to_dict()
+    report = {**sparsity_report(model, ckpt.masks).to_dict(), **recorded_units(ckpt.meta)}
     if compact.is_compact(path):
         report = compact_report(report, compact.load_spec(path))
     example = example_input(ckpt.spec, options.latency_batch_size, device)
@@ -71,6 +71,23 @@ def evaluate(cfg: Any) -> dict[str, Any]:
     write_json(run_dir() / "evaluate.json", result)
     print_result(result)
     return result
+
+
+def recorded_units(meta: dict[str, Any]) -> dict[str, Any]:
+    """What the pruner recorded in the checkpoint beyond its masks: the target's unit (``channels``), the fraction
+    of units removed and each parameter's kind (``units`` or ``inputs``); only well-formed values are taken."""
+    stats = meta.get("sparsity")
+    if not isinstance(stats, dict):
+        return {}
+    out: dict[str, Any] = {}
+    if isinstance(stats.get("unit"), str):
+        out["unit"] = stats["unit"]
+    if isinstance(stats.get("unit_sparsity"), float):
+        out["unit_sparsity"] = stats["unit_sparsity"]
+    kinds = stats.get("per_layer_kind")
+    if isinstance(kinds, dict) and all(isinstance(k, str) and v in ("units", "inputs") for k, v in kinds.items()):
+        out["per_layer_kind"] = kinds
+    return out
 
 
 def compact_report(report: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
@@ -122,9 +139,12 @@ def print_result(r: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    layers = Table("layer (parameter FQN)", "sparsity", title="per-layer sparsity", title_justify="left")
-    for name, value in r["per_layer"].items():
-        layers.add_row(name, f"{value:.4f}")
+    kinds = r.get("per_layer_kind") or {}
+    layers = Table("layer (parameter FQN)", "sparsity", *(["pruned"] if kinds else []), title="per-layer sparsity",
+                   title_justify="left")
+    for name, value in sorted(r["per_layer"].items()):
+        kind = {"units": f"own {r.get('unit') or 'units'}", "inputs": "input columns only"}.get(kinds.get(name), "")
+        layers.add_row(name, f"{value:.4f}", *([kind] if kinds else []))
     totals = Table(show_header=False, box=None)
     totals.add_row("accuracy / loss", f"{r['accuracy']:.4f} / {r['loss']:.4f} on {r['samples']} {r['dataset']} samples")
     if r["compact"]:
@@ -132,7 +152,8 @@ def print_result(r: dict[str, Any]) -> None:
         totals.add_row("compact", f"{r['params_total']:,} params of the dense model's {r['params_dense']:,}{ratio}, "
                        "pruned channels removed")
     else:
-        totals.add_row("sparsity", f"{r['sparsity']:.4f} of targeted weights")
+        units = f"{r['unit']} {r['unit_sparsity']:.4f} removed; " if r.get("unit") and "unit_sparsity" in r else ""
+        totals.add_row("sparsity", f"{units}{r['sparsity']:.4f} of targeted weights")
     totals.add_row("params", f"{r['params_nonzero']:,} non-zero of {r['params_total']:,}")
     totals.add_row("FLOPs", f"{r['flops']:,} dense, {r['flops_effective']:,} skipping zeros (per sample)")
     totals.add_row("latency", f"{r['latency_ms_median']:.3f} ms median (batch {r['latency_batch_size']}, "

@@ -90,3 +90,22 @@ def test_home_in_a_path_value_reaches_the_path_setting(cli, smoke, tmp_path, mon
     (tmp_path / "cifar").mkdir()
     result = cli("prune", *smoke, "dataset=cifar10", "dataset.root=~/cifar", f"hydra.run.dir={tmp_path / 'r2'}")
     _assert_one_line(result, f"dataset.root='{tmp_path / 'cifar'}'", "cifar-10-batches-py")
+
+
+def test_a_full_disk_at_the_summary_is_one_line(cli, smoke, tmp_path, monkeypatch):
+    import errno
+
+    import prunecli._atomic
+
+    write_json = prunecli._atomic.write_json
+
+    def full(path, obj):
+        if path.name != "summary.json":
+            return write_json(path, obj)
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(prunecli._atomic, "write_json", full)
+    result = cli("prune", *smoke, f"hydra.run.dir={tmp_path}")
+    _assert_one_line(result, f"cannot write {tmp_path / 'summary.json'}", "No space left on device")
+    assert not (tmp_path / "summary.json").exists()
+    assert (tmp_path / "checkpoint" / "last" / "meta.json").is_file()   # the run's checkpoint stays

@@ -65,3 +65,13 @@ def test_a_report_from_masks_alone_leaves_the_unit_fields_out():
     assert "unit_sparsity" not in report and "per_layer_kind" not in report
     assert report["sparsity"] == pytest.approx(pruner.report().sparsity)
     assert pruner.report().to_dict()["unit_sparsity"] == pytest.approx(0.5)
+
+
+def test_evaluate_reads_the_units_and_kinds_the_pruner_recorded(cli, channel_checkpoint, tmp_path):
+    result = cli("evaluate", f"checkpoint={channel_checkpoint}", f"hydra.run.dir={tmp_path}")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads((tmp_path / "evaluate.json").read_text())
+    assert report["unit"] == "channels" and report["unit_sparsity"] == pytest.approx(0.5, abs=0.02)
+    assert report["per_layer_kind"]["12.weight"] == "inputs"      # the dense classifier only loses inputs
+    assert report["per_layer_kind"]["0.weight"] == "units"
+    assert "input columns only" in result.stdout and "channels 0.5" in result.stdout
