@@ -16,7 +16,7 @@ the final reward, as in AMC); the actor ascends ``Q(s, actor(s))``. The best epi
 Evaluations per search: ``1`` (the dense model, which also records the FLOPs) ``+ episodes``.
 
 ``budget: flops`` reads the requested sparsity as the fraction of the targeted layers' FLOPs (MACs of their own
-weights, :mod:`prunecli.search._flops`) to remove; ``budget: params`` as the usual fraction of their weights.
+weights, :mod:`prunecli.allocation.search.flops`) to remove; ``budget: params`` as the usual fraction of their weights.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ import torch
 from torch import Tensor, nn
 
 from prunecli.errors import ConfigError
-from prunecli.search._base import SearchBase, check_budget, check_count, check_range, element_weights, private
-from prunecli.search._flops import site_flops
+from prunecli.allocation.search.base import SearchBase, check_budget, check_count, check_range, element_weights, private
+from prunecli.allocation.search.flops import site_flops
 from prunecli.sites import Site
 
 BUDGETS = ("flops", "params")
@@ -57,7 +57,7 @@ class AMC(SearchBase):
         lr_actor: Adam learning rate of the actor.
         lr_critic: Adam learning rate of the critic.
         seed: Seed of the agent's weights, noise and replay sampling.
-        min_sparsity, max_sparsity, eval_batches: see :class:`~prunecli.search._base.SearchBase`.
+        min_sparsity, max_sparsity, eval_batches: see :class:`~prunecli.allocation.search.base.SearchBase`.
     """
 
     budget: str = "flops"

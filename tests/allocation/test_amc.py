@@ -3,8 +3,8 @@ import torch
 from torch import nn
 
 from prunecli.errors import ConfigError
-from prunecli.search import AMC
-from prunecli.search._flops import site_flops
+from prunecli.allocation import AMC
+from prunecli.allocation.search.flops import site_flops
 
 from _search_fixtures import mlp, penalise, per_layer, prune
 
