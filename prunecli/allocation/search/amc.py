@@ -15,8 +15,9 @@ moving-average baseline, is the target of every transition's critic value ``Q(s_
 the final reward, as in AMC); the actor ascends ``Q(s, actor(s))``. The best episode's allocation is returned.
 Evaluations per search: ``1`` (the dense model, which also records the FLOPs) ``+ episodes``.
 
-``budget: flops`` reads the requested sparsity as the fraction of the targeted layers' FLOPs (MACs of their own
-weights, :mod:`prunecli.allocation.search.flops`) to remove; ``budget: params`` as the usual fraction of their weights.
+``budget: flops`` reads the requested sparsity as the fraction of the targeted layers' FLOPs (counted by
+``FlopCounterMode`` in the dense evaluation, :mod:`prunecli.allocation.search.flops`) to remove; ``budget: params``
+as the usual fraction of their weights.
 """
 
 from __future__ import annotations
