@@ -48,7 +48,7 @@ def build_pruner(model: nn.Module, cfg: Mapping[str, Any], *, total_steps: int |
         example_inputs: One input batch; the ``channel`` target traces the model on it to find coupled
             channels, and the ``flops``/``latency`` objectives measure on it.
         evaluator: ``evaluator(model) -> float`` (higher is better) for searched allocations
-            (:mod:`prunecli.search`); they raise ``ConfigError`` at their first mask update without one.
+            (:mod:`prunecli.allocation.search`); they raise ``ConfigError`` at their first mask update without one.
 
     Raises:
         ConfigError: For any bad key or value; nothing is applied to the model before all parts are valid.

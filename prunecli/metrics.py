@@ -4,37 +4,54 @@ from __future__ import annotations
 
 import statistics
 import time
-from typing import Mapping, Optional
+from typing import Callable, Mapping, Optional, TypeVar
 
 import torch
 from torch import nn
 
 
+T = TypeVar("T")
+
+
+def module_flops(model: nn.Module, run: Callable[[], T]) -> tuple[int, dict[str, int], T]:
+    """``(total FLOPs, FLOPs per module, run())`` of one call of ``run``, counted by
+    :class:`torch.utils.flop_counter.FlopCounterMode` (FLOPs are 2 x multiply-accumulates).
+
+    The per-module counts are keyed by the names of ``model.named_modules()`` (``""`` is ``model``) and include
+    submodules. FlopCounterMode names modules from the first module called, so ``run`` must call ``model`` itself:
+    modules called through a wrapper, or not at all, have no count.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        value = run()
+    root = type(model).__name__
+    per_module = {}
+    for name, ops in counter.get_flop_counts().items():
+        if name == root or name.startswith(f"{root}."):
+            per_module[name[len(root) + 1:]] = int(sum(ops.values()))
+    return int(counter.get_total_flops()), per_module, value
+
+
 @torch.no_grad()
 def count_flops(model: nn.Module, example: torch.Tensor,
                 masks: Optional[Mapping[str, torch.Tensor]] = None) -> dict[str, int]:
-    """FLOPs of one forward pass on ``example``, counted by :class:`torch.utils.flop_counter.FlopCounterMode`.
+    """FLOPs of one eval-mode forward pass on ``example`` (:func:`module_flops`).
 
     ``flops`` is what dense kernels compute. ``flops_effective`` scales each masked module's FLOPs by the
     density of its weight: what a kernel that skips zeros would compute (an estimate for unstructured masks).
     """
-    from torch.utils.flop_counter import FlopCounterMode
-
     was_training = model.training
     model.eval()
-    with FlopCounterMode(display=False) as counter:
-        model(example)
-    model.train(was_training)
-    total = int(counter.get_total_flops())
-    per_module = counter.get_flop_counts()
-    root = type(model).__name__
+    try:
+        total, per_module, _ = module_flops(model, lambda: model(example))
+    finally:
+        model.train(was_training)
     saved = 0.0
     for fqn, mask in (masks or {}).items():
         module, _, name = fqn.rpartition(".")
-        if name != "weight":
-            continue
-        flops = sum(per_module.get(f"{root}.{module}" if module else root, {}).values())
-        saved += flops * (1.0 - float(mask.float().mean()))
+        if name == "weight":
+            saved += per_module.get(module, 0) * (1.0 - float(mask.float().mean()))
     return {"flops": total, "flops_effective": int(round(total - saved))}
 
 

@@ -90,7 +90,7 @@ class Pruner:
         example_inputs: One input batch, for targets and objectives that trace the model (coupled channels,
             FLOPs); parts that need it declare ``needs_example_inputs``.
         evaluator: ``evaluator(model) -> float`` (higher is better), handed to an allocation that searches
-            (:mod:`prunecli.search`) through its ``bind(model=, evaluator=)``.
+            (:mod:`prunecli.allocation.search`) through its ``bind(model=, evaluator=)``.
 
     Raises:
         ConfigError: When no layer is selected, the final sparsity cannot be reached by the pattern, or the

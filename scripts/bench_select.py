@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from prunecli.allocation._select import select_lowest  # noqa: E402
+from prunecli.allocation import select_lowest  # noqa: E402
 
 
 def make_scores(n_tensors: int, shape: tuple[int, ...], seed: int = 0) -> list[torch.Tensor]:

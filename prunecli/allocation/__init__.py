@@ -1,137 +1,34 @@
 """Allocation axis: how a sparsity budget is spread over the targeted layers.
 
 ``allocate(scores, sites, sparsity)`` gets one score vector per site (``+inf`` = must keep, ``-inf`` = must
-prune) and returns one keep vector per site. Both allocations select with
-:func:`prunecli.allocation._select.select_lowest`, which finds the exact threshold without concatenating the
-scores of all layers into one tensor.
+prune) and returns one keep vector per site. Names in ``pruner.allocation``:
+
+- ``local`` (:class:`Local`), ``global`` (:class:`Global`): the criterion's scores ranked per layer or over all
+  layers (:mod:`prunecli.allocation.ranked`), selected by :func:`select_lowest`;
+- ``sensitivity``, ``simulated_annealing``, ``amc``: searched allocations (:mod:`prunecli.allocation.search`)
+  that evaluate candidate per-layer sparsities with ``evaluator(model) -> float``.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
-
-from torch import Tensor
+from typing import Any
 
 from prunecli._parts import build_part
-from prunecli._bits import count_true, logical_not
-from prunecli.allocation._select import select_lowest
-from prunecli.errors import ConfigError
-from prunecli.sites import Site
+from prunecli.allocation.base import Allocation, check_caps, unit_caps
+from prunecli.allocation.ranked import Global, Local
+from prunecli.allocation.search import AMC, Sensitivity, SimulatedAnnealing
+from prunecli.allocation.select import select_lowest
 
-__all__ = ["Allocation", "Local", "Global", "parse_allocation"]
+__all__ = ["Allocation", "Local", "Global", "Sensitivity", "SimulatedAnnealing", "AMC", "ALLOCATIONS",
+           "parse_allocation", "check_caps", "unit_caps", "select_lowest"]
 
-
-@runtime_checkable
-class Allocation(Protocol):
-    """Spreads the sparsity budget over sites."""
-
-    def allocate(self, scores: dict[str, Tensor], sites: dict[str, Site], sparsity: float) -> dict[str, Tensor]:
-        """Keep vectors (bool, ``[site.num_units]``) for every site."""
-        ...
-
-    def reachable(self, sites: dict[str, Site]) -> float:
-        """The largest overall sparsity (over targeted elements) this allocation can reach on ``sites``."""
-        ...
-
-
-def _check_caps(min_sparsity: float, max_sparsity: float, key: str) -> None:
-    for name, value in (("min_sparsity", min_sparsity), ("max_sparsity", max_sparsity)):
-        if not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-            raise ConfigError(f"{key}.{name}", value, "a float in [0, 1]")
-    if min_sparsity > max_sparsity:
-        raise ConfigError(f"{key}.min_sparsity", min_sparsity, f"a value <= max_sparsity ({max_sparsity})")
-
-
-def _unit_caps(site: Site, min_sparsity: float, max_sparsity: float) -> tuple[int, int]:
-    """(min, max) number of units of ``site`` that may be pruned."""
-    high = math.floor(min(max_sparsity, site.max_sparsity) * site.num_units + 1e-9)
-    low = min(math.ceil(min_sparsity * site.num_units - 1e-9), high)
-    return low, high
-
-
-@dataclass(frozen=True)
-class Local:
-    """Every layer to the same sparsity (clamped to ``[min_sparsity, max_sparsity]`` and the pattern's limit)."""
-
-    min_sparsity: float = 0.0
-    max_sparsity: float = 1.0
-
-    def __post_init__(self) -> None:
-        _check_caps(self.min_sparsity, self.max_sparsity, "pruner.allocation")
-
-    def allocate(self, scores: dict[str, Tensor], sites: dict[str, Site], sparsity: float) -> dict[str, Tensor]:
-        keep = {}
-        for name, site in sites.items():
-            low, high = _unit_caps(site, self.min_sparsity, self.max_sparsity)
-            k = min(max(round(sparsity * site.num_units), low), high)
-            keep[name] = ~select_lowest([scores[name]], k)[0]
-        return keep
-
-    def reachable(self, sites: dict[str, Site]) -> float:
-        return min(_unit_caps(s, self.min_sparsity, self.max_sparsity)[1] / s.num_units for s in sites.values())
-
-
-@dataclass(frozen=True)
-class Global:
-    """One ranking over all targeted layers, weighted by the elements each unit stands for.
-
-    Per-layer caps are met by water-filling: layers whose share of the global selection falls outside
-    ``[min_sparsity, max_sparsity]`` are fixed at the cap and the rest is re-ranked with the remaining budget.
-    ``normalize: mean`` divides each layer's scores by their mean first (Torch-Pruning's global mode), so
-    layers with larger weights do not dominate the ranking.
-    """
-
-    min_sparsity: float = 0.0
-    max_sparsity: float = 1.0
-    normalize: str = "none"
-
-    def __post_init__(self) -> None:
-        _check_caps(self.min_sparsity, self.max_sparsity, "pruner.allocation")
-        if self.normalize not in ("none", "mean"):
-            raise ConfigError("pruner.allocation.normalize", self.normalize, ["none", "mean"])
-
-    def allocate(self, scores: dict[str, Tensor], sites: dict[str, Site], sparsity: float) -> dict[str, Tensor]:
-        if self.normalize == "mean":
-            scores = {n: s / s[s.isfinite()].abs().mean().clamp_min(1e-12) for n, s in scores.items()}
-        caps = {n: _unit_caps(site, self.min_sparsity, self.max_sparsity) for n, site in sites.items()}
-        weight = {n: site.unit_size for n, site in sites.items()}
-        budget = round(sparsity * sum(site.num_units * weight[n] for n, site in sites.items()))
-        pruned: dict[str, Tensor] = {}
-        active = list(sites)
-        while active:
-            spent = sum(count_true(pruned[n]) * weight[n] for n in pruned)
-            room = sum(caps[n][1] * weight[n] for n in active)
-            chosen = select_lowest([scores[n] for n in active], min(max(budget - spent, 0), room),
-                                   [weight[n] for n in active])
-            out_of_caps = {}
-            for n, mask in zip(active, chosen):
-                count = count_true(mask)
-                if not caps[n][0] <= count <= caps[n][1]:
-                    out_of_caps[n] = min(max(count, caps[n][0]), caps[n][1])
-            if not out_of_caps:
-                pruned.update(zip(active, chosen))
-                break
-            for n, k in out_of_caps.items():
-                pruned[n] = select_lowest([scores[n]], k)[0]
-            active = [n for n in active if n not in out_of_caps]
-        return {n: logical_not(mask) for n, mask in pruned.items()}
-
-    def reachable(self, sites: dict[str, Site]) -> float:
-        total = sum(s.num_units * s.unit_size for s in sites.values())
-        room = sum(_unit_caps(s, self.min_sparsity, self.max_sparsity)[1] * s.unit_size for s in sites.values())
-        return room / total
-
-
-ALLOCATIONS = {"local": Local, "global": Global}
+ALLOCATIONS = {"local": Local, "global": Global, "sensitivity": Sensitivity,
+               "simulated_annealing": SimulatedAnnealing, "amc": AMC}
 
 
 def parse_allocation(spec: Any, key: str = "pruner.allocation") -> Allocation:
     """A name, ``{name: ..., min_sparsity: ..., max_sparsity: ...}`` or ``{_target_: ...}`` -> an allocation.
-    Names: ``local``, ``global`` and the searches of :mod:`prunecli.search`."""
-    from prunecli.search import SEARCHES  # searched allocations build on this module: imported here, not above
-
-    if isinstance(spec, (Local, Global, *SEARCHES.values())):
+    Names: the keys of :data:`ALLOCATIONS`."""
+    if isinstance(spec, tuple(ALLOCATIONS.values())):
         return spec
-    return build_part(spec, {**ALLOCATIONS, **SEARCHES}, key, default="local")
+    return build_part(spec, ALLOCATIONS, key, default="local")

@@ -2,7 +2,7 @@
 
 The pruner marks units that are already pruned with ``-inf`` (pruned units stay pruned), so between two nearby
 mask updates the budget is the ``-inf`` block plus a small number of the lowest finite scores. Bracketing the
-threshold over all units, as :class:`~prunecli.allocation._select._Selector` does, would put the pivot at the
+threshold over all units, as :class:`~prunecli.allocation.select._Selector` does, would put the pivot at the
 edge of that block and gather thousands of candidates. :func:`select_above_floor` instead takes the whole block
 and finds the few extra units directly:
 
@@ -37,7 +37,7 @@ _SLACK = 4096
 def select_above_floor(tensors: Sequence[torch.Tensor], weights: Sequence[int], budget: int,
                        gen: torch.Generator) -> list[torch.Tensor] | None:
     """Masks selecting every ``-inf`` unit and then the lowest finite ones up to ``budget`` (the
-    :func:`~prunecli.allocation._select.select_lowest` contract), or ``None`` if this shortcut does not apply.
+    :func:`~prunecli.allocation.select.select_lowest` contract), or ``None`` if this shortcut does not apply.
     The passes over the tensors run on their device; the few sampled and gathered values go through numpy."""
     flats = [_flat(t) for t in tensors]
     masks = [_floor_mask(f) for f in flats]

@@ -1,4 +1,4 @@
-"""Tensor primitives of :func:`prunecli.allocation._select.select_lowest`: cuts in score order and the
+"""Tensor primitives of :func:`prunecli.allocation.select.select_lowest`: cuts in score order and the
 comparison, gathering and counting passes it makes over one flattened score tensor at a time."""
 
 from __future__ import annotations

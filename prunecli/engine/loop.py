@@ -26,7 +26,7 @@ from prunecli.engine.rounds import check_rewind_step, rewind, round_config, roun
 from prunecli.engine.runtime import autocast
 from prunecli.engine.setup import Phase, Run, make_phase, phase_steps, pretrain_epochs, pruner_config
 from prunecli.errors import ConfigError
-from prunecli.search import run_evaluator
+from prunecli.engine.evaluator import run_evaluator
 from prunecli.engine.state import Position, check_resume_config, current_masks, restore, save, sparsity_stats
 
 log = logging.getLogger(__name__)

@@ -9,8 +9,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import prunecli.allocation._select as select_module
-from prunecli.allocation._select import select_lowest
+import prunecli.allocation.select as select_module
+from prunecli.allocation import select_lowest
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
 

@@ -110,7 +110,7 @@ def test_preset_reaches_its_sparsity_with_its_target_invariants(compose, name):
     # amc's sparsity is a FLOPs fraction: check a weight budget here, in 3 episodes
     if isinstance(cfg["allocation"], dict) and cfg["allocation"].get("budget") == "flops":
         cfg["allocation"] = {**cfg["allocation"], "budget": "params", "episodes": 3}
-    x = torch.randn(8, 1, 8, 8)   # searched allocations (prunecli.search) need an evaluator; the others ignore it
+    x = torch.randn(8, 1, 8, 8)   # searched allocations (allocation.search) need an evaluator; the others ignore it
     pruner = build_pruner(model, cfg, total_steps=STEPS, optimizer=optimizer,
                           evaluator=lambda m: -float(m(x).pow(2).mean()))
     train(model, pruner, optimizer)

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from prunecli.errors import ConfigError
-from prunecli.search._base import SearchBase, element_weights, fit, private
+from prunecli.allocation.search.base import SearchBase, element_weights, fit, private
 from prunecli.sites import Site
 
 DEFAULT_GRID = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
@@ -32,7 +32,7 @@ class Sensitivity(SearchBase):
 
     Args:
         grid: Sparsities scanned per layer (each in ``(0, 1]``).
-        min_sparsity, max_sparsity, eval_batches: see :class:`~prunecli.search._base.SearchBase`.
+        min_sparsity, max_sparsity, eval_batches: see :class:`~prunecli.allocation.search.base.SearchBase`.
     """
 
     grid: Any = DEFAULT_GRID

@@ -3,7 +3,7 @@ import math
 import pytest
 
 from prunecli.errors import ConfigError
-from prunecli.search import SimulatedAnnealing
+from prunecli.allocation import SimulatedAnnealing
 
 from _search_fixtures import mlp, penalise, per_layer, prune
 

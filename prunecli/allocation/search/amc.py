@@ -15,8 +15,9 @@ moving-average baseline, is the target of every transition's critic value ``Q(s_
 the final reward, as in AMC); the actor ascends ``Q(s, actor(s))``. The best episode's allocation is returned.
 Evaluations per search: ``1`` (the dense model, which also records the FLOPs) ``+ episodes``.
 
-``budget: flops`` reads the requested sparsity as the fraction of the targeted layers' FLOPs (MACs of their own
-weights, :mod:`prunecli.search._flops`) to remove; ``budget: params`` as the usual fraction of their weights.
+``budget: flops`` reads the requested sparsity as the fraction of the targeted layers' FLOPs (counted by
+``FlopCounterMode`` in the dense evaluation, :mod:`prunecli.allocation.search.flops`) to remove; ``budget: params``
+as the usual fraction of their weights.
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ import torch
 from torch import Tensor, nn
 
 from prunecli.errors import ConfigError
-from prunecli.search._base import SearchBase, check_budget, check_count, check_range, element_weights, private
-from prunecli.search._flops import site_flops
+from prunecli.allocation.search.base import SearchBase, check_budget, check_count, check_range, element_weights, private
+from prunecli.allocation.search.flops import site_flops
 from prunecli.sites import Site
 
 BUDGETS = ("flops", "params")
@@ -57,7 +58,7 @@ class AMC(SearchBase):
         lr_actor: Adam learning rate of the actor.
         lr_critic: Adam learning rate of the critic.
         seed: Seed of the agent's weights, noise and replay sampling.
-        min_sparsity, max_sparsity, eval_batches: see :class:`~prunecli.search._base.SearchBase`.
+        min_sparsity, max_sparsity, eval_batches: see :class:`~prunecli.allocation.search.base.SearchBase`.
     """
 
     budget: str = "flops"

@@ -3,8 +3,8 @@ import torch
 from torch import nn
 
 from prunecli.errors import ConfigError
-from prunecli.search import AMC
-from prunecli.search._flops import site_flops
+from prunecli.allocation import AMC
+from prunecli.allocation.search.flops import site_flops
 
 from _search_fixtures import mlp, penalise, per_layer, prune
 
@@ -38,11 +38,18 @@ def test_amc_meets_a_flops_budget_on_a_cnn_in_three_episodes():
                    run_model, sparsity=0.5, target="channel", criterion="l1")
     sites = pruner.sites
     flops, _ = site_flops(model, sites, lambda: run_model(model))
-    assert flops.tolist() == [72 * 64, 1152 * 16, 8192 * 1]   # MACs: weights x output positions
+    assert flops.tolist() == [4 * 72 * 64, 4 * 1152 * 16, 4 * 8192 * 1]   # 2 x MACs (weights x positions) x 2 samples
     kept = torch.tensor([float(pruner._keep[n].float().mean()) for n in sites], dtype=torch.float64)
     removed = float(((1 - kept) * flops).sum() / flops.sum())
     assert removed == pytest.approx(0.5, abs=0.04)   # channel rounding: 1/8, 1/16, 1/32 of each layer
     assert pruner.allocation.report()["evaluations"] == 1 + 3
+
+
+def test_site_flops_count_one_position_when_the_evaluator_does_not_run_the_model():
+    model = cnn()
+    pruner = prune(model, {"name": "amc", "budget": "params", "episodes": 1, "warmup": 1}, run_model, target="channel")
+    flops, value = site_flops(model, pruner.sites, lambda: 1.5)
+    assert flops.tolist() == [2 * 72, 2 * 1152, 2 * 8192] and value == 1.5
 
 
 def test_amc_errors():

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from prunecli.errors import ConfigError
-from prunecli.search._base import SearchBase, check_range, element_weights, fit, private
+from prunecli.allocation.search.base import SearchBase, check_range, element_weights, fit, private
 from prunecli.sites import Site
 
 
@@ -38,7 +38,7 @@ class SimulatedAnnealing(SearchBase):
         cool_down_rate: Factor applied to the temperature after each candidate, in ``(0, 1)``.
         perturbation_magnitude: Half-width of the uniform perturbation of each layer's sparsity.
         seed: Seed of the perturbations and acceptance draws.
-        min_sparsity, max_sparsity, eval_batches: see :class:`~prunecli.search._base.SearchBase`.
+        min_sparsity, max_sparsity, eval_batches: see :class:`~prunecli.allocation.search.base.SearchBase`.
     """
 
     start_temperature: float = 0.1

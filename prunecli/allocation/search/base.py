@@ -16,12 +16,12 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
-from prunecli.allocation import _check_caps
-from prunecli.allocation._select import select_lowest
+from prunecli.allocation.base import check_caps
+from prunecli.allocation.select import select_lowest
 from prunecli.errors import ConfigError
 from prunecli.sites import Site
 
-log = logging.getLogger("prunecli.search")
+log = logging.getLogger("prunecli.allocation.search")
 
 Evaluator = Callable[[nn.Module], float]
 
@@ -50,7 +50,8 @@ class SearchBase:
     Args:
         min_sparsity: Lower cap of every layer's sparsity.
         max_sparsity: Upper cap of every layer's sparsity.
-        eval_batches: Validation batches of the evaluator the engine builds (``prunecli.search.loader_evaluator``).
+        eval_batches: Validation batches of the evaluator the engine builds
+            (:func:`prunecli.engine.evaluator.run_evaluator`).
     """
 
     min_sparsity: float = 0.0
@@ -58,7 +59,7 @@ class SearchBase:
     eval_batches: int = 4
 
     def __post_init__(self) -> None:
-        _check_caps(self.min_sparsity, self.max_sparsity, self.key)
+        check_caps(self.min_sparsity, self.max_sparsity, self.key)
         check_count(f"{self.key}.eval_batches", self.eval_batches, "batch")
 
     needs_evaluator = True

@@ -1,5 +1,6 @@
-"""The evaluator the engine hands to searched allocations: the negative mean cross-entropy on the first
-``eval_batches`` batches of the validation loader (higher is better), in eval mode and without gradients."""
+"""The evaluator the engine hands to searched allocations (:mod:`prunecli.allocation.search`): the negative mean
+cross-entropy on the first ``eval_batches`` batches of the validation loader (higher is better), in eval mode and
+without gradients."""
 
 from __future__ import annotations
 
@@ -10,13 +11,14 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from prunecli.engine.evaluation import evaluate
+
 DEFAULT_BATCHES = 4
 
 
 def loader_evaluator(loader: DataLoader, device: torch.device, amp: Optional[torch.dtype] = None,
                      batches: int = DEFAULT_BATCHES) -> Callable[[nn.Module], float]:
     """``evaluator(model) -> -loss`` over the first ``batches`` batches of ``loader`` (train mode restored)."""
-    from prunecli.engine.evaluation import evaluate
 
     def evaluator(model: nn.Module) -> float:
         return -evaluate(model, islice(loader, batches), device, amp)["loss"]

@@ -6,15 +6,13 @@ the criterion's scores. Each is an :class:`prunecli.allocation.Allocation` named
 - ``amc`` (:class:`AMC`): a DDPG agent under a FLOPs or parameter budget.
 
 They need ``evaluator(model) -> float`` (higher is better): ``build_pruner(..., evaluator=fn)`` hands it over
-(the engine builds one with :func:`run_evaluator`). After a search, ``allocation.report()`` gives
-``{"method", "evaluations", "best_score", "sparsity": {site: s}, ...}``; each search also logs it.
+(the engine builds one with :func:`prunecli.engine.evaluator.run_evaluator`). After a search,
+``allocation.report()`` gives ``{"method", "evaluations", "best_score", "sparsity": {site: s}, ...}``; each search
+also logs it. What they share: :mod:`prunecli.allocation.search.base`.
 """
 
-from prunecli.search.amc import AMC
-from prunecli.search.annealing import SimulatedAnnealing
-from prunecli.search.evaluator import loader_evaluator, run_evaluator
-from prunecli.search.sensitivity import Sensitivity
+from prunecli.allocation.search.amc import AMC
+from prunecli.allocation.search.annealing import SimulatedAnnealing
+from prunecli.allocation.search.sensitivity import Sensitivity
 
-__all__ = ["AMC", "SimulatedAnnealing", "Sensitivity", "SEARCHES", "loader_evaluator", "run_evaluator"]
-
-SEARCHES = {"sensitivity": Sensitivity, "simulated_annealing": SimulatedAnnealing, "amc": AMC}
+__all__ = ["AMC", "SimulatedAnnealing", "Sensitivity"]
