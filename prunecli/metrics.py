@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import statistics
-import time
 from typing import Callable, Mapping, Optional, TypeVar
 
 import torch
@@ -57,22 +55,21 @@ def count_flops(model: nn.Module, example: torch.Tensor,
 
 @torch.inference_mode()
 def measure_latency(model: nn.Module, example: torch.Tensor, *, warmup: int = 5, repeats: int = 30) -> dict[str, float]:
-    """Median and spread of wall-clock forward time in milliseconds, after ``warmup`` untimed passes."""
+    """Median and spread of the forward time in milliseconds over ``repeats`` timed passes after ``warmup``
+    untimed ones, timed by :class:`torch.utils.benchmark.Timer` (it synchronises CUDA and keeps torch's thread
+    count); ``latency_ms_iqr`` is the interquartile range."""
+    from torch.utils import benchmark
+
     was_training = model.training
     model.eval()
-    sync = torch.cuda.synchronize if example.device.type == "cuda" else (lambda: None)
-    times = []
-    with torch.no_grad():  # inference time: no autograd graph
-        for _ in range(warmup):
-            model(example)
-        sync()
-        for _ in range(max(repeats, 1)):
-            start = time.perf_counter()
-            model(example)
-            sync()
-            times.append((time.perf_counter() - start) * 1e3)
+    for _ in range(warmup):
+        model(example)
+    timer = benchmark.Timer(stmt="model(example)", globals={"model": model, "example": example},
+                            num_threads=torch.get_num_threads())
+    runs = benchmark.Measurement.merge([timer.timeit(1) for _ in range(max(repeats, 1))])[0]
     model.train(was_training)
-    return {"latency_ms_median": statistics.median(times), "latency_ms_min": min(times),
+    times = [t * 1e3 for t in runs.times]
+    return {"latency_ms_median": runs.median * 1e3, "latency_ms_iqr": runs.iqr * 1e3, "latency_ms_min": min(times),
             "latency_ms_max": max(times), "latency_repeats": len(times), "latency_batch_size": example.shape[0]}
 
 
