@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Callable
 
 from torch import nn
 
 from prunecli.errors import ConfigError
 from prunecli.sites import AxisLayout, Member, Site
-from prunecli.targets._graph import following_norms
+from prunecli.structure import following_norms, mha_head_site
 from prunecli.targets._weights import WEIGHT_TYPES, weight_sites
 
 log = logging.getLogger(__name__)
@@ -20,34 +19,16 @@ def _axis_member(name: str, param: nn.Parameter, dim: int, units: int, scored: b
     return Member(name, param, AxisLayout(tuple(param.shape), dim, units, chunks), scored)
 
 
-def mha_head_site(name: str, mha: nn.MultiheadAttention, member: Callable[..., Member] = _axis_member,
-                  round_to: int = 1) -> Site:
-    """The head site of ``mha``: its heads' rows of q, k, v (weights and biases) and columns of ``out_proj``.
-
-    ``member(fqn, param, dim, heads, scored, chunks=1)`` builds each member (the coupled channel target passes
-    one with index layouts); ``chunks=3`` is the packed q/k/v ``in_proj``.
-    """
-    h = mha.num_heads
-    members = []
-    if mha.in_proj_weight is not None:
-        members.append(member(f"{name}.in_proj_weight", mha.in_proj_weight, 0, h, True, chunks=3))
-    else:
-        for p in ("q_proj_weight", "k_proj_weight", "v_proj_weight"):
-            members.append(member(f"{name}.{p}", getattr(mha, p), 0, h, True))
-    if mha.in_proj_bias is not None:
-        members.append(member(f"{name}.in_proj_bias", mha.in_proj_bias, 0, h, False, chunks=3))
-    members.append(member(f"{name}.out_proj.weight", mha.out_proj.weight, 1, h, True))
-    return Site(name, tuple(members), max_sparsity=(h - 1) / h, module=name, round_to=round_to)
-
-
 @dataclass(frozen=True)
-class Channel:
-    """Whole output channels (filters) of Conv/Linear layers.
+class LayerChannel:
+    """Whole output channels (filters) of Conv/Linear layers, each layer on its own: the ``channel`` target
+    without example inputs.
 
     A channel's mask covers the layer's weight rows, its bias, and the weight AND bias of a norm layer that
     directly consumes the layer's output, so a pruned channel outputs exactly zero (Li et al., "Pruning
     Filters for Efficient ConvNets", 2017, https://arxiv.org/abs/1608.08710). Coupling across residual adds
-    and the consumers' input columns are the structured-export issue's job. At least one channel is kept.
+    and the consumers' input columns needs the traced graph (:class:`~prunecli.targets.CoupledChannel`). At
+    least one channel is kept.
     """
 
     module_types = WEIGHT_TYPES
@@ -96,7 +77,7 @@ class Head:
         sites, skipped = [], {}
         for name, module in modules.items():
             if isinstance(module, nn.MultiheadAttention):
-                sites.append(mha_head_site(name, module))
+                sites.append(mha_head_site(name, module, _axis_member))
             else:
                 skipped[name] = f"{type(module).__name__} is not an nn.MultiheadAttention"
         for i, quartet in enumerate(self.quartets):
