@@ -151,5 +151,17 @@ def test_channel_target_and_compaction_match_saved_expectations(case):
     assert got["plan"] == expected["plan"]
 
 
+def _write() -> None:
+    """The expectations as JSON, one line per site, skipped layer and mask (readable diffs)."""
+    cases = []
+    for case in sorted(CASES):
+        sections = []
+        for section, values in sorted(record(case).items()):
+            rows = ",\n".join(f"   {json.dumps(k)}: {json.dumps(v)}" for k, v in sorted(values.items()))
+            sections.append(f"  {json.dumps(section)}: {{\n{rows}\n  }}" if rows else f"  {json.dumps(section)}: {{}}")
+        cases.append(f" {json.dumps(case)}: {{\n" + ",\n".join(sections) + "\n }")
+    GOLDEN.write_text("{\n" + ",\n".join(cases) + "\n}\n")
+
+
 if __name__ == "__main__" and sys.argv[1:] == ["--write"]:
-    GOLDEN.write_text(json.dumps({case: record(case) for case in sorted(CASES)}, indent=1, sort_keys=True) + "\n")
+    _write()
