@@ -4,7 +4,7 @@ torchvision resnet18 (1000 classes, random weights with random BatchNorm statist
 channels of every coupled group (local allocation, L2 magnitude), on 3x224x224 batch 8 and 3x32x32 batch 32:
 
 - prunecli: ``build_pruner(target=channel, criterion=l2, allocation=local, oneshot)`` with example inputs, one
-  mask update, then :func:`prunecli.targets._coupled.compact` on a deep copy (the code path of
+  mask update, then :func:`prunecli.structure.compact` on a deep copy (the code path of
   ``export format=compact``); the max abs difference of masked vs compact outputs is reported.
 - Torch-Pruning: ``tp.pruner.MetaPruner`` with ``tp.importance.MagnitudeImportance(p=2)``,
   ``pruning_ratio=0.5``, the classifier ``fc`` ignored (prunecli skips it: its channels are model outputs).
@@ -31,7 +31,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from prunecli import build_pruner
 from prunecli._torchvision import import_torchvision
-from prunecli.targets._coupled import compact
+from prunecli.structure import compact
 
 INPUTS = ((8, 224), (32, 32))
 

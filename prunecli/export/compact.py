@@ -1,12 +1,12 @@
 """``format=compact``: the physically smaller model, pruned channels removed, saved without pickle.
 
 ``<output>`` (safetensors) holds the compact model's state dict; ``<output stem>.json`` holds the dense model's
-spec and the removal plan of :func:`prunecli.targets._coupled.compact`: ``history``, Torch-Pruning's pruning
+spec and the removal plan of :func:`prunecli.structure.compact`: ``history``, Torch-Pruning's pruning
 history (``[[root layer FQN, out channels?, [indices]], ...]``), and (spec v2) ``cuts``, the slices removed by
 prunecli itself (``[[parameter FQN, dim, [indices]], ...]``, dense index space: groups through LayerNorm,
 GroupNorm, attention or bare parameters, and attention heads). :func:`load` rebuilds the dense model from the
 spec, replays the history on the same example input (deterministic), applies the cuts (which also swap in
-the counted norms and compact attention of :mod:`prunecli.export._modules`, rebuilt from the dense layers)
+the counted norms and compact attention of :mod:`prunecli.structure`, rebuilt from the dense layers)
 and loads the weights. v1 specs (history only) load unchanged. Removal is exact: a channel goes only when every coupled
 slice of it is masked, and the export checks that the compact model's outputs equal the masked model's on
 random inputs (``atol``, default 1e-4) before writing anything.
@@ -53,7 +53,7 @@ def export(model: nn.Module, checkpoint: Any, output: Path, options: dict[str, A
     from safetensors.torch import save
 
     from prunecli.export.dense import spec_beside
-    from prunecli.targets._coupled import compact
+    from prunecli.structure import compact
 
     atol = check_options(options)["atol"]
     spec_path = spec_beside(output)
@@ -143,7 +143,7 @@ def load(path: Path | str, *, model: Any = None, trust_checkpoint_code: bool = F
     from safetensors.torch import load as load_tensors
 
     from prunecli.checkpoint import fit_model, model_builder, safetensors_shapes
-    from prunecli.targets._coupled import replay
+    from prunecli.structure import replay
 
     meta = load_spec(path)
     spec = spec_path(path)

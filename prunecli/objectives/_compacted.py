@@ -4,7 +4,7 @@ A structured objective asks: at requested sparsity ``s``, which masks would the 
 does the physically compacted model cost (FLOPs, parameters, latency)? :func:`compacted` answers the first two
 with the pruner's own machinery (criterion scores, ``allocation.allocate``, ``site.rounded``, ``site.unit_masks``
 and the AND of a parameter's masks over sites) and compacts a deep copy with
-:func:`prunecli.targets._coupled.compact`, the code path of ``export format=compact``. :func:`solve` bisects
+:func:`prunecli.structure.compact`, the code path of ``export format=compact``. :func:`solve` bisects
 ``s`` until the cost ratio meets ``keep``.
 """
 
@@ -70,7 +70,7 @@ def simulated_masks(sites: list[Site], sparsity: float, allocation: Any = None,
 
 def compacted(model: nn.Module, sites: list[Site], sparsity: float, example_inputs: Any, **parts: Any) -> nn.Module:
     """A deep copy of ``model`` (eval mode) with the channels removed that the masks at ``sparsity`` remove."""
-    from prunecli.targets._coupled import compact
+    from prunecli.structure import compact
 
     small = copy.deepcopy(model).eval()
     if sparsity > 0:

@@ -29,10 +29,10 @@ from torch import nn
 from prunecli.errors import ConfigError
 from prunecli.sites import Site
 from prunecli.targets._coupled import CoupledChannel
-from prunecli.targets._structured import Channel, Head
+from prunecli.targets._structured import Head, LayerChannel
 from prunecli.targets._weights import NM, Block, Unstructured
 
-__all__ = ["Target", "Unstructured", "NM", "Block", "Channel", "CoupledChannel", "Head", "parse_target"]
+__all__ = ["Target", "Unstructured", "NM", "Block", "LayerChannel", "CoupledChannel", "Head", "parse_target"]
 
 NAMES = ("unstructured", "N:M (e.g. 2:4)", "RxC blocks (e.g. 4x1)", "channel", "head")
 

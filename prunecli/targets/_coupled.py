@@ -1,43 +1,26 @@
-"""Coupled channels: every parameter slice that must lose a channel together, found by Torch-Pruning.
+"""The ``channel`` target: coupled channel groups and attention heads as sites.
 
-Torch-Pruning's ``DependencyGraph`` (Fang et al., "DepGraph: Towards Any Structural Pruning", CVPR 2023,
-https://arxiv.org/abs/2301.12900) traces the model on example inputs and yields one *group* per set of coupled
-channels: the producing conv/linear rows and biases, norm weights and biases, the consuming layers' input
-columns, across residual adds, concatenations (index offsets), flattens and depthwise convolutions. Each
-group becomes one :class:`~prunecli.sites.Site`. This is the only module that imports ``torch_pruning``.
-
-A group is only a site when masking its channels computes exactly what removing them computes. A channel
-masked wherever it is produced (conv/linear rows and bias, bare parameters such as a ViT's ``class_token``
-sliced along their channel dim, norm weight and bias) is zero at every later layer, including LayerNorm and
-GroupNorm (their statistics still count it: the compact model keeps that count, see
-:mod:`prunecli.export._modules`) and ``nn.MultiheadAttention`` (its ``in_proj`` columns and ``out_proj`` rows
-are members). Each selected ``nn.MultiheadAttention`` also yields a head site
-(:func:`~prunecli.targets._structured.mha_head_site`). Skipped, each with the layer or op that caused it:
-groups reaching the model's output, passing an op that mixes channels (softmax over channels, a functional
-norm...), holding grouped (non-depthwise) convolutions, LayerNorm subclasses or norms without affine
-parameters, attention with separate q/k/v sizes, ``bias_k`` or ``add_zero_attn``, or layers of unknown types.
-
-:func:`compact` removes what Torch-Pruning removes exactly (conv, linear, BatchNorm groups) with Torch-Pruning,
-and the rest (groups through LayerNorm, GroupNorm, attention or bare parameters, and heads) by slicing
-(:mod:`prunecli.targets._surgery`).
+The groups come from :func:`prunecli.structure.channel_groups` (Torch-Pruning's dependency graph on example
+inputs: every slice that must lose a channel together) and the heads from :func:`prunecli.structure.head_site`;
+this module picks those rooted at the layers the layer rules select and reports why the rest stay dense.
+Masking a site's channels computes exactly what removing them computes (:func:`prunecli.structure.compact`).
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
-import torch
-from torch import Tensor, nn
+from torch import nn
 
 from prunecli.errors import ConfigError
-from prunecli.sites import IndexLayout, Member, Site
-from prunecli.targets._structured import mha_head_site
-from prunecli.targets._surgery import apply_cuts, site_cuts, sliced_sites
+from prunecli.sites import Site
+from prunecli.structure import OWNERS, channel_groups, head_site
 
 log = logging.getLogger(__name__)
 
+<<<<<<< HEAD
 CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 ROOT_TYPES = (*CONV, nn.Linear)
 NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
@@ -225,29 +208,25 @@ def head_site(name: str, mha: nn.MultiheadAttention) -> Site | str:
     """The head site of ``mha`` with index layouts (as the channel groups have), or why it cannot be compacted."""
     return attention_unsupported(mha, name) or mha_head_site(name, mha, _index_member)
 
+=======
+>>>>>>> structure
 
 def coupled_sites(model: nn.Module, modules: dict[str, nn.Module], example_inputs: Any,
                   round_to: int = 1, heads: bool = True) -> tuple[list[Site], dict[str, str]]:
     """Sites of the coupled groups rooted at the selected ``modules`` and (with ``heads``) the heads of the
     selected attention modules, and ``{module FQN: reason}`` for the rest."""
-    attention = _attention_modules(model)
+    attention = [n for n, m in model.named_modules() if isinstance(m, nn.MultiheadAttention)]
     # An attention module's out_proj is pruned through the attention module (heads, residual channels).
     modules = {n: m for n, m in modules.items() if not any(n.startswith(f"{a}.") for a in attention)}
-    graph = dependency_graph(model, example_inputs)
     sites, skipped = [], {}
-    for root, group in groups(graph):
-        name = graph._module2name[root]
-        if name not in modules:
+    for group in channel_groups(model, example_inputs, modules, round_to):
+        if group.site is not None:
+            sites.append(group.site)
             continue
-        site = group_site(graph, group, modules, round_to)
-        if isinstance(site, Site):
-            sites.append(site)
-            continue
-        log.info("%s: channel group skipped: %s", name, site)
-        for item in group.items:  # every selected layer whose output channels are in the group
-            member = graph._module2name.get(item.dep.target.module)
-            if member in modules and graph.is_out_channel_pruning_fn(item.dep.handler):
-                skipped[member] = site
+        log.info("%s: channel group skipped: %s", group.root, group.reason)
+        for producer in group.producers:  # every selected layer whose output channels are in the group
+            if producer in modules:
+                skipped[producer] = group.reason
     for name, module in modules.items():
         if isinstance(module, nn.MultiheadAttention) and not heads:
             skipped.setdefault(name, "its heads are kept whole (pruner.target.heads: false)")
@@ -263,66 +242,16 @@ def coupled_sites(model: nn.Module, modules: dict[str, nn.Module], example_input
     return sites, skipped
 
 
-def removable(site: Site, masks: dict[str, Tensor]) -> list[int]:
-    """Units of ``site`` whose every member slice is masked (False) in ``masks``: removing them is exact."""
-    kept = torch.zeros(site.num_units, dtype=torch.bool)
-    for m in site.members:
-        mask = masks.get(m.name)
-        if mask is None:
-            return []
-        kept |= m.layout.reduce(mask.cpu().float()) > 0  # a unit with any kept element stays
-    return [int(i) for i in (~kept).nonzero().reshape(-1)]
-
-
-@torch.no_grad()
-def compact(model: nn.Module, masks: dict[str, Tensor], example_inputs: Any) -> dict[str, list]:
-    """Physically remove, in place, every channel and head whose coupled slices are all masked.
-
-    Returns the plan :func:`replay` applies to a fresh dense model: ``{"history": Torch-Pruning's pruning
-    history ([[root FQN, True, [indices]], ...]), "cuts": slices removed here ([[FQN, dim, [indices]], ...])}``.
-    """
-    graph = dependency_graph(model, example_inputs, key="format")
-    planned = []
-    for root, group in groups(graph):
-        site = group_site(graph, group, None)
-        if isinstance(site, Site) and (idxs := removable(site, masks)):
-            planned.append((root, site, idxs))
-    own = sliced_sites(model, [site for _, site, _ in planned], TP_EXACT)
-    removals = [(site, idxs) for i, (_, site, idxs) in enumerate(planned) if i in own]
-    for name, mha in _attention_modules(model).items():
-        site = head_site(name, mha)
-        if isinstance(site, Site) and (idxs := removable(site, masks)):
-            removals.append((site, idxs))
-    for i, (root, _, idxs) in enumerate(planned):
-        if i not in own:
-            pruner = graph.get_pruner_of_module(root)
-            graph.get_pruning_group(root, pruner.prune_out_channels, idxs).prune()
-    history = [[name, bool(out), [int(i) for i in idxs]] for name, out, idxs in graph.pruning_history()]
-    cuts = site_cuts(removals)
-    apply_cuts(model, cuts)
-    return {"history": history, "cuts": cuts}
-
-
-def replay(model: nn.Module, plan: dict[str, list] | list[list], example_inputs: Any) -> nn.Module:
-    """Apply a :func:`compact` plan (or a bare Torch-Pruning history, spec v1) to a dense model of the same
-    architecture (deterministic)."""
-    history, cuts = (plan, []) if isinstance(plan, list) else (plan["history"], plan.get("cuts", []))
-    if history:
-        graph = dependency_graph(model, example_inputs, key="format")
-        graph.load_pruning_history([list(h) for h in history])
-    return apply_cuts(model, cuts)
-
-
 @dataclass(frozen=True)
 class CoupledChannel:
     """Whole channels of coupled groups (``pruner.target=channel``), found on the model's example inputs.
 
-    A channel's mask covers every coupled slice (see the module docstring), so the masked model computes what
-    the compacted model computes (``prunecli export format=compact``). Selected ``nn.MultiheadAttention``
+    A channel's mask covers every coupled slice (see :mod:`prunecli.structure`), so the masked model computes
+    what the compacted model computes (``prunecli export format=compact``). Selected ``nn.MultiheadAttention``
     modules add one head site each, scored and allocated like the channel groups (``heads: false`` keeps heads
     whole, e.g. for criteria that read output channels). ``round_to`` keeps each group's channel count a multiple
     of e.g. 8. Without example inputs (``build_pruner(..., example_inputs=None)``) it falls
-    back to :class:`~prunecli.targets.Channel` (layer + following norm, no coupling) with a warning.
+    back to :class:`~prunecli.targets.LayerChannel` (layer + following norm, no coupling) with a warning.
     """
 
     round_to: int = 1
@@ -340,11 +269,11 @@ class CoupledChannel:
     def sites(self, model: nn.Module, modules: dict[str, nn.Module],
               example_inputs: Any = None) -> tuple[list[Site], dict[str, str]]:
         if example_inputs is None:
-            from prunecli.targets._structured import Channel
+            from prunecli.targets._structured import LayerChannel
 
             log.warning("pruner.target=channel without example inputs: channels are masked per layer (with the "
                         "following norm), not across coupled layers; compact export removes nothing")
-            return Channel().sites(model, modules)
+            return LayerChannel().sites(model, modules)
         return coupled_sites(model, modules, example_inputs, self.round_to, self.heads)
 
     def __str__(self) -> str:

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import logging
+<<<<<<< HEAD
 from dataclasses import dataclass, field, replace
 from typing import Callable
+=======
+from dataclasses import dataclass, field
+>>>>>>> structure
 
 from torch import nn
 
 from prunecli.errors import ConfigError
 from prunecli.sites import AxisLayout, Member, Site
-from prunecli.targets._graph import following_norms
+from prunecli.structure import following_norms, mha_head_site
 from prunecli.targets._weights import WEIGHT_TYPES, weight_sites
 
 log = logging.getLogger(__name__)
@@ -20,6 +24,7 @@ def _axis_member(name: str, param: nn.Parameter, dim: int, units: int, scored: b
     return Member(name, param, AxisLayout(tuple(param.shape), dim, units, chunks), scored)
 
 
+<<<<<<< HEAD
 def mha_head_site(name: str, mha: nn.MultiheadAttention, member: Callable[..., Member] = _axis_member,
                   round_to: int = 1) -> Site:
     """The head site of ``mha``: its heads' rows of q, k, v (weights and biases) and columns of ``out_proj``.
@@ -40,14 +45,18 @@ def mha_head_site(name: str, mha: nn.MultiheadAttention, member: Callable[..., M
     return Site(name, tuple(members), max_sparsity=(h - 1) / h, module=name, round_to=round_to)
 
 
+=======
+>>>>>>> structure
 @dataclass(frozen=True)
-class Channel:
-    """Whole output channels (filters) of Conv/Linear layers.
+class LayerChannel:
+    """Whole output channels (filters) of Conv/Linear layers, each layer on its own: the ``channel`` target
+    without example inputs.
 
     A channel's mask covers the layer's weight rows, its bias, and the weight AND bias of a norm layer that
     directly consumes the layer's output, so a pruned channel outputs exactly zero (Li et al., "Pruning
     Filters for Efficient ConvNets", 2017, https://arxiv.org/abs/1608.08710). Coupling across residual adds
-    and the consumers' input columns are the structured-export issue's job. At least one channel is kept.
+    and the consumers' input columns needs the traced graph (:class:`~prunecli.targets.CoupledChannel`). At
+    least one channel is kept.
     """
 
     module_types = WEIGHT_TYPES
@@ -98,7 +107,7 @@ class Head:
         sites, skipped = [], {}
         for name, module in modules.items():
             if isinstance(module, nn.MultiheadAttention):
-                sites.append(mha_head_site(name, module))
+                sites.append(mha_head_site(name, module, _axis_member))
             else:
                 skipped[name] = f"{type(module).__name__} is not an nn.MultiheadAttention"
         for i, quartet in enumerate(self.quartets):

@@ -53,7 +53,7 @@ def test_version_1_spec_without_cuts_still_loads(exported):
 
 
 def test_vit_export_records_cuts_and_reloads_counted_norms_and_attention(tmp_path):
-    from prunecli.export._modules import Attention, CountedLayerNorm
+    from prunecli.structure import Attention, CountedLayerNorm
 
     spec = {**SPEC, "config": {**SPEC["config"], "name": "vit_b_16"}}
     torch.manual_seed(0)

@@ -10,7 +10,7 @@ from torch import nn
 
 from prunecli.models import build_model
 from prunecli.targets import CoupledChannel, parse_target
-from prunecli.targets._coupled import compact
+from prunecli.structure import compact
 
 from _structured import prune, randomized
 

@@ -13,7 +13,7 @@ from prunecli.models import build_model
 from prunecli.objectives import Flops, parse_objective
 from prunecli.objectives._compacted import solve
 from prunecli.objectives.structured import count_flops
-from prunecli.targets._coupled import compact
+from prunecli.structure import compact
 
 from _structured import prune, randomized
 

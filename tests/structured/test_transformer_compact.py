@@ -8,10 +8,10 @@ import pytest
 import torch
 from torch import nn
 
-from prunecli.export._modules import Attention, CountedGroupNorm, CountedLayerNorm
+from prunecli.structure import Attention, CountedGroupNorm, CountedLayerNorm
 from prunecli.models import build_model
 from prunecli.targets import CoupledChannel
-from prunecli.targets._coupled import compact, replay
+from prunecli.structure import compact, replay
 
 from _structured import prune, randomized
 

@@ -1,4 +1,12 @@
-"""Graph facts the structured targets need, found by tracing the model with torch.fx."""
+"""Which norm layer directly follows each layer, found with torch.fx: the graph fact of channel pruning
+*without* example inputs.
+
+Everything else in :mod:`prunecli.structure` reads Torch-Pruning's ``DependencyGraph``, which is built by
+running the model forward on example inputs (autograd records the graph) and so cannot exist without them.
+``pruner.target=channel`` without example inputs (``build_pruner(..., example_inputs=None)``) still masks a
+layer's following norm: ``torch.fx.symbolic_trace`` traces the model on proxies, needing no input, for that
+one fact. This is the only torch.fx tracer in prunecli.
+"""
 
 from __future__ import annotations
 

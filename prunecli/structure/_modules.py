@@ -50,7 +50,7 @@ class CountedLayerNorm(nn.Module):
 
     @classmethod
     def from_dense(cls, norm: nn.LayerNorm) -> "CountedLayerNorm":
-        assert len(norm.normalized_shape) == 1 and norm.weight is not None, "checked by the coupled target"
+        assert len(norm.normalized_shape) == 1 and norm.weight is not None, "checked by group discovery"
         return cls(norm.weight, norm.bias, norm.normalized_shape[0], norm.eps)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -85,7 +85,7 @@ class CountedGroupNorm(nn.Module):
 
     @classmethod
     def from_dense(cls, norm: nn.GroupNorm) -> "CountedGroupNorm":
-        assert norm.affine, "checked by the coupled target"
+        assert norm.affine, "checked by group discovery"
         size = norm.num_channels // norm.num_groups
         groups = torch.arange(norm.num_channels, device=norm.weight.device) // size
         return cls(norm.weight, norm.bias, groups, norm.num_groups, size, norm.eps)
@@ -138,7 +138,7 @@ class Attention(nn.Module):
 
     @classmethod
     def from_dense(cls, mha: nn.MultiheadAttention) -> "Attention":
-        assert mha._qkv_same_embed_dim and mha.bias_k is None and not mha.add_zero_attn, "checked by the target"
+        assert mha._qkv_same_embed_dim and mha.bias_k is None and not mha.add_zero_attn, "checked by group discovery"
         return cls(mha.in_proj_weight, mha.in_proj_bias, mha.out_proj, mha.head_dim, mha.num_heads,
                    mha.batch_first, mha.dropout)
 

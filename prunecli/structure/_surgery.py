@@ -8,7 +8,7 @@ dense model's index space, one per parameter and dim.
 :func:`apply_cuts` (the same code for ``compact`` and for loading an export):
 
 1. replaces each ``nn.LayerNorm``, ``nn.GroupNorm`` and ``nn.MultiheadAttention`` that owns a cut parameter by
-   its exact dense equivalent from :mod:`prunecli.export._modules` (same parameter names, widths taken from
+   its exact dense equivalent from :mod:`prunecli.structure._modules` (same parameter names, widths taken from
    the parameters' shapes, the norms keeping the dense channel count);
 2. slices every cut parameter (and the per-channel buffers of norm layers);
 3. updates the shape attributes of Linear, Conv and BatchNorm layers, and the one width a known model's
@@ -23,8 +23,8 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from prunecli.export._modules import Attention, CountedGroupNorm, CountedLayerNorm
 from prunecli.sites import Site
+from prunecli.structure._modules import Attention, CountedGroupNorm, CountedLayerNorm
 
 CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 SWAPS = {nn.LayerNorm: CountedLayerNorm.from_dense, nn.GroupNorm: CountedGroupNorm.from_dense,

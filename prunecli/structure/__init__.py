@@ -1,0 +1,34 @@
+"""Model structure: graph analysis, coupled channel groups, compaction, replay and the compact modules.
+
+The public API, for the channel target, the structured objectives, ``export format=compact`` and your own
+training loop::
+
+    import prunecli.structure
+
+    plan = prunecli.structure.compact(model, pruner.masks, x[:1])   # in place: fewer parameters, same outputs
+    small = prunecli.structure.replay(fresh_dense_model, plan, x[:1])  # the same removal on another copy
+
+- :func:`compact` ``(model, masks, example_inputs) -> plan``: physically removes every channel and attention
+  head whose coupled slices are all masked (``False``) in ``masks``; ``plan`` is the removal plan a compact
+  export stores: ``{"history": [[root layer FQN, out channels?, [indices]], ...], "cuts": [[parameter FQN,
+  dim, [indices]], ...]}`` (dense index space).
+- :func:`replay` ``(model, plan, example_inputs) -> model``: applies a plan (or a bare ``history`` list,
+  compact export spec v1) to a dense model of the same architecture.
+- :func:`channel_groups` ``(model, example_inputs, selected=None, round_to=1) -> [ChannelGroup]``: the coupled
+  channel groups Torch-Pruning's ``DependencyGraph`` finds, each with its site (every coupled slice, index
+  layouts) or the reason masks cannot make it exact; :func:`head_site` / :func:`mha_head_site`: an
+  ``nn.MultiheadAttention``'s heads as one site.
+- :func:`following_norms` ``(model) -> {layer: norm}``: the one graph fact found without example inputs.
+- :class:`CountedLayerNorm`, :class:`CountedGroupNorm`, :class:`Attention`: the modules a compacted model uses
+  where stock layers cannot hold "masked channels removed" (see :mod:`prunecli.structure._modules`).
+"""
+
+from __future__ import annotations
+
+from prunecli.structure._compact import compact, replay
+from prunecli.structure._fx import following_norms
+from prunecli.structure._groups import OWNERS, ChannelGroup, channel_groups, head_site, mha_head_site
+from prunecli.structure._modules import Attention, CountedGroupNorm, CountedLayerNorm
+
+__all__ = ["compact", "replay", "channel_groups", "ChannelGroup", "head_site", "mha_head_site",
+           "following_norms", "OWNERS", "Attention", "CountedLayerNorm", "CountedGroupNorm"]

@@ -1,0 +1,72 @@
+"""Compaction: physically remove every channel and head whose coupled slices are all masked, and replay it.
+
+:func:`compact` removes what Torch-Pruning removes exactly (conv, linear, BatchNorm groups) with Torch-Pruning,
+and the rest (groups through LayerNorm, GroupNorm, attention or bare parameters, and heads) by slicing
+(:mod:`prunecli.structure._surgery`). Its *plan* (``history`` and ``cuts``) is what a compact export stores and
+what :func:`replay` applies to a fresh dense model.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from prunecli.sites import Site
+from prunecli.structure._graph import CONV, dependency_graph, history, load_history, prune_out_channels
+from prunecli.structure._groups import NORMS, head_site, traced_groups
+from prunecli.structure._surgery import apply_cuts, site_cuts, sliced_sites
+
+# Layers whose channel removal Torch-Pruning performs exactly; groups holding anything else are sliced.
+TP_EXACT = (*CONV, nn.Linear, *NORMS)
+
+
+def removable(site: Site, masks: dict[str, Tensor]) -> list[int]:
+    """Units of ``site`` whose every member slice is masked (False) in ``masks``: removing them is exact."""
+    kept = torch.zeros(site.num_units, dtype=torch.bool)
+    for m in site.members:
+        mask = masks.get(m.name)
+        if mask is None:
+            return []
+        kept |= m.layout.reduce(mask.cpu().float()) > 0  # a unit with any kept element stays
+    return [int(i) for i in (~kept).nonzero().reshape(-1)]
+
+
+@torch.no_grad()
+def compact(model: nn.Module, masks: dict[str, Tensor], example_inputs: Any) -> dict[str, list]:
+    """Physically remove, in place, every channel and head whose coupled slices are all masked.
+
+    ``masks`` maps parameter FQNs to boolean keep-masks (``pruner.masks``); ``example_inputs`` is one input
+    batch to trace ``model`` on. Returns the plan :func:`replay` applies to a fresh dense model:
+    ``{"history": Torch-Pruning's pruning history ([[root FQN, True, [indices]], ...]), "cuts": slices removed
+    by slicing ([[parameter FQN, dim, [indices]], ...], dense index space)}``.
+    """
+    graph = dependency_graph(model, example_inputs, key="format")
+    planned = []
+    for root, group in traced_groups(graph):
+        if group.site is not None and (idxs := removable(group.site, masks)):
+            planned.append((root, group.site, idxs))
+    own = sliced_sites(model, [site for _, site, _ in planned], TP_EXACT)
+    removals = [(site, idxs) for i, (_, site, idxs) in enumerate(planned) if i in own]
+    for name, mha in model.named_modules():
+        if isinstance(mha, nn.MultiheadAttention):
+            site = head_site(name, mha)
+            if isinstance(site, Site) and (idxs := removable(site, masks)):
+                removals.append((site, idxs))
+    for i, (root, _, idxs) in enumerate(planned):
+        if i not in own:
+            prune_out_channels(graph, root, idxs)
+    cuts = site_cuts(removals)
+    plan = {"history": history(graph), "cuts": cuts}
+    apply_cuts(model, cuts)
+    return plan
+
+
+def replay(model: nn.Module, plan: dict[str, list] | list[list], example_inputs: Any) -> nn.Module:
+    """Apply a :func:`compact` plan (or a bare Torch-Pruning history, compact export spec v1) to a dense model
+    of the same architecture, in place (deterministic); returns ``model``."""
+    entries, cuts = (plan, []) if isinstance(plan, list) else (plan["history"], plan.get("cuts", []))
+    if entries:
+        load_history(dependency_graph(model, example_inputs, key="format"), entries)
+    return apply_cuts(model, cuts)

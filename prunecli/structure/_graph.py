@@ -1,0 +1,87 @@
+"""Torch-Pruning's dependency graph of a model, traced on example inputs.
+
+Torch-Pruning's ``DependencyGraph`` (Fang et al., "DepGraph: Towards Any Structural Pruning", CVPR 2023,
+https://arxiv.org/abs/2301.12900) traces the model on example inputs and yields one *group* per set of coupled
+channels: the producing conv/linear rows and biases, norm weights and biases, the consuming layers' input
+columns, across residual adds, concatenations (index offsets), flattens and depthwise convolutions. This is the
+only module that imports ``torch_pruning``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import torch
+from torch import Tensor, nn
+
+from prunecli.errors import ConfigError
+
+CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+ROOT_TYPES = (*CONV, nn.Linear)
+
+
+def _record_attention_ops(model: nn.Module, internal: set) -> list:
+    """Forward hooks adding to ``internal`` the autograd nodes computed inside each ``nn.MultiheadAttention``
+    (its softmax is over keys, not channels: the attention's channels are its in_proj columns and out_proj rows)."""
+    def hook(module, args, kwargs, output):
+        inputs = [t for t in (*args, *kwargs.values()) if isinstance(t, Tensor)]
+        stop = {t.grad_fn for t in inputs if t.grad_fn is not None}
+        todo = [t.grad_fn for t in output if isinstance(t, Tensor) and t.grad_fn is not None]
+        while todo:
+            fn = todo.pop()
+            if fn in stop or fn in internal:
+                continue
+            internal.add(fn)
+            todo.extend(nxt for nxt, _ in fn.next_functions if nxt is not None)
+
+    return [m.register_forward_hook(hook, with_kwargs=True) for m in model.modules()
+            if isinstance(m, nn.MultiheadAttention)]
+
+
+def dependency_graph(model: nn.Module, example_inputs: Any, key: str = "pruner.target") -> Any:
+    """Torch-Pruning's dependency graph of ``model`` traced (in eval mode) on ``example_inputs``; its
+    ``attention_ops`` attribute holds the autograd nodes computed inside attention modules.
+
+    Raises:
+        ConfigError: (at ``key``) the model cannot be traced.
+    """
+    import torch_pruning as tp
+
+    was_training = model.training
+    model.eval()
+    internal: set = set()
+    handles = _record_attention_ops(model, internal)
+    try:
+        with torch.enable_grad():
+            graph = tp.DependencyGraph().build_dependency(model, example_inputs=example_inputs, verbose=False)
+    except Exception as exc:  # tracing raises many types for unsupported ops
+        raise ConfigError(key, "channel", "a model Torch-Pruning's DependencyGraph can trace",
+                          reason=f"tracing {type(model).__name__} failed: {type(exc).__name__}: {exc}") from None
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()
+    graph.attention_ops = frozenset(internal)
+    return graph
+
+
+def root_groups(graph: Any) -> Iterator[tuple[nn.Module, Any]]:
+    """``(root module, group over all its output channels)`` for every conv/linear layer."""
+    for group in graph.get_all_groups(root_module_types=ROOT_TYPES):
+        yield group[0].dep.target.module, group
+
+
+def prune_out_channels(graph: Any, root: nn.Module, idxs: list[int]) -> None:
+    """Remove output channels ``idxs`` of ``root`` and everything coupled to them, as Torch-Pruning does."""
+    pruner = graph.get_pruner_of_module(root)
+    graph.get_pruning_group(root, pruner.prune_out_channels, idxs).prune()
+
+
+def history(graph: Any) -> list[list]:
+    """The graph's pruning history, JSON-ready: ``[[root FQN, out channels?, [indices]], ...]``."""
+    return [[name, bool(out), [int(i) for i in idxs]] for name, out, idxs in graph.pruning_history()]
+
+
+def load_history(graph: Any, entries: list[list]) -> None:
+    """Replay a pruning :func:`history` on the graph of a dense model of the same architecture."""
+    graph.load_pruning_history([list(h) for h in entries])
