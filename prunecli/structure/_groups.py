@@ -15,7 +15,7 @@ layers of unknown types.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterator
 
 from torch import nn
@@ -111,6 +111,7 @@ def group_site(graph: Any, group: Any, selected: dict[str, nn.Module] | None, ro
     num_units = len(group[0].idxs)
     slices: dict[tuple[str, int], dict[int, int]] = {}
     params: dict[str, nn.Parameter] = {}
+    consumers: set[str] = set()  # parameters whose input columns carry the group (not its producers)
     for item in group.items:
         node, module = item.dep.target, item.dep.target.module
         out = graph.is_out_channel_pruning_fn(item.dep.handler)
@@ -140,6 +141,8 @@ def group_site(graph: Any, group: Any, selected: dict[str, nn.Module] | None, ro
             p = _param(module, pname)
             if p is not None:
                 params[f"{name}.{pname}"] = p
+                if dim == 1 and isinstance(module, (*ROOT_TYPES, nn.MultiheadAttention)):
+                    consumers.add(f"{name}.{pname}")
                 slices.setdefault((f"{name}.{pname}", dim), {}).update(zip(map(int, item.idxs),
                                                                            map(int, item.root_idxs)))
     fqns = [fqn for fqn, _ in slices]
@@ -150,7 +153,7 @@ def group_site(graph: Any, group: Any, selected: dict[str, nn.Module] | None, ro
         positions = tuple(sorted(mapping))
         layout = IndexLayout(tuple(params[fqn].shape), dim, positions, tuple(mapping[i] for i in positions),
                              num_units)
-        members.append(Member(fqn, params[fqn], layout, scored=not fqn.endswith(".bias")))
+        members.append(Member(fqn, params[fqn], layout, scored=not fqn.endswith(".bias"), consumer=fqn in consumers))
     primary = f"{root_name}.weight"
     members.sort(key=lambda m: m.name != primary)
     unit_dim = -1 if isinstance(root, nn.Linear) else 1
@@ -207,7 +210,7 @@ def mha_head_site(name: str, mha: nn.MultiheadAttention, member: Callable[..., M
             members.append(member(f"{name}.{p}", getattr(mha, p), 0, h, True))
     if mha.in_proj_bias is not None:
         members.append(member(f"{name}.in_proj_bias", mha.in_proj_bias, 0, h, False, chunks=3))
-    members.append(member(f"{name}.out_proj.weight", mha.out_proj.weight, 1, h, True))
+    members.append(replace(member(f"{name}.out_proj.weight", mha.out_proj.weight, 1, h, True), consumer=True))
     return Site(name, tuple(members), max_sparsity=(h - 1) / h, module=name, round_to=round_to)
 
 

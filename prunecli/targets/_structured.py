@@ -3,12 +3,7 @@
 from __future__ import annotations
 
 import logging
-<<<<<<< HEAD
 from dataclasses import dataclass, field, replace
-from typing import Callable
-=======
-from dataclasses import dataclass, field
->>>>>>> structure
 
 from torch import nn
 
@@ -24,29 +19,6 @@ def _axis_member(name: str, param: nn.Parameter, dim: int, units: int, scored: b
     return Member(name, param, AxisLayout(tuple(param.shape), dim, units, chunks), scored)
 
 
-<<<<<<< HEAD
-def mha_head_site(name: str, mha: nn.MultiheadAttention, member: Callable[..., Member] = _axis_member,
-                  round_to: int = 1) -> Site:
-    """The head site of ``mha``: its heads' rows of q, k, v (weights and biases) and columns of ``out_proj``.
-
-    ``member(fqn, param, dim, heads, scored, chunks=1)`` builds each member (the coupled channel target passes
-    one with index layouts); ``chunks=3`` is the packed q/k/v ``in_proj``.
-    """
-    h = mha.num_heads
-    members = []
-    if mha.in_proj_weight is not None:
-        members.append(member(f"{name}.in_proj_weight", mha.in_proj_weight, 0, h, True, chunks=3))
-    else:
-        for p in ("q_proj_weight", "k_proj_weight", "v_proj_weight"):
-            members.append(member(f"{name}.{p}", getattr(mha, p), 0, h, True))
-    if mha.in_proj_bias is not None:
-        members.append(member(f"{name}.in_proj_bias", mha.in_proj_bias, 0, h, False, chunks=3))
-    members.append(replace(member(f"{name}.out_proj.weight", mha.out_proj.weight, 1, h, True), consumer=True))
-    return Site(name, tuple(members), max_sparsity=(h - 1) / h, module=name, round_to=round_to)
-
-
-=======
->>>>>>> structure
 @dataclass(frozen=True)
 class LayerChannel:
     """Whole output channels (filters) of Conv/Linear layers, each layer on its own: the ``channel`` target
