@@ -31,6 +31,11 @@ def build(node: Any, key: str, *args: Any, **kwargs: Any) -> Any:
         if isinstance(cause, (ConfigError, CheckpointError)):
             raise cause from None
         reason = str(cause) if cause is not None else str(err).splitlines()[0]
-        raise ConfigError(key, node.get("_target_"), "a _target_ and arguments it accepts", reason) from None
+        raise ConfigError(key, node.get("_target_"), "a _target_ and arguments it accepts", _one_line(reason)) from None
     except (TypeError, ValueError) as err:
-        raise ConfigError(key, node.get("_target_"), "a _target_ and arguments it accepts", str(err)) from None
+        raise ConfigError(key, node.get("_target_"), "a _target_ and arguments it accepts", _one_line(str(err))) from None
+
+
+def _one_line(text: str) -> str:
+    """Hydra's import errors span lines ("Error loading ...:\\nModuleNotFoundError(...)"): join them."""
+    return " ".join(text.split())
