@@ -14,7 +14,7 @@ from prunecli.criteria import parse_criterion
 from prunecli.errors import ConfigError
 from prunecli.layers import LayerSelection
 from prunecli.objectives import OBJECTIVES, Sparsity, parse_objective
-from prunecli.presets import note_alias
+from prunecli.aliases import note_alias
 from prunecli.pruner import Pruner
 from prunecli.regularizers import ADMM, parse_regularizer
 from prunecli.schedules import build_schedule
@@ -41,7 +41,7 @@ def build_pruner(model: nn.Module, cfg: Mapping[str, Any], *, total_steps: int |
         cfg: ``target`` (default ``unstructured``), ``criterion`` (``magnitude``), ``allocation`` (``local``),
             ``schedule`` (required), ``layers``, ``objective``, ``initial_masks``, ``reapply``, ``regularizer``
             (none; window keys ``start``/``end`` beside its options), ``progressive`` (none, or ``{steps: 4}``)
-            and ``alias`` (set by the alias configs of :mod:`prunecli.presets`: logs the preset's new name).
+            and ``alias`` (set by the alias configs of :mod:`prunecli.aliases`: logs the preset's new name).
             Each part is a short name, a mapping with ``name`` and options, or a mapping with ``_target_``.
         total_steps: Training steps of the run, to resolve ``schedule.start``/``schedule.end`` fractions.
         optimizer: The optimizer, if known (enables the zero-state fast path of :class:`Pruner`).
@@ -93,4 +93,5 @@ def _check_admm_objective(regularizer: Any, objective: Any) -> None:
     if isinstance(regularizer, ADMM) and not isinstance(objective, Sparsity):
         name = OBJECTIVES.name_of(objective) or type(objective).__name__
         raise ConfigError("objective", name, "objective=sparsity with the admm regularizer (pruner=admm, "
-                          "pruner=auto_compress)", "ADMM projects onto pruner.regularizer.sparsity: set sparsity= instead")
+                          "pruner=auto_compress)",
+                          "ADMM projects onto pruner.regularizer.sparsity: set sparsity= instead")

@@ -30,7 +30,8 @@ from prunecli.criteria._gradient import Gradient, Movement, SnipMomentum, Taylor
 from prunecli.criteria._weight import FPGM, L1, L2, BNScale, Magnitude, Random
 from prunecli.sites import Site
 
-__all__ = ["Criterion", "ActivationCriterion", "WeightCriterion", "CRITERIA", "norm_weight", "Magnitude", "L1", "L2", "Random", "FPGM", "BNScale", "Taylor",
+__all__ = ["Criterion", "ActivationCriterion", "WeightCriterion", "CRITERIA", "norm_weight",
+           "Magnitude", "L1", "L2", "Random", "FPGM", "BNScale", "Taylor",
            "Movement", "SnipMomentum", "Gradient", "APoZ", "MeanActivation", "parse_criterion", "name_of"]
 
 

@@ -24,8 +24,8 @@ import torch
 
 from prunecli.criteria import norm_weight
 from prunecli.errors import ConfigError
-from prunecli.regularizers._admm import ADMM
 from prunecli.registry import Registry, build_target, fields_of
+from prunecli.regularizers._admm import ADMM
 from prunecli.sites import Site
 
 __all__ = ["REGULARIZERS", "Regularizer", "ADMM", "L1BN", "GroupLasso", "Window", "parse_regularizer"]

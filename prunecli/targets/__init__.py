@@ -51,8 +51,8 @@ class Target(Protocol):
 
 
 TARGETS = Registry("target")
-for _names, _cls in ((("unstructured", "element", "elementwise"), Unstructured), (("channel", "filter"), CoupledChannel),
-                     (("head",), Head)):
+for _names, _cls in ((("unstructured", "element", "elementwise"), Unstructured),
+                     (("channel", "filter"), CoupledChannel), (("head",), Head)):
     for _name in _names:
         TARGETS.add(_name, _cls)
 

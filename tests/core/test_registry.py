@@ -38,8 +38,9 @@ def test_errors_are_one_line_naming_the_key():
     reg = _toy()
     with pytest.raises(ConfigError, match=r"^toy='nope' is not allowed: expected one of pair$"):
         reg.build("nope", "toy")
-    with pytest.raises(ConfigError, match=r"^toy\.middle=3 is not allowed: expected an option of pair: \['left', 'right'\]$"):
-        reg.build({"name": "pair", "middle": 3}, "toy")
+    with pytest.raises(ConfigError) as err:
+        reg.build({"name": "pair", "middle": 3}, "toy")  # _hidden is no option
+    assert str(err.value) == "toy.middle=3 is not allowed: expected an option of pair: ['left', 'right']"
     with pytest.raises(ConfigError) as err:
         reg.build({"_target_": "nope.Missing"}, "toy")
     assert str(err.value).startswith("toy._target_='nope.Missing' is not allowed") and "\n" not in str(err.value)
@@ -86,8 +87,8 @@ def test_every_axis_keeps_its_config_names():
 @pytest.mark.parametrize("spec, text", [
     ("unstructured", "unstructured"), ("Element", "unstructured"), ("elementwise", "unstructured"),
     ("2:4", "2:4"), (" 1 : 8 ", "1:8"), ("4x1", "4x1"), ("1 X 4", "1x4"), ("channel", "channel"),
-    ("filter", "channel"), ("head", "head"), ({"name": "2:4"}, "2:4"), ({"name": "channel", "round_to": 8},
-                                                                       "channel(round_to=8)"),
+    ("filter", "channel"), ("head", "head"), ({"name": "2:4"}, "2:4"),
+    ({"name": "channel", "round_to": 8}, "channel(round_to=8)"),
 ])
 def test_every_target_spelling_still_parses(spec, text):
     from prunecli.targets import parse_target
@@ -98,8 +99,8 @@ def test_every_target_spelling_still_parses(spec, text):
 @pytest.mark.parametrize("spec, message", [
     ("4:2", "pruner.target='4:2' is not allowed: expected N:M with 0 < N < M, e.g. 2:4"),
     ("1x1", "pruner.target='1x1' is not allowed: expected RxC blocks with R, C >= 1 and R*C >= 2, e.g. 4x1"),
-    ("diagonal", "pruner.target='diagonal' is not allowed: expected one of unstructured, N:M (e.g. 2:4), "
-                 "RxC blocks (e.g. 4x1), channel, head"),
+    ("diagonal", ("pruner.target='diagonal' is not allowed: expected one of unstructured, N:M (e.g. 2:4), "
+                  "RxC blocks (e.g. 4x1), channel, head")),
     ({"name": "channel", "size": 2}, "pruner.target.size=2 is not allowed: expected round_to, heads"),
     ({"name": "head", "size": 2}, "pruner.target.size=2 is not allowed: expected num_heads, quartets"),
     ({"name": "2:4", "size": 2}, "pruner.target.size=2 is not allowed: expected no options for this target"),

@@ -7,13 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from _models import mlp
+from _plugins import LastUnitsLeast
 
 from prunecli import build_pruner
 from prunecli.checkpoint import load_checkpoint
 from prunecli.criteria import Criterion, WeightCriterion
-
-from _models import mlp
-from _plugins import LastUnitsLeast
 
 
 def _keeps_leading_elements(mask: torch.Tensor) -> bool:
@@ -47,8 +46,7 @@ def test_user_criterion_through_the_cli(prune_run):
 
 
 def test_regularizers_use_the_public_norm_weight():
-    import prunecli.regularizers as regularizers
-
+    from prunecli import regularizers
     from prunecli.criteria import norm_weight
 
     assert regularizers.norm_weight is norm_weight
