@@ -11,6 +11,8 @@ from typing import Any
 
 from prunecli.errors import CheckpointError, ConfigError
 
+ALLOWED = "a _target_ and arguments it accepts"
+
 
 def build(node: Any, key: str, *args: Any, **kwargs: Any) -> Any:
     """Instantiate ``node`` (the config at ``key``); a ``_partial_`` node is then called with ``args, kwargs``.
@@ -31,6 +33,11 @@ def build(node: Any, key: str, *args: Any, **kwargs: Any) -> Any:
         if isinstance(cause, (ConfigError, CheckpointError)):
             raise cause from None
         reason = str(cause) if cause is not None else str(err).splitlines()[0]
-        raise ConfigError(key, node.get("_target_"), "a _target_ and arguments it accepts", reason) from None
+        raise ConfigError(key, node.get("_target_"), ALLOWED, _one_line(reason)) from None
     except (TypeError, ValueError) as err:
-        raise ConfigError(key, node.get("_target_"), "a _target_ and arguments it accepts", str(err)) from None
+        raise ConfigError(key, node.get("_target_"), ALLOWED, _one_line(str(err))) from None
+
+
+def _one_line(text: str) -> str:
+    """Hydra's import errors span lines ("Error loading ...:\\nModuleNotFoundError(...)"): join them."""
+    return " ".join(text.split())

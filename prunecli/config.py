@@ -13,10 +13,10 @@ from prunecli.allocation import parse_allocation
 from prunecli.criteria import parse_criterion
 from prunecli.errors import ConfigError
 from prunecli.layers import LayerSelection
-from prunecli.objectives import parse_objective
-from prunecli.presets import note_alias
+from prunecli.objectives import OBJECTIVES, Sparsity, parse_objective
+from prunecli.aliases import note_alias
 from prunecli.pruner import Pruner
-from prunecli.regularizers import parse_regularizer
+from prunecli.regularizers import ADMM, parse_regularizer
 from prunecli.schedules import build_schedule
 from prunecli.targets import parse_target
 
@@ -41,7 +41,7 @@ def build_pruner(model: nn.Module, cfg: Mapping[str, Any], *, total_steps: int |
         cfg: ``target`` (default ``unstructured``), ``criterion`` (``magnitude``), ``allocation`` (``local``),
             ``schedule`` (required), ``layers``, ``objective``, ``initial_masks``, ``reapply``, ``regularizer``
             (none; window keys ``start``/``end`` beside its options), ``progressive`` (none, or ``{steps: 4}``)
-            and ``alias`` (set by the alias configs of :mod:`prunecli.presets`: logs the preset's new name).
+            and ``alias`` (set by the alias configs of :mod:`prunecli.aliases`: logs the preset's new name).
             Each part is a short name, a mapping with ``name`` and options, or a mapping with ``_target_``.
         total_steps: Training steps of the run, to resolve ``schedule.start``/``schedule.end`` fractions.
         optimizer: The optimizer, if known (enables the zero-state fast path of :class:`Pruner`).
@@ -66,6 +66,8 @@ def build_pruner(model: nn.Module, cfg: Mapping[str, Any], *, total_steps: int |
         note_alias(cfg["alias"])
     schedule = build_schedule(schedule_cfg, total_steps)
     regularizer, window = parse_regularizer(cfg.get("regularizer"), total_steps, schedule.end_step)
+    objective = parse_objective(cfg.get("objective"))
+    _check_admm_objective(regularizer, objective)
     return Pruner(
         model,
         target=parse_target(cfg.get("target", "unstructured")),
@@ -73,7 +75,7 @@ def build_pruner(model: nn.Module, cfg: Mapping[str, Any], *, total_steps: int |
         allocation=parse_allocation(cfg.get("allocation", "local")),
         schedule=schedule,
         layers=LayerSelection.from_config(cfg.get("layers")),
-        objective=parse_objective(cfg.get("objective")),
+        objective=objective,
         optimizer=optimizer,
         initial_masks=cfg.get("initial_masks", "dense"),
         reapply=cfg.get("reapply", "auto"),
@@ -83,3 +85,13 @@ def build_pruner(model: nn.Module, cfg: Mapping[str, Any], *, total_steps: int |
         example_inputs=example_inputs,
         evaluator=evaluator,
     )
+
+
+def _check_admm_objective(regularizer: Any, objective: Any) -> None:
+    """ADMM projects onto its own ``sparsity`` (``${sparsity}`` in the admm and auto_compress presets), which an
+    objective does not translate: refuse the combination rather than constrain to the wrong sparsity."""
+    if isinstance(regularizer, ADMM) and not isinstance(objective, Sparsity):
+        name = OBJECTIVES.name_of(objective) or type(objective).__name__
+        raise ConfigError("objective", name, "objective=sparsity with the admm regularizer (pruner=admm, "
+                          "pruner=auto_compress)",
+                          "ADMM projects onto pruner.regularizer.sparsity: set sparsity= instead")

@@ -14,6 +14,9 @@ pruner in this order::
         on_before_eval(); evaluate(); on_after_eval()
         on_epoch_end(epoch)
     on_train_end()
+
+:class:`TrainingHooks` declares them: :class:`prunecli.pruner.Pruner` satisfies it (``isinstance(pruner,
+TrainingHooks)``), and so must any object a loop drives in its place.
 """
 
 from __future__ import annotations
@@ -36,7 +39,8 @@ HOOKS: tuple[str, ...] = (
 
 @runtime_checkable
 class TrainingHooks(Protocol):
-    """What a training loop may call; every method is optional to react to but must exist."""
+    """What a training loop may call; every method is optional to react to but must exist (the names of
+    :data:`HOOKS`)."""
 
     def on_train_begin(self) -> None: ...
     def on_epoch_begin(self, epoch: int) -> None: ...

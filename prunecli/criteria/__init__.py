@@ -12,8 +12,10 @@ that need data say so and collect it through hooks the pruner installs and remov
 A mask update due before the criterion is ``ready`` waits until it is. ``bind(sites)`` (optional) lets a
 criterion refuse sites it cannot score, with a :class:`~prunecli.errors.ConfigError`, before anything changes.
 
-A user's own criterion plugs in as ``{_target_: my.module.MyCriterion, ...}``; it implements the methods of
-:class:`Criterion` (and, to read activations, those of :class:`ActivationCriterion`).
+A user's own criterion plugs in as ``{_target_: my.module.MyCriterion, ...}``. One that scores from the weights
+alone subclasses :class:`WeightCriterion` and implements ``score(site)`` only; any other implements the methods
+of :class:`Criterion` (and, to read activations, those of :class:`ActivationCriterion`). Built-ins are
+registered in :data:`CRITERIA` (a :class:`~prunecli.registry.Registry`).
 """
 
 from __future__ import annotations
@@ -23,12 +25,13 @@ from typing import Any, Mapping, Protocol, runtime_checkable
 from torch import Tensor, nn
 
 from prunecli.criteria._activation import APoZ, MeanActivation
+from prunecli.criteria._base import CRITERIA, WeightCriterion, norm_weight
 from prunecli.criteria._gradient import Gradient, Movement, SnipMomentum, Taylor
 from prunecli.criteria._weight import FPGM, L1, L2, BNScale, Magnitude, Random
-from prunecli._parts import build_part
 from prunecli.sites import Site
 
-__all__ = ["Criterion", "ActivationCriterion", "Magnitude", "L1", "L2", "Random", "FPGM", "BNScale", "Taylor",
+__all__ = ["Criterion", "ActivationCriterion", "WeightCriterion", "CRITERIA", "norm_weight",
+           "Magnitude", "L1", "L2", "Random", "FPGM", "BNScale", "Taylor",
            "Movement", "SnipMomentum", "Gradient", "APoZ", "MeanActivation", "parse_criterion", "name_of"]
 
 
@@ -76,29 +79,13 @@ class ActivationCriterion(Criterion, Protocol):
         ...
 
 
-CRITERIA: dict[str, type] = {
-    "magnitude": Magnitude,
-    "l1": L1,
-    "l2": L2,
-    "random": Random,
-    "taylor": Taylor,
-    "movement": Movement,
-    "snip_momentum": SnipMomentum,
-    "gradient": Gradient,
-    "fpgm": FPGM,
-    "bn_scale": BNScale,
-    "apoz": APoZ,
-    "mean_activation": MeanActivation,
-}
-
-
 def parse_criterion(spec: Any, key: str = "pruner.criterion") -> Criterion:
     """A name, ``{name: ..., **options}`` or ``{_target_: ...}`` -> a criterion."""
     if isinstance(spec, Criterion):
         return spec
-    return build_part(spec, CRITERIA, key)
+    return CRITERIA.build(spec, key)
 
 
 def name_of(criterion: Any) -> str:
     """The config name of a built-in criterion (``taylor``), else its class name."""
-    return next((name for name, cls in CRITERIA.items() if type(criterion) is cls), type(criterion).__name__)
+    return CRITERIA.name_of(criterion) or type(criterion).__name__

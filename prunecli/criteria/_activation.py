@@ -16,6 +16,7 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor, nn
 
+from prunecli.criteria._base import CRITERIA
 from prunecli.errors import ConfigError
 from prunecli.sites import Site
 
@@ -91,6 +92,7 @@ class _ActivationStats:
         self._seen = {k: int(v) for k, v in state.get("seen", {}).items()}
 
 
+@CRITERIA.register("apoz")
 @dataclass
 class APoZ(_ActivationStats):
     """Average percentage of zeros: ``APoZ_c = mean over batches and positions of [relu(out_c) == 0]``; the
@@ -107,6 +109,7 @@ class APoZ(_ActivationStats):
         return 1.0 - mean
 
 
+@CRITERIA.register("mean_activation")
 @dataclass
 class MeanActivation(_ActivationStats):
     """Mean activation ``mean over batches and positions of relu(out_c)``; channels with the smallest mean are

@@ -22,6 +22,7 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor, nn
 
+from prunecli.criteria._base import CRITERIA
 from prunecli.errors import ConfigError
 from prunecli.sites import Site
 
@@ -126,6 +127,7 @@ class _Accumulating:
                               "(its checkpoint holds unit scores; single-weight scores cannot be recovered)")
 
 
+@CRITERIA.register("taylor")
 @dataclass
 class Taylor(_Accumulating):
     """First-order Taylor importance, ``sum_t (w * g_t)^2`` accumulated since the last mask update (Molchanov et
@@ -140,6 +142,7 @@ class Taylor(_Accumulating):
         return acc.add_(term)
 
 
+@CRITERIA.register("movement")
 @dataclass
 class Movement(_Accumulating):
     """Movement score ``-sum_t w * g_t``: weights moving away from zero are kept (Sanh et al. 2020, "Movement
@@ -152,6 +155,7 @@ class Movement(_Accumulating):
         return acc.add_(term)
 
 
+@CRITERIA.register("snip_momentum")
 @dataclass
 class SnipMomentum(_Accumulating):
     """SNIP with momentum as Neural Compressor defines it: ``s <- alpha * s + beta * |w * g|`` (Lee et al. 2019,
@@ -168,6 +172,7 @@ class SnipMomentum(_Accumulating):
         return torch.add(term, acc, alpha=self.alpha, out=acc)  # alpha * acc + term in one pass
 
 
+@CRITERIA.register("gradient")
 @dataclass
 class Gradient(_Accumulating):
     """Gradient magnitude ``s <- decay * s + |g|``: with the default ``decay = 0`` the ``|g|`` of the latest

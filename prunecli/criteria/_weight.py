@@ -7,36 +7,19 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
+from prunecli.criteria._base import CRITERIA, WeightCriterion, norm_weight
 from prunecli.errors import ConfigError
-from prunecli.sites import BlockLayout, ElementLayout, Member, Site
+from prunecli.sites import BlockLayout, ElementLayout, Site
 
 # FPGM compares every unit of a layer with every other: beyond this many units it is quadratic nonsense.
 FPGM_MAX_UNITS = 16384
 
 
-class _Static:
-    """Shared no-op accumulation for criteria that look only at the weights."""
-
-    needs_grad = False
-    ready = True
-
-    def observe(self, params: Mapping[str, nn.Parameter]) -> None:
-        pass
-
-    def after_update(self) -> None:
-        pass
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        pass
-
-
+@CRITERIA.register("magnitude")
 @dataclass
-class Magnitude(_Static):
+class Magnitude(WeightCriterion):
     """Mean absolute weight of a unit; for single elements, ``|w|`` (Han et al. 2015, "Learning both Weights
     and Connections", https://arxiv.org/abs/1506.02626). The mean makes units of different sizes comparable."""
 
@@ -44,8 +27,9 @@ class Magnitude(_Static):
         return site.reduce(lambda name, w: w.abs().float()) / site.unit_size
 
 
+@CRITERIA.register("l1")
 @dataclass
-class L1(_Static):
+class L1(WeightCriterion):
     """L1 norm of a unit, ``sum |w|`` (Li et al. 2017, "Pruning Filters for Efficient ConvNets",
     https://arxiv.org/abs/1608.08710)."""
 
@@ -53,16 +37,18 @@ class L1(_Static):
         return site.reduce(lambda name, w: w.abs().float())
 
 
+@CRITERIA.register("l2")
 @dataclass
-class L2(_Static):
+class L2(WeightCriterion):
     """L2 norm of a unit, ``sqrt(sum w^2)`` (He et al. 2018, soft filter pruning, https://arxiv.org/abs/1808.06866)."""
 
     def score(self, site: Site) -> Tensor:
         return site.reduce(lambda name, w: w.float().square()).sqrt()
 
 
+@CRITERIA.register("random")
 @dataclass
-class Random(_Static):
+class Random(WeightCriterion):
     """Uniform random scores: the baseline any criterion must beat. Reproducible from ``seed`` and the number
     of updates so far."""
 
@@ -83,8 +69,9 @@ class Random(_Static):
         self._draws = int(state.get("draws", 0))
 
 
+@CRITERIA.register("fpgm")
 @dataclass
-class FPGM(_Static):
+class FPGM(WeightCriterion):
     """Filter pruning via the geometric median: a unit close to all the others is redundant.
 
     ``score_i = sum_j ||u_i - u_j||_2`` over the units ``u`` of the same layer (rows of
@@ -107,8 +94,9 @@ class FPGM(_Static):
         return torch.cdist(units, units).sum(dim=1)
 
 
+@CRITERIA.register("bn_scale")
 @dataclass
-class BNScale(_Static):
+class BNScale(WeightCriterion):
     """Network slimming: a channel is as important as the scale ``|gamma|`` of the norm layer after it.
 
     Needs a channel target whose layers each feed a BatchNorm (the norm's weight is a non-scored member of the
@@ -127,7 +115,3 @@ class BNScale(_Static):
     def score(self, site: Site) -> Tensor:
         return norm_weight(site).param.detach().abs().float()
 
-
-def norm_weight(site: Site) -> Member | None:
-    """The member holding the scale of the norm layer after a channel site's layer, or ``None``."""
-    return site.member(f"{site.norm}.weight") if site.norm and site.unit_dim is not None else None

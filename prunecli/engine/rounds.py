@@ -52,10 +52,15 @@ class Rounds:
         return self.rewind in ("init", "random") or (self.rewind == "step" and self.rewind_step == 0)
 
     @classmethod
-    def from_config(cls, node: Any) -> Optional["Rounds"]:
-        """The ``rounds`` node (``{count: 3, rewind: init}``), or None for a run without rounds."""
+    def from_config(cls, node: Any, objective: Any = None) -> Optional["Rounds"]:
+        """The ``rounds`` node (``{count: 3, rewind: init}``), or None for a run without rounds.
+
+        ``objective`` is the run's objective node: rounds prune to the schedule's sparsity at ``r / n``, so any
+        objective but ``sparsity`` is refused here, before any training, rather than silently ignored.
+        """
         if node is None:
             return None
+        check_objective(objective)
         node = dict(node)
         unknown = sorted(set(node) - {"count", "rewind"})
         if unknown:
@@ -70,6 +75,14 @@ class Rounds:
         if text.startswith("step:") and text[5:].isdigit():
             return cls(count, "step", int(text[5:]))
         raise ConfigError("rounds.rewind", rewind, REWINDS)
+
+
+def check_objective(objective: Any) -> None:
+    """Refuse an objective other than ``sparsity`` with rounds (``pruner=lottery_ticket``, ``rounds=iterative``)."""
+    name = objective.get("_target_", objective.get("name", "sparsity")) if isinstance(objective, dict) else objective
+    if name not in (None, "sparsity"):
+        raise ConfigError("objective", name, "objective=sparsity with rounds (pruner=lottery_ticket, rounds=iterative)",
+                          "each round prunes to the schedule's sparsity at r/n: set sparsity= instead")
 
 
 def round_sparsity(schedule: str, r: int, n: int, s_i: float, s_f: float) -> float:

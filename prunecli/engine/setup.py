@@ -76,7 +76,7 @@ class Phase:
 def setup(cfg: Any, run_dir: Path) -> Run:
     """Seed, then build the dataset, the model (sized by the dataset) and the validation loader."""
     settings = TrainerSettings.from_config(cfg.trainer)
-    rounds = Rounds.from_config(plain(cfg.get("rounds")))
+    rounds = Rounds.from_config(plain(cfg.get("rounds")), plain(cfg.get("objective")))
     seed_everything(int(cfg.seed))
     data = build(cfg.dataset, "dataset")
     sizes = {"in_channels": data.in_channels, "num_classes": data.num_classes, "image_size": data.image_size}

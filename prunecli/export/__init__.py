@@ -3,30 +3,29 @@
 Each format module defines ``SUFFIX`` (the default file suffix), ``check_options(options) -> dict`` (the
 ``<format>.*`` keys checked, defaults filled) and ``export(model, checkpoint, output, options) -> dict`` that
 writes ``output`` (all or nothing) and returns what it measured.
-A new format is one more module and one more entry in :data:`FORMATS`.
+A new format is one more module registered in :data:`FORMATS` (a :class:`~prunecli.registry.Registry` of modules).
 """
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Mapping
 
 from prunecli.errors import ConfigError
+from prunecli.export import compact, dense, onnx
+from prunecli.registry import Registry
 
-FORMATS: dict[str, str] = {
-    "dense": "prunecli.export.dense",
-    "onnx": "prunecli.export.onnx",
-    "compact": "prunecli.export.compact",
-}
+FORMATS = Registry("export format")
+for _module in (dense, onnx, compact):
+    FORMATS.add(_module.__name__.rsplit(".", 1)[-1], _module)
 
 
 def format_module(name: str) -> ModuleType:
     """The module that writes format ``name``; an unknown name is a :class:`ConfigError`."""
     if name not in FORMATS:
-        raise ConfigError("format", name, sorted(FORMATS))
-    return importlib.import_module(FORMATS[name])
+        raise ConfigError("format", name, FORMATS.names())
+    return FORMATS[name]
 
 
 def export(checkpoint: Any, fmt: str, output: Path, options: Mapping[str, Any] | None = None, *,

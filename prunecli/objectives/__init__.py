@@ -15,13 +15,13 @@ from typing import Any, Protocol, runtime_checkable
 
 from torch import nn
 
-from prunecli._parts import build_part
 from prunecli.errors import ConfigError
 from prunecli.objectives._compacted import check_keep, is_coupled
 from prunecli.objectives.structured import Flops, Latency, compacted_params_sparsity
+from prunecli.registry import Registry
 from prunecli.sites import Site
 
-__all__ = ["Objective", "Sparsity", "Params", "Flops", "Latency", "parse_objective"]
+__all__ = ["OBJECTIVES", "Objective", "Sparsity", "Params", "Flops", "Latency", "parse_objective"]
 
 
 @runtime_checkable
@@ -29,6 +29,12 @@ class Objective(Protocol):
     def to_sparsity(self, requested: float, model: nn.Module, sites: list[Site]) -> float: ...
 
 
+OBJECTIVES = Registry("objective")
+OBJECTIVES.add("flops", Flops)
+OBJECTIVES.add("latency", Latency)
+
+
+@OBJECTIVES.register("sparsity")
 @dataclass(frozen=True)
 class Sparsity:
     """The requested sparsity, as is."""
@@ -37,6 +43,7 @@ class Sparsity:
         return requested
 
 
+@OBJECTIVES.register("params")
 @dataclass(frozen=True)
 class Params:
     """Keep a fraction ``keep`` of all the model's parameters (prunable or not).
@@ -64,13 +71,10 @@ class Params:
         return sparsity
 
 
-OBJECTIVES = {"sparsity": Sparsity, "params": Params, "flops": Flops, "latency": Latency}
-
-
 def parse_objective(spec: Any, key: str = "objective") -> Objective:
     """``sparsity`` (default), ``{name: params|flops|latency, keep: 0.5}``, or ``{_target_: ...}``."""
     if spec is None:
         return Sparsity()
     if isinstance(spec, Objective):
         return spec
-    return build_part(spec, OBJECTIVES, key, default="sparsity")
+    return OBJECTIVES.build(spec, key, default="sparsity")

@@ -22,12 +22,13 @@ from typing import Any, Mapping, Protocol, runtime_checkable
 
 import torch
 
-from prunecli.criteria._weight import norm_weight
+from prunecli.criteria import norm_weight
 from prunecli.errors import ConfigError
+from prunecli.registry import Registry, build_target, fields_of
 from prunecli.regularizers._admm import ADMM
 from prunecli.sites import Site
 
-__all__ = ["Regularizer", "ADMM", "L1BN", "GroupLasso", "Window", "parse_regularizer"]
+__all__ = ["REGULARIZERS", "Regularizer", "ADMM", "L1BN", "GroupLasso", "Window", "parse_regularizer"]
 
 
 @runtime_checkable
@@ -39,11 +40,16 @@ class Regularizer(Protocol):
         ...
 
 
+REGULARIZERS = Registry("regularizer")
+REGULARIZERS.add("admm", ADMM)
+
+
 def _check_strength(value: Any, key: str) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < math.inf:
         raise ConfigError(f"{key}.strength", value, "a float >= 0")
 
 
+@REGULARIZERS.register("l1_bn")
 @dataclass(frozen=True)
 class L1BN:
     """L1 penalty on the scales of the norm layers after the pruned layers, ``strength * sum |gamma|``;
@@ -70,6 +76,7 @@ class L1BN:
                 gamma.grad.add_(torch.sign(gamma), alpha=self.strength)
 
 
+@REGULARIZERS.register("group_lasso")
 @dataclass(frozen=True)
 class GroupLasso:
     """Group lasso over the target's units, ``strength * sum_u ||w_u||_2`` (a unit's weights over the site's
@@ -107,7 +114,6 @@ class Window:
         return step >= self.start_step and (self.end_step is None or step < self.end_step)
 
 
-REGULARIZERS = {"l1_bn": L1BN, "group_lasso": GroupLasso, "admm": ADMM}
 _WINDOW_KEYS = ("start", "end", "start_step", "end_step")
 
 
@@ -126,17 +132,15 @@ def parse_regularizer(spec: Any, total_steps: int | None = None, schedule_end: i
     options: dict[str, Any] = dict(spec) if isinstance(spec, Mapping) else {"name": spec}
     window = _window({k: options.pop(k) for k in _WINDOW_KEYS if k in options}, total_steps, schedule_end, key)
     if "_target_" in options:
-        from hydra.utils import instantiate
-
-        return instantiate(options), window
+        return build_target(options, key), window
     name = options.pop("name", None)
-    cls = REGULARIZERS.get(str(name).strip().lower())
+    cls = REGULARIZERS.get(name)
     if cls is None:
-        raise ConfigError(key, name, sorted(REGULARIZERS))
+        raise ConfigError(key, name, REGULARIZERS.names())
     for option in options:
-        if option not in cls.__dataclass_fields__:
+        if option not in fields_of(cls):
             raise ConfigError(f"{key}.{option}", options[option],
-                              f"an option of {name}: {sorted([*cls.__dataclass_fields__, *_WINDOW_KEYS])}")
+                              f"an option of {name}: {sorted([*fields_of(cls), *_WINDOW_KEYS])}")
     return cls(**options), window
 
 

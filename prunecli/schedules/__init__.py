@@ -11,21 +11,28 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any
 
 from prunecli.errors import ConfigError
+from prunecli.registry import Registry, build_target
+
+# The formulas by schedule name: each maps (progress p, s_i, s_f) to a sparsity.
+FORMULAS = Registry("schedule")
 
 
+@FORMULAS.register("oneshot")
 def oneshot(p: float, s_i: float, s_f: float) -> float:
     """Jump to the final sparsity at the start step."""
     return s_f
 
 
+@FORMULAS.register("linear")
 def linear(p: float, s_i: float, s_f: float) -> float:
     """``s_i + (s_f - s_i) * p``."""
     return s_i + (s_f - s_i) * p
 
 
+@FORMULAS.register("agp")
 def agp(p: float, s_i: float, s_f: float) -> float:
     """Automated gradual pruning, ``s_f + (s_i - s_f) * (1 - p)**3``.
 
@@ -35,6 +42,7 @@ def agp(p: float, s_i: float, s_f: float) -> float:
     return s_f + (s_i - s_f) * (1.0 - p) ** 3
 
 
+@FORMULAS.register("exp")
 def exp(p: float, s_i: float, s_f: float) -> float:
     """Density decays geometrically: ``1 - (1 - s_i) * ((1 - s_f) / (1 - s_i)) ** p``.
 
@@ -44,11 +52,13 @@ def exp(p: float, s_i: float, s_f: float) -> float:
     return 1.0 - (1.0 - s_i) * ((1.0 - s_f) / (1.0 - s_i)) ** p
 
 
+@FORMULAS.register("cos")
 def cos(p: float, s_i: float, s_f: float) -> float:
     """``s_i + (s_f - s_i) * (1 - cos(p * pi / 2))``: slow start, fast finish (Neural Compressor's ``cos``)."""
     return s_i + (s_f - s_i) * (1.0 - math.cos(p * math.pi / 2))
 
 
+@FORMULAS.register("none")
 def none(p: float, s_i: float, s_f: float) -> float:
     """Never changes the masks (used by ``pattern_lock``); the value is the initial sparsity."""
     return s_i
@@ -60,16 +70,6 @@ def lottery_ticket_rate(final_sparsity: float, rounds: int) -> float:
     Frankle & Carbin, "The Lottery Ticket Hypothesis", 2019, https://arxiv.org/abs/1803.03635.
     """
     return 1.0 - (1.0 - final_sparsity) ** (1.0 / rounds)
-
-
-FORMULAS: dict[str, Callable[[float, float, float], float]] = {
-    "oneshot": oneshot,
-    "linear": linear,
-    "agp": agp,
-    "exp": exp,
-    "cos": cos,
-    "none": none,
-}
 
 
 @dataclass(frozen=True)
@@ -135,13 +135,15 @@ class Schedule:
         return self.start_step <= step < self.end_step and (step - self.start_step) % self.frequency == 0
 
 
-def build_schedule(cfg: dict, total_steps: int | None = None) -> Schedule:
-    """Build a :class:`Schedule` from a config mapping.
+def build_schedule(cfg: dict, total_steps: int | None = None) -> Any:
+    """Build a :class:`Schedule` from a config mapping (or a user's own, ``{_target_: ...}``, a subclass of it).
 
     ``start``/``end`` (fractions of ``total_steps``) are accepted in place of ``start_step``/``end_step`` so that
     one YAML serves runs of any length.
     """
     cfg = dict(cfg)
+    if "_target_" in cfg:
+        return build_target(cfg, "schedule")
     for frac_key, step_key in (("start", "start_step"), ("end", "end_step")):
         if frac_key not in cfg:
             continue

@@ -15,24 +15,26 @@ map from their elements to prunable units). Strings are parsed once, here:
 ``head``           whole attention heads (``nn.MultiheadAttention`` or q/k/v/o quartets)
 =================  ===============================================================
 
-A user's own target plugs in as a mapping with ``_target_: my.module.MyTarget``; it needs ``module_types``
+The named targets are registered in :data:`TARGETS` (a :class:`~prunecli.registry.Registry`); ``N:M`` and ``RxC``
+are parsed by :func:`parse_pattern`. A user's own target plugs in as a mapping with ``_target_: my.module.MyTarget``; it needs ``module_types``
 (the layer types it applies to by default) and ``sites(model, modules) -> (sites, skipped)``.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Mapping, Protocol, runtime_checkable
 
 from torch import nn
 
 from prunecli.errors import ConfigError
+from prunecli.registry import Registry, build_target
 from prunecli.sites import Site
 from prunecli.targets._coupled import CoupledChannel
 from prunecli.targets._structured import Head, LayerChannel
 from prunecli.targets._weights import NM, Block, Unstructured
 
-__all__ = ["Target", "Unstructured", "NM", "Block", "LayerChannel", "CoupledChannel", "Head", "parse_target"]
+__all__ = ["TARGETS", "Target", "Unstructured", "NM", "Block", "LayerChannel", "CoupledChannel", "Head", "parse_target"]
 
 NAMES = ("unstructured", "N:M (e.g. 2:4)", "RxC blocks (e.g. 4x1)", "channel", "head")
 
@@ -48,38 +50,37 @@ class Target(Protocol):
         ...
 
 
+TARGETS = Registry("target")
+for _names, _cls in ((("unstructured", "element", "elementwise"), Unstructured),
+                     (("channel", "filter"), CoupledChannel), (("head",), Head)):
+    for _name in _names:
+        TARGETS.add(_name, _cls)
+
+
 def parse_target(spec: Any, key: str = "pruner.target") -> Target:
     """Turn a config value into a target: a name, a mapping ``{name: ..., **options}``, or ``{_target_: ...}``."""
     if isinstance(spec, Target):
         return spec
-    if isinstance(spec, dict):
-        spec = dict(spec)
-        if "_target_" in spec:
-            from hydra.utils import instantiate
+    options = dict(spec) if isinstance(spec, Mapping) else {}
+    if "_target_" in options:
+        return build_target(options, key)
+    name = options.pop("name", None) if isinstance(spec, Mapping) else spec
+    cls = TARGETS.get(name)
+    allowed = [f for f in getattr(cls, "__dataclass_fields__", {}) if not f.startswith("_")]
+    for option, value in options.items():
+        if option not in allowed:
+            raise ConfigError(f"{key}.{option}", value, ", ".join(allowed) or "no options for this target")
+    if cls is None:
+        return parse_pattern(name, key)
+    if "quartets" in options:
+        options["quartets"] = tuple(dict(q) for q in options["quartets"] or ())
+    return cls(**options)
 
-            return instantiate(spec)
-        name = spec.pop("name", None)
-        if name == "head":
-            quartets = tuple(dict(q) for q in spec.pop("quartets", ()) or ())
-            heads = spec.pop("num_heads", None)
-            if spec:
-                raise ConfigError(f"{key}.{next(iter(spec))}", spec[next(iter(spec))], "num_heads, quartets")
-            return Head(num_heads=heads, quartets=quartets)
-        if name in ("channel", "filter"):
-            options = {k: spec.pop(k) for k in ("round_to", "heads") if k in spec}
-            if spec:
-                raise ConfigError(f"{key}.{next(iter(spec))}", spec[next(iter(spec))], "round_to, heads")
-            return CoupledChannel(**options)
-        if spec:
-            raise ConfigError(f"{key}.{next(iter(spec))}", spec[next(iter(spec))], "no options for this target")
-        return parse_target(name, key)
+
+def parse_pattern(spec: Any, key: str = "pruner.target") -> Target:
+    """``N:M`` (keep N of every M, ``2:4``) or ``RxC`` blocks (``4x1``); anything else is a :class:`ConfigError`
+    listing every target spelling."""
     text = str(spec).strip().lower()
-    if text in ("unstructured", "element", "elementwise"):
-        return Unstructured()
-    if text in ("channel", "filter"):
-        return CoupledChannel()
-    if text == "head":
-        return Head()
     if match := re.fullmatch(r"(\d+)\s*:\s*(\d+)", text):
         n, m = int(match[1]), int(match[2])
         if not 0 < n < m:

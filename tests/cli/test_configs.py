@@ -24,8 +24,8 @@ def compose():
 
 
 def test_every_yaml_belongs_to_a_group_that_is_tested():
-    tested = {"model", "dataset", "pruner", "schedule", "rounds", "objective", "trainer", "experiment", "hydra/job_logging",
-              "hydra/output"}
+    tested = {"model", "dataset", "pruner", "pruner/layers", "schedule", "rounds", "objective", "trainer", "experiment",
+              "hydra/job_logging", "hydra/output"}
     for path in CONF.rglob("*.yaml"):
         rel = path.relative_to(CONF)
         group = str(rel.parent)

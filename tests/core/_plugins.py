@@ -1,10 +1,11 @@
-"""A user's own criterion and target, plugged in by dotted path (``_target_: _plugins.Rows``)."""
+"""A user's own criteria and target, plugged in by dotted path (``_target_: _plugins.Rows``)."""
 
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from prunecli.criteria import WeightCriterion
 from prunecli.sites import AxisLayout, Member, Site
 
 
@@ -40,3 +41,10 @@ class Rows:
     def sites(self, model, modules):
         return [Site(f"{n}.weight", (Member(f"{n}.weight", m.weight, AxisLayout(tuple(m.weight.shape), 0, m.weight.shape[0])),))
                 for n, m in modules.items()], {}
+
+
+class LastUnitsLeast(WeightCriterion):
+    """A user's weight-only criterion: one method (the last units of each site are pruned first)."""
+
+    def score(self, site):
+        return -torch.arange(site.num_units, dtype=torch.float32)

@@ -84,3 +84,15 @@ def test_admm_can_project_with_the_pruners_own_allocation():
         build_pruner(model, {"allocation": {"name": "local", "max_sparsity": 0.4},
                              "regularizer": {"name": "admm", "sparsity": 0.5, "allocation": "pruner"},
                              "schedule": {"name": "oneshot", "final_sparsity": 0.3}})
+
+
+@pytest.mark.parametrize("objective", [{"name": "params", "keep": 0.5}, {"name": "flops", "keep": 0.5}])
+def test_an_objective_with_admm_is_refused_not_ignored(objective):
+    """ADMM's constraint is its own ``sparsity``: with a budget objective the hard pruning would reach another
+    sparsity than the one ADMM drove the weights to."""
+    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4))
+    cfg = {"schedule": {"name": "oneshot", "final_sparsity": 0.5},
+           "regularizer": {"name": "admm", "sparsity": 0.5, "allocation": "global"}}
+    with pytest.raises(ConfigError, match=rf"^objective='{objective['name']}' is not allowed: .*pruner=admm"):
+        build_pruner(model, {**cfg, "objective": objective})
+    assert build_pruner(model, {**cfg, "objective": "sparsity"}).schedule.final_sparsity == 0.5

@@ -12,10 +12,8 @@ import torch
 from torch import nn
 
 from prunecli import build_pruner
-from prunecli.presets import ALIASES, note_alias, resolve
+from prunecli.aliases import ALIASES, note_alias
 from prunecli.targets import NM
-
-
 
 ROOT = Path(__file__).resolve().parents[2]
 PRUNERS = ROOT / "conf" / "pruner"
@@ -129,7 +127,7 @@ def test_presets_cover_issue_4_part_a():
 @pytest.mark.parametrize("alias", sorted(ALIASES))
 def test_alias_composes_to_its_preset(compose, alias):
     via_alias, _ = pruner_cfg(compose, alias)
-    preset, _ = pruner_cfg(compose, resolve(alias))
+    preset, _ = pruner_cfg(compose, ALIASES[alias].preset)
     assert via_alias.pop("alias") == alias
     assert via_alias == preset
 
@@ -144,13 +142,26 @@ def test_aliases_point_at_presets_and_only_at_built_algorithms():
     assert {a.preset for a in ALIASES.values()} <= set(PRESETS)
     not_built_yet: set[str] = set()   # every NNI pruner of issue 4 is built now
     assert not not_built_yet & set(ALIASES)
-    assert resolve("LevelPruner") == "level" and resolve("GroupLasso") == "group_lasso" and resolve("fpgm") == "fpgm"
+    assert ALIASES["LevelPruner"].preset == "level" and ALIASES["GroupLasso"].preset == "group_lasso"
 
 
 def test_building_through_an_alias_logs_the_new_name(compose, caplog):
     cfg, composed = pruner_cfg(compose, "L1NormPruner")
-    with caplog.at_level(logging.INFO, logger="prunecli.presets"):
+    with caplog.at_level(logging.INFO, logger="prunecli.aliases"):
         build_pruner(tiny_cnn(composed), cfg, total_steps=STEPS)
     assert "pruner=L1NormPruner is NNI's name: prunecli calls this preset 'l1_norm' (pruner=l1_norm)" in caplog.text
     with pytest.raises(Exception, match=r"^pruner.alias='NoSuchPruner'"):
         note_alias("NoSuchPruner")
+
+
+def test_the_layers_block_is_defined_once(compose):
+    """Every preset pulls conf/pruner/layers/default.yaml; only slim narrows it (its types)."""
+    import yaml
+
+    default = yaml.safe_load((PRUNERS / "layers" / "default.yaml").read_text())
+    assert default == {"include": [], "types": [], "exclude": [], "exclude_last": True}
+    for name in PRESETS:
+        assert "exclude_last" not in (PRUNERS / f"{name}.yaml").read_text(), name
+        layers = pruner_cfg(compose, name)[0]["layers"]
+        want = {**default, "types": ["Conv1d", "Conv2d", "Conv3d"]} if name == "slim" else default
+        assert layers == want, name

@@ -93,3 +93,12 @@ def test_bad_rounds_and_admm_input_is_one_line(cli, smoke, tmp_path, overrides, 
     assert result.exit_code == 2, (result.stdout, result.stderr)
     errors = [line for line in result.error_lines if line.startswith("error:")]
     assert len(errors) == 1 and errors[0].startswith(f"error: {key} is not allowed"), result.stderr
+
+
+@pytest.mark.parametrize("objective", [{"name": "flops", "keep": 0.5}, {"name": "params"},
+                                       {"_target_": "my.Objective"}])
+def test_rounds_refuse_an_objective_they_would_ignore(objective):
+    with pytest.raises(ConfigError, match=r"^objective='.*' is not allowed: expected objective=sparsity with rounds"):
+        Rounds.from_config({"count": 2}, objective)
+    assert Rounds.from_config({"count": 2}, {"name": "sparsity"}) == Rounds(2)
+    assert Rounds.from_config(None, objective) is None  # without rounds, the pruner honours the objective

@@ -59,12 +59,6 @@ ALIASES: dict[str, Alias] = {
 }
 
 
-def resolve(name: str) -> str:
-    """The preset for ``name``: an alias's preset, or ``name`` itself."""
-    alias = ALIASES.get(name)
-    return alias.preset if alias else name
-
-
 def note_alias(name: str) -> str:
     """Log (and return) the note for a config built through alias ``name``.
 
