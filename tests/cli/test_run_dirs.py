@@ -74,7 +74,7 @@ def test_two_runs_started_together_in_one_directory_get_two_run_dirs(tmp_path):
     dirs = {json.loads(s.read_text())["run_dir"] for s in summaries}
     assert dirs == {str(s.parent.resolve()) for s in summaries}
     for summary in summaries:
-        assert json.loads(summary.read_text())["steps"] == 4
+        assert json.loads(summary.read_text())["steps"] == 12   # experiment=smoke: max_steps 12
         assert len((summary.parent / "metrics.jsonl").read_text().splitlines()) == 2  # dense + one epoch
 
 
