@@ -104,3 +104,16 @@ def test_a_position_saved_before_tasks_resumes_with_its_sums():
     assert pos.epoch_sums == {"loss": 6.0, "correct": 3, "samples": 4}
     assert pos.epoch_metrics(ImageClassification()) == {"train_loss": 1.5, "train_accuracy": 0.75}
     assert Position().epoch_metrics(ImageClassification()) == {"train_loss": 0.0, "train_accuracy": 0.0}
+
+
+def test_evaluate_refuses_a_dataset_of_another_task_or_other_sizes():
+    from prunecli.commands.evaluate import check_fit
+
+    data = DataBundle(train=[], val=[], in_channels=3, num_classes=3, image_size=2, name="toy")
+    with pytest.raises(ConfigError, match=r"dataset='toy' is not allowed: expected a dataset with the checkpoint's "
+                                          r"model sizes \(in_channels=1, num_classes=3, image_size=2\) \(it has "
+                                          r"in_channels=3\)"):
+        check_fit(data, SPEC)
+    with pytest.raises(ConfigError, match=r"checkpoint's task, image_classification \(it serves text\)"):
+        check_fit(DataBundle([], [], 1, 3, 2, "toy", task="text"), SPEC)
+    check_fit(DataBundle([], [], 1, 3, 2, "toy"), SPEC)
