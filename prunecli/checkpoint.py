@@ -63,8 +63,9 @@ class Checkpoint:
 
     @property
     def spec(self) -> dict[str, Any]:
-        """What :func:`build_model` needs: the model config node plus in_channels, num_classes, image_size
-        (checked: a :class:`CheckpointError` when missing or out of bounds)."""
+        """What :func:`build_model` needs: the model config node, the task's name (absent in checkpoints written
+        before tasks: image classification) and the task's sizes (image classification: in_channels,
+        num_classes, image_size), checked: a :class:`CheckpointError` when missing or out of bounds."""
         return check_spec(self.meta.get("model"), self.origin)
 
 
@@ -174,7 +175,7 @@ def build_model(checkpoint: Checkpoint, *, model: Any = None, trust_checkpoint_c
 
 def model_from_spec(spec: Mapping[str, Any], *, model: Any = None, trust_checkpoint_code: bool = False,
                     origin: Optional[Origin] = None) -> nn.Module:
-    """The dense model a spec describes (its config node plus in_channels, num_classes, image_size), with
+    """The dense model a spec describes (its config node plus its task's sizes), with
     freshly initialised weights; ``model`` and ``trust_checkpoint_code`` as in :func:`build_model`."""
     origin = origin or Origin("model spec", "given in Python")
     return model_builder(spec, origin, model=model, trust_checkpoint_code=trust_checkpoint_code)()

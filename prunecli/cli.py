@@ -3,7 +3,7 @@
 Each subcommand takes its trailing arguments untouched and hands them to Hydra's own ``hydra.main`` with the
 primary config of the same name (``conf/prune.yaml`` ...), so overrides, ``-m/--multirun``, launchers,
 ``--cfg job``, ``--info`` and Hydra's short errors behave exactly as in any Hydra app. The work itself is
-one module-level task function per subcommand in :mod:`prunecli.tasks` (launchers pickle it).
+one module-level task function per subcommand in :mod:`prunecli.commands` (launchers pickle it).
 
 Hydra and torch are imported only when a subcommand runs (or shows its help), so ``prunecli --help`` and
 tab completion stay fast.
@@ -114,12 +114,12 @@ def run_hydra(config_name: str, task: Any, overrides: list[str]) -> None:
     """Run ``task`` under ``hydra.main`` with ``overrides`` as its command line (``sys.argv`` restored after).
 
     With ``trainer.resume=<run dir>`` the killed run's saved overrides and run dir join the command line first
-    (:mod:`prunecli.tasks._resume`).
+    (:mod:`prunecli.commands._resume`).
     """
     import hydra
 
     from prunecli.errors import CheckpointError, ConfigError
-    from prunecli.tasks._resume import resume_command
+    from prunecli.commands._resume import resume_command
 
     reject_keyless(overrides)
     overrides = [quote_home(word) for word in overrides]
@@ -143,7 +143,7 @@ def reject_keyless(overrides: list[str]) -> None:
     Hydra's override grammar accepts it as an override of the config group named ``""`` and then fails in
     the defaults list with a traceback (hydra 1.3).
     """
-    from prunecli.tasks._common import USER_ERROR_EXIT
+    from prunecli.commands._common import USER_ERROR_EXIT
 
     for word in overrides:
         if not word.startswith("-") and word.lstrip("+~").startswith("="):
@@ -173,7 +173,7 @@ def prune(overrides: Optional[list[str]] = _OVERRIDES) -> None:
 
     [dim]prunecli prune model=resnet18 pruner=l1_norm sparsity=0.5[/]
     """
-    from prunecli.tasks.prune import prune as task
+    from prunecli.commands.prune import prune as task
 
     run_hydra("prune", task, list(overrides or []))
 
@@ -184,7 +184,7 @@ def evaluate(overrides: Optional[list[str]] = _OVERRIDES) -> None:
 
     [dim]prunecli evaluate checkpoint=outputs/prune/<date>/<time>[/]
     """
-    from prunecli.tasks.evaluate import evaluate as task
+    from prunecli.commands.evaluate import evaluate as task
 
     run_hydra("evaluate", task, list(overrides or []))
 
@@ -196,7 +196,7 @@ def export(overrides: Optional[list[str]] = _OVERRIDES) -> None:
 
     [dim]prunecli export checkpoint=outputs/prune/<date>/<time> format=onnx output=model.onnx[/]
     """
-    from prunecli.tasks.export import export as task
+    from prunecli.commands.export import export as task
 
     run_hydra("export", task, list(overrides or []))
 

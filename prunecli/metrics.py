@@ -2,13 +2,32 @@
 
 from __future__ import annotations
 
-from typing import Callable, Mapping, Optional, TypeVar
+from typing import Any, Callable, Mapping, Optional, TypeVar, Union
 
 import torch
 from torch import nn
 
 
 T = TypeVar("T")
+# A model's input: one tensor, or keyword tensors (``model(**inputs)``, as Hugging Face models take them).
+Inputs = Union[torch.Tensor, Mapping[str, torch.Tensor]]
+
+
+def call_model(model: nn.Module, inputs: Inputs) -> Any:
+    """``model(**inputs)`` for keyword tensors, else ``model(inputs)``."""
+    return model(**inputs) if isinstance(inputs, Mapping) else model(inputs)
+
+
+def to_device(inputs: Inputs, device: torch.device | str) -> Inputs:
+    """``inputs`` (a tensor, or keyword tensors) on ``device``."""
+    if isinstance(inputs, Mapping):
+        return {key: value.to(device) for key, value in inputs.items()}
+    return inputs.to(device)
+
+
+def first_tensor(inputs: Inputs) -> torch.Tensor:
+    """The input tensor (or the first of keyword tensors): its device and batch size are the inputs'."""
+    return next(iter(inputs.values())) if isinstance(inputs, Mapping) else inputs
 
 
 def module_flops(model: nn.Module, run: Callable[[], T]) -> tuple[int, dict[str, int], T]:
@@ -32,7 +51,7 @@ def module_flops(model: nn.Module, run: Callable[[], T]) -> tuple[int, dict[str,
 
 
 @torch.no_grad()
-def count_flops(model: nn.Module, example: torch.Tensor,
+def count_flops(model: nn.Module, example: Inputs,
                 masks: Optional[Mapping[str, torch.Tensor]] = None) -> dict[str, int]:
     """FLOPs of one eval-mode forward pass on ``example`` (:func:`module_flops`).
 
@@ -42,7 +61,7 @@ def count_flops(model: nn.Module, example: torch.Tensor,
     was_training = model.training
     model.eval()
     try:
-        total, per_module, _ = module_flops(model, lambda: model(example))
+        total, per_module, _ = module_flops(model, lambda: call_model(model, example))
     finally:
         model.train(was_training)
     saved = 0.0
@@ -54,7 +73,7 @@ def count_flops(model: nn.Module, example: torch.Tensor,
 
 
 @torch.inference_mode()
-def measure_latency(model: nn.Module, example: torch.Tensor, *, warmup: int = 5, repeats: int = 30) -> dict[str, float]:
+def measure_latency(model: nn.Module, example: Inputs, *, warmup: int = 5, repeats: int = 30) -> dict[str, float]:
     """Median and spread of the forward time in milliseconds over ``repeats`` timed passes after ``warmup``
     untimed ones, timed by :class:`torch.utils.benchmark.Timer` (it synchronises CUDA and keeps torch's thread
     count); ``latency_ms_iqr`` is the interquartile range."""
@@ -63,20 +82,12 @@ def measure_latency(model: nn.Module, example: torch.Tensor, *, warmup: int = 5,
     was_training = model.training
     model.eval()
     for _ in range(warmup):
-        model(example)
-    timer = benchmark.Timer(stmt="model(example)", globals={"model": model, "example": example},
-                            num_threads=torch.get_num_threads())
+        call_model(model, example)
+    timer = benchmark.Timer(stmt="call_model(model, example)", num_threads=torch.get_num_threads(),
+                            globals={"call_model": call_model, "model": model, "example": example})
     runs = benchmark.Measurement.merge([timer.timeit(1) for _ in range(max(repeats, 1))])[0]
     model.train(was_training)
     times = [t * 1e3 for t in runs.times]
     return {"latency_ms_median": runs.median * 1e3, "latency_ms_iqr": runs.iqr * 1e3, "latency_ms_min": min(times),
-            "latency_ms_max": max(times), "latency_repeats": len(times), "latency_batch_size": example.shape[0]}
-
-
-def example_input(spec: Mapping, batch_size: int = 1, device: torch.device | str = "cpu",
-                  seed: int = 0) -> torch.Tensor:
-    """A random input of the model's shape ``(batch, in_channels, H, W)`` from a checkpoint's model spec."""
-    size = spec["image_size"]
-    h, w = (size, size) if isinstance(size, int) else tuple(size)
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(batch_size, spec["in_channels"], h, w, generator=g).to(device)
+            "latency_ms_max": max(times), "latency_repeats": len(times),
+            "latency_batch_size": first_tensor(example).shape[0]}

@@ -1,4 +1,4 @@
-"""What a dataset builder returns: the two splits plus the sizes a model is built for."""
+"""What a dataset builder returns: the two splits, the sizes a model is built for, and the task they serve."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ class DataBundle:
         num_classes: Labels are ``0 .. num_classes - 1``.
         image_size: ``H == W`` of every image.
         name: The dataset's short name (``digits``, ``cifar10``, ...).
+        task: The registered task (:mod:`prunecli.tasks`) that reads its batches and judges a model on them.
     """
 
     train: Dataset
@@ -27,6 +28,7 @@ class DataBundle:
     num_classes: int
     image_size: int
     name: str
+    task: str = "image_classification"
 
 
 class ImageTensorDataset(TensorDataset):

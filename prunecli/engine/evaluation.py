@@ -1,29 +1,35 @@
-"""Evaluation of a classifier: mean cross-entropy loss and top-1 accuracy over a loader."""
+"""Evaluation of a model on a loader: the task's metrics (:mod:`prunecli.tasks`) over every batch."""
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Iterable, Mapping, Optional
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
 from prunecli.engine.runtime import autocast
+from prunecli.tasks import Task
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: DataLoader, device: torch.device,
+def evaluate(task: Task, model: nn.Module, loader: Iterable[Any], device: torch.device,
              amp: Optional[torch.dtype] = None) -> dict[str, float]:
-    """``{"loss": mean cross-entropy, "accuracy": top-1 in [0, 1], "samples": n}``; restores train mode."""
+    """``{**task.metrics(sums), "samples": n}`` over ``loader`` in eval mode (image classification: mean
+    cross-entropy ``loss`` and top-1 ``accuracy``); restores train mode."""
     was_training = model.training
     model.eval()
-    loss_sum, correct, n = 0.0, 0, 0
-    for inputs, targets in loader:
-        inputs, targets = inputs.to(device), targets.to(device)
+    totals: dict[str, float] = {}
+    for batch in loader:
+        batch = task.to_device(batch, device)
         with autocast(device, amp):
-            logits = model(inputs)
-        loss_sum += nn.functional.cross_entropy(logits.float(), targets, reduction="sum").item()
-        correct += (logits.argmax(dim=1) == targets).sum().item()
-        n += targets.numel()
+            sums = task.evaluation_step(model, batch)
+        for key, value in sums.items():
+            totals[key] = totals.get(key, 0) + (value.item() if isinstance(value, torch.Tensor) else value)
     model.train(was_training)
-    return {"loss": loss_sum / max(n, 1), "accuracy": correct / max(n, 1), "samples": n}
+    return {**task.metrics(totals), "samples": int(totals.get("samples", 0))}
+
+
+def describe(task: Task, metrics: Mapping[str, float]) -> str:
+    """``accuracy 0.9000, loss 0.3000``: the task's score first, then its other metrics (for log lines)."""
+    names = [task.score, *(k for k in task.metrics({}) if k != task.score)]
+    return ", ".join(f"{name} {metrics[name]:.4f}" for name in names if name in metrics)

@@ -1,6 +1,6 @@
 """The evaluator the engine hands to searched allocations (:mod:`prunecli.allocation.search`): the negative mean
-cross-entropy on the first ``eval_batches`` batches of the validation loader (higher is better), in eval mode and
-without gradients."""
+loss of the run's task on the first ``eval_batches`` batches of the validation loader (higher is better), in eval
+mode and without gradients."""
 
 from __future__ import annotations
 
@@ -12,16 +12,17 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from prunecli.engine.evaluation import evaluate
+from prunecli.tasks import Task
 
 DEFAULT_BATCHES = 4
 
 
-def loader_evaluator(loader: DataLoader, device: torch.device, amp: Optional[torch.dtype] = None,
+def loader_evaluator(task: Task, loader: DataLoader, device: torch.device, amp: Optional[torch.dtype] = None,
                      batches: int = DEFAULT_BATCHES) -> Callable[[nn.Module], float]:
     """``evaluator(model) -> -loss`` over the first ``batches`` batches of ``loader`` (train mode restored)."""
 
     def evaluator(model: nn.Module) -> float:
-        return -evaluate(model, islice(loader, batches), device, amp)["loss"]
+        return -evaluate(task, model, islice(loader, batches), device, amp)["loss"]
 
     return evaluator
 
@@ -31,4 +32,4 @@ def run_evaluator(run: Any) -> Callable[[nn.Module], float]:
     (default 4) sets how many validation batches one evaluation reads."""
     allocation = run.cfg.pruner.get("allocation")
     batches = allocation.get("eval_batches", DEFAULT_BATCHES) if hasattr(allocation, "get") else DEFAULT_BATCHES
-    return loader_evaluator(run.val_loader, run.device, run.amp, int(batches))
+    return loader_evaluator(run.task, run.val_loader, run.device, run.amp, int(batches))

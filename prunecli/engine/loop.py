@@ -19,9 +19,8 @@ from prunecli.checkpoint import Checkpoint, load_checkpoint
 from prunecli.config import build_pruner
 from prunecli.criteria import name_of
 from prunecli.engine.data import start_epoch
-from prunecli.engine.evaluation import evaluate
+from prunecli.engine.evaluation import describe, evaluate
 from prunecli.engine.progress import EpochBar
-from prunecli.metrics import example_input
 from prunecli.engine.rounds import check_rewind_step, rewind, round_config, round_sparsity, snapshot
 from prunecli.engine.runtime import autocast
 from prunecli.engine.setup import Phase, Run, make_phase, phase_steps, pretrain_epochs, pruner_config
@@ -62,8 +61,8 @@ def train(run: Run) -> TrainResult:
         pretrain(run, pos, ckpt)
         pos, ckpt = Position(phase="prune", metrics_rows=pos.metrics_rows), None
     if not pos.dense:
-        pos.dense = evaluate(run.model, run.val_loader, run.device, run.amp)
-        log.info("dense model: accuracy %.4f, loss %.4f", pos.dense["accuracy"], pos.dense["loss"])
+        pos.dense = evaluate(run.task, run.model, run.val_loader, run.device, run.amp)
+        log.info("dense model: %s", describe(run.task, pos.dense))
         _write_metrics(run, pos, {"phase": "dense", **pos.dense})
     if run.rounds is not None:
         phase = train_rounds(run, pos, ckpt)
@@ -79,7 +78,7 @@ def train(run: Run) -> TrainResult:
     phase.hooks.on_train_end()
     if not pos.last:
         phase.hooks.on_before_eval()
-        pos.last = {**evaluate(run.model, run.val_loader, run.device, run.amp), **_sparsity(phase)}
+        pos.last = {**evaluate(run.task, run.model, run.val_loader, run.device, run.amp), **_sparsity(phase)}
         phase.hooks.on_after_eval()
     save(run, phase, pos, "last")
     return TrainResult(dense=pos.dense, final=pos.last, best_accuracy=pos.best_accuracy,
@@ -110,7 +109,7 @@ def make_pruner(run: Run, cfg: dict[str, Any], total_steps: int, optimizer=None)
     """The pruner for a phase: one example batch lets structured targets trace coupled channels, and the
     validation evaluator serves searched allocations."""
     return build_pruner(run.model, cfg, total_steps=total_steps, optimizer=optimizer, evaluator=run_evaluator(run),
-                        example_inputs=example_input(run.spec, 1, run.device))
+                        example_inputs=run.task.example_inputs(run.spec, 1, run.device))
 
 
 def train_rounds(run: Run, pos: Position, ckpt: Checkpoint | None) -> Phase:
@@ -169,27 +168,24 @@ def run_phase(run: Run, phase: Phase, pos: Position) -> None:
             phase.hooks.on_epoch_begin(pos.epoch)
         if pos.batches_done < phase.batches_per_epoch and pos.step < phase.total_steps:
             train_epoch(run, phase, pos)
-        end_epoch(run, phase, pos, pos.epoch_metrics())
+        end_epoch(run, phase, pos, pos.epoch_metrics(run.task))
 
 
 def train_epoch(run: Run, phase: Phase, pos: Position) -> None:
-    """Optimizer steps over the rest of one epoch (or until ``total_steps``); sums train loss and hits in ``pos``."""
+    """Optimizer steps over the rest of one epoch (or until ``total_steps``); sums the task's train sums in
+    ``pos``."""
     s = run.settings
     left = start_epoch(phase.loader, pos.epoch, pos.batches_done)
     run.model.train()
-    # Device tensors (no sync per batch), starting from the sums of the batches a resumed epoch already did.
-    loss_sum = torch.tensor(pos.epoch_loss, device=run.device)
-    correct = torch.tensor(pos.epoch_correct, device=run.device, dtype=torch.long)
-    seen, micro = pos.epoch_seen, 0
+    totals: dict[str, Any] = dict(pos.epoch_sums)  # the sums of the batches a resumed epoch already did
+    micro = 0
     with EpochBar(f"{phase.name} {pos.epoch + 1}/{phase.epochs}", left, s.progress,
                   steps=(pos.step, phase.total_steps), phase=f"{phase.name} steps") as bar:
-        for inputs, targets in phase.loader:
+        for batch in phase.loader:
             if micro == 0:
                 phase.hooks.on_step_begin(pos.step)
-            loss, hits = forward_backward(run, phase, inputs, targets)
-            loss_sum += loss * targets.numel()
-            correct += hits
-            seen, micro, pos.batches_done = seen + targets.numel(), micro + 1, pos.batches_done + 1
+            _accumulate(totals, forward_backward(run, phase, batch))
+            micro, pos.batches_done = micro + 1, pos.batches_done + 1
             bar.advance()
             if micro == s.accumulate or pos.batches_done == phase.batches_per_epoch:
                 optimizer_step(run, phase)
@@ -198,25 +194,39 @@ def train_epoch(run: Run, phase: Phase, pos: Position) -> None:
                 if pos.step == phase.snapshot_step:
                     run.rewound = snapshot(run.model)
                 if s.checkpoint_every and pos.step % s.checkpoint_every == 0:
-                    pos.epoch_loss, pos.epoch_correct, pos.epoch_seen = loss_sum.item(), int(correct.item()), seen
+                    pos.epoch_sums = _plain(totals)
                     save(run, phase, pos, "last")
                 if bar.enabled and pos.step % _BAR_EVERY == 0:
-                    bar.status(loss=loss.item(), acc=correct.item() / seen, **_sparsity(phase))
+                    bar.status(**run.task.metrics(_plain(totals)), **_sparsity(phase))
                 if pos.step >= phase.total_steps:
                     break
-    pos.epoch_loss, pos.epoch_correct, pos.epoch_seen = loss_sum.item(), int(correct.item()), seen
+    pos.epoch_sums = _plain(totals)
 
 
-def forward_backward(run: Run, phase: Phase, inputs: torch.Tensor,
-                     targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """One micro-batch: forward (under autocast), backward of the loss scaled for accumulation."""
-    inputs, targets = inputs.to(run.device, non_blocking=True), targets.to(run.device, non_blocking=True)
+def forward_backward(run: Run, phase: Phase, batch: Any) -> dict[str, Any]:
+    """One micro-batch: the task's forward and loss (under autocast), backward of the loss scaled for
+    accumulation; returns the task's detached per-batch sums."""
+    batch = run.task.to_device(batch, run.device)
     with autocast(run.device, run.amp):
-        logits = run.model(inputs)
-        loss = nn.functional.cross_entropy(logits.float(), targets)
+        loss, sums = run.task.training_step(run.model, batch)
     scaled = loss / run.settings.accumulate
     (phase.scaler.scale(scaled) if phase.scaler is not None else scaled).backward()
-    return loss.detach(), (logits.argmax(dim=1) == targets).sum()
+    return sums
+
+
+def _accumulate(totals: dict[str, Any], sums: dict[str, Any]) -> None:
+    """Add one batch's sums to ``totals`` on the device, in place (no sync, no new tensor after the first batch;
+    a Python number resumed from a checkpoint plus the first batch's tensor makes a fresh tensor)."""
+    for key, value in sums.items():
+        if key in totals:
+            totals[key] += value
+        else:
+            totals[key] = value.clone() if isinstance(value, torch.Tensor) else value
+
+
+def _plain(totals: dict[str, Any]) -> dict[str, float]:
+    """Running sums as Python numbers (one device sync per tensor)."""
+    return {key: value.item() if isinstance(value, torch.Tensor) else value for key, value in totals.items()}
 
 
 def optimizer_step(run: Run, phase: Phase) -> None:
@@ -241,26 +251,27 @@ def optimizer_step(run: Run, phase: Phase) -> None:
 def end_epoch(run: Run, phase: Phase, pos: Position, train_metrics: dict[str, float]) -> None:
     """Evaluate, call the epoch-end hooks, log a metrics line, save ``last`` (and ``best``)."""
     phase.hooks.on_before_eval()
-    val = evaluate(run.model, run.val_loader, run.device, run.amp)
+    val = evaluate(run.task, run.model, run.val_loader, run.device, run.amp)
     phase.hooks.on_after_eval()
     phase.hooks.on_epoch_end(pos.epoch)
     sparsity = _sparsity(phase).get("sparsity", 0.0)
     pos.last = {**val, **train_metrics, "sparsity": sparsity}
     pos.epoch, pos.batches_done = pos.epoch + 1, 0
-    pos.epoch_loss, pos.epoch_correct, pos.epoch_seen = 0.0, 0, 0
+    pos.epoch_sums = {}
     lr = phase.optimizer.param_groups[0]["lr"]
     rounds = {"round": pos.round} if run.rounds is not None and phase.name == "prune" else {}
     row = {"phase": phase.name, **rounds, "epoch": pos.epoch, "step": pos.step, "lr": lr, **pos.last}
     _write_metrics(run, pos, row)
-    log.info("%s epoch %d/%d: val accuracy %.4f, loss %.4f, sparsity %.4f", phase.name, pos.epoch,
-             phase.epochs, val["accuracy"], val["loss"], sparsity)
-    if phase.name == "prune" and _better(pos, val["accuracy"], sparsity):
+    log.info("%s epoch %d/%d: val %s, sparsity %.4f", phase.name, pos.epoch, phase.epochs, describe(run.task, val),
+             sparsity)
+    if phase.name == "prune" and _better(pos, val[run.task.score], sparsity):
         save(run, phase, pos, "best")  # before last: a run killed between the two redoes this epoch
     save(run, phase, pos, "last")
 
 
 def _better(pos: Position, accuracy: float, sparsity: float) -> bool:
-    """Best = most accurate at the highest sparsity reached so far (so a dense early epoch never wins)."""
+    """Best = the highest task score (``accuracy``) at the highest sparsity reached so far (so a dense early epoch
+    never wins)."""
     if sparsity > pos.best_sparsity + 1e-9 or accuracy > pos.best_accuracy:
         if sparsity >= pos.best_sparsity - 1e-9:
             pos.best_accuracy, pos.best_sparsity = accuracy, max(sparsity, pos.best_sparsity)

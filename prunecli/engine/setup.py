@@ -18,7 +18,8 @@ from prunecli.engine.rounds import Rounds
 from prunecli.engine.runtime import amp_dtype, grad_scaler, pick_device, seed_everything
 from prunecli.engine.settings import TrainerSettings
 from prunecli.hooks import HOOKS
-from prunecli.metrics import example_input
+from prunecli.metrics import Inputs, call_model
+from prunecli.tasks import Task, get_task
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,8 @@ class NoHooks:
 
 @dataclass
 class Run:
-    """Everything built once per run. ``spec`` rebuilds the model: see :func:`prunecli.checkpoint.build_model`."""
+    """Everything built once per run. ``spec`` rebuilds the model: see :func:`prunecli.checkpoint.build_model`;
+    ``task`` (the dataset's) reads the batches and judges the model (:mod:`prunecli.tasks`)."""
 
     cfg: Any
     settings: TrainerSettings
@@ -52,6 +54,7 @@ class Run:
     amp: Optional[torch.dtype]
     val_loader: DataLoader
     run_dir: Path
+    task: Task
     rounds: Optional[Rounds] = None  # iterative pruning (prunecli.engine.rounds), or None
     rewound: Optional[dict[str, torch.Tensor]] = None  # the weights rounds rewind to, once known
 
@@ -74,26 +77,29 @@ class Phase:
 
 
 def setup(cfg: Any, run_dir: Path) -> Run:
-    """Seed, then build the dataset, the model (sized by the dataset) and the validation loader."""
+    """Seed, then build the dataset, its task, the model (sized by the dataset) and the validation loader."""
     settings = TrainerSettings.from_config(cfg.trainer)
     rounds = Rounds.from_config(plain(cfg.get("rounds")), plain(cfg.get("objective")))
     seed_everything(int(cfg.seed))
     data = build(cfg.dataset, "dataset")
-    sizes = {"in_channels": data.in_channels, "num_classes": data.num_classes, "image_size": data.image_size}
+    task = get_task(data.task, key="dataset.task")
+    sizes = task.sizes(data)
     model = build(cfg.model, "model", **sizes)
     device = pick_device(settings.device)
     model.to(device)
-    threads = set_threads(settings.num_threads, model, device, example_input(sizes, 1, device), settings.batch_size)
-    log.info("%s on %s: %d train / %d val samples, %d classes, device %s (%d CPU threads)",
-             cfg.model.get("name", "model"), data.name, len(data.train), len(data.val), data.num_classes, device,
-             threads)
-    return Run(cfg=cfg, settings=settings, model=model, data=data, spec={"config": plain(cfg.model), **sizes},
-               device=device, amp=amp_dtype(settings.precision, device),
+    spec = {"config": plain(cfg.model), "task": task.name, **sizes}
+    sample = task.example_inputs(spec, 1, device)
+    threads = set_threads(settings.num_threads, model, device, sample, settings.batch_size)
+    log.info("%s on %s (%s): %d train / %d val samples, %s, device %s (%d CPU threads)",
+             cfg.model.get("name", "model"), data.name, task.name, len(data.train), len(data.val),
+             ", ".join(f"{k} {v}" for k, v in sizes.items()), device, threads)
+    return Run(cfg=cfg, settings=settings, model=model, data=data, spec=spec, device=device,
+               amp=amp_dtype(settings.precision, device),
                val_loader=eval_loader(data.val, settings.eval_batch_size, settings.num_workers), run_dir=run_dir,
-               rounds=rounds)
+               task=task, rounds=rounds)
 
 
-def set_threads(num_threads: Optional[int], model: nn.Module, device: torch.device, sample: torch.Tensor,
+def set_threads(num_threads: Optional[int], model: nn.Module, device: torch.device, sample: Inputs,
                 batch_size: int) -> int:
     """Apply ``trainer.num_threads`` with ``torch.set_num_threads`` and return the count. ``None`` (auto): one
     thread on CPU when a training batch of ``batch_size`` samples like ``sample`` (a batch of one) takes fewer
@@ -106,7 +112,7 @@ def set_threads(num_threads: Optional[int], model: nn.Module, device: torch.devi
 
 
 @torch.no_grad()
-def forward_macs(model: nn.Module, sample: torch.Tensor) -> int:
+def forward_macs(model: nn.Module, sample: Inputs) -> int:
     """Multiply-adds of the conv and linear layers in one forward pass of ``sample`` (weight elements times
     output positions per output channel; attention's own matmuls and elementwise ops are left out)."""
     total = 0
@@ -121,7 +127,7 @@ def forward_macs(model: nn.Module, sample: torch.Tensor) -> int:
     was_training = model.training
     try:
         model.eval()  # BatchNorm running statistics stay untouched
-        model(sample)
+        call_model(model, sample)
     finally:
         model.train(was_training)
         for handle in handles:

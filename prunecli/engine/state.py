@@ -12,15 +12,16 @@ from prunecli.checkpoint import Checkpoint, save_checkpoint
 from prunecli.engine.runtime import rng_state, set_rng_state
 from prunecli.engine.setup import NoHooks, Phase, Run, plain
 from prunecli.errors import CheckpointError
+from prunecli.tasks import Task
 
 
 @dataclass
 class Position:
     """Progress of a run. ``batches_done`` counts micro-batches of ``epoch`` already trained.
 
-    ``epoch_loss``, ``epoch_correct`` and ``epoch_seen`` sum the train loss (times samples), hits and samples of
-    those batches, so an epoch resumed mid-way reports the same train metrics; ``metrics_rows`` counts the
-    lines of ``metrics.jsonl`` written so far, so a resume in the same run dir drops the lines written after
+    ``epoch_sums`` holds the task's train sums of those batches (image classification: ``loss`` times samples,
+    ``correct``, ``samples``), so an epoch resumed mid-way reports the same train metrics; ``metrics_rows`` counts
+    the lines of ``metrics.jsonl`` written so far, so a resume in the same run dir drops the lines written after
     its checkpoint.
     """
 
@@ -29,9 +30,7 @@ class Position:
     batches_done: int = 0
     step: int = 0
     round: int = 0  # the round of iterative pruning (prunecli.engine.rounds) being trained; 0 without rounds
-    epoch_loss: float = 0.0
-    epoch_correct: int = 0
-    epoch_seen: int = 0
+    epoch_sums: dict[str, float] = field(default_factory=dict)
     metrics_rows: int = 0
     best_accuracy: float = -1.0
     best_sparsity: float = -1.0
@@ -40,12 +39,15 @@ class Position:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Position":
+        d = dict(d)
+        if "epoch_loss" in d:  # a checkpoint from before tasks: image classification's three sums by name
+            d["epoch_sums"] = {"loss": d.pop("epoch_loss"), "correct": d.pop("epoch_correct", 0),
+                               "samples": d.pop("epoch_seen", 0)}
         return cls(**d)
 
-    def epoch_metrics(self) -> dict[str, float]:
-        """Mean train loss and accuracy over the batches of the epoch trained so far."""
-        seen = max(self.epoch_seen, 1)
-        return {"train_loss": self.epoch_loss / seen, "train_accuracy": self.epoch_correct / seen}
+    def epoch_metrics(self, task: Task) -> dict[str, float]:
+        """The task's train metrics (``train_loss``, ``train_accuracy``) over the epoch's batches trained so far."""
+        return {f"train_{key}": value for key, value in task.metrics(self.epoch_sums).items()}
 
 
 def current_masks(phase: Phase) -> dict[str, Any]:

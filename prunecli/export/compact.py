@@ -30,6 +30,7 @@ from torch import nn
 from prunecli._atomic import json_bytes, staged
 from prunecli._checks import known_keys, number
 from prunecli.errors import CheckpointError, ConfigError
+from prunecli.metrics import Inputs, call_model, to_device
 from prunecli.models.spec import Origin, check_spec, short
 
 SUFFIX = ".safetensors"
@@ -37,10 +38,11 @@ FORMAT = "prunecli-compact"
 VERSION = 2
 
 
-def _example(spec: dict[str, Any], batch: int) -> torch.Tensor:
-    from prunecli.metrics import example_input
+def _example(spec: dict[str, Any], batch: int) -> Inputs:
+    """The spec's task's example inputs of ``batch`` samples (seed 0: a replay traces what the export traced)."""
+    from prunecli.tasks import task_of
 
-    return example_input(spec, batch)
+    return task_of(spec).example_inputs(spec, batch)
 
 
 def check_options(options: Mapping[str, Any]) -> dict[str, Any]:
@@ -60,13 +62,13 @@ def export(model: nn.Module, checkpoint: Any, output: Path, options: dict[str, A
     model = model.eval()
     example = _example(checkpoint.spec, 2)
     small = copy.deepcopy(model)
-    plan = compact(small, checkpoint.masks, example[:1])
+    plan = compact(small, checkpoint.masks, _example(checkpoint.spec, 1))
     if not plan["history"] and not plan["cuts"]:
         raise ConfigError("format", "compact", "a run pruned with pruner.target=channel or head",
                           reason="its masks remove no whole channel or head, so nothing would shrink; "
                                  "use format=dense")
     with torch.no_grad():
-        diff = float((small(example) - model(example)).abs().max())
+        diff = float((call_model(small, example) - call_model(model, example)).abs().max())
     if not diff <= atol:
         raise ConfigError("format", "compact", f"a model whose masked and compacted outputs agree within {atol}",
                           reason=f"they differ by {diff:.3g}: an op in {type(model).__name__} mixes pruned "
@@ -164,7 +166,7 @@ def load(path: Path | str, *, model: Any = None, trust_checkpoint_code: bool = F
     def compacted(dense: nn.Module, device: torch.device) -> nn.Module:
         _check_plan_names(dense, plan, origin)
         try:
-            return replay(dense.eval(), plan, example.to(device))
+            return replay(dense.eval(), plan, to_device(example, device))
         except (CheckpointError, ConfigError):
             raise
         except Exception as err:  # Torch-Pruning and the cuts raise many types for a plan of another model

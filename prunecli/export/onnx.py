@@ -36,10 +36,13 @@ def check_options(options: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def export(model: nn.Module, checkpoint: Any, output: Path, options: dict[str, Any]) -> dict[str, Any]:
-    from prunecli.metrics import example_input
+    from prunecli.tasks import task_of
 
     opts = check_options(options)
-    example = example_input(checkpoint.spec, opts["batch_size"])
+    example = task_of(checkpoint.spec).example_inputs(checkpoint.spec, opts["batch_size"])
+    if not isinstance(example, torch.Tensor):
+        raise ConfigError("format", "onnx", "a model whose input is one tensor (an image classifier)",
+                          reason="keyword inputs are not exported to ONNX yet; use format=dense")
     buffer = io.BytesIO()
     try:
         with warnings.catch_warnings():

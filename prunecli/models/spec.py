@@ -9,8 +9,9 @@ interpolation (``${oc.env:HOME}``). Values must be null, booleans, numbers, stri
 else is a :class:`CheckpointError` naming the key path.
 
 A new kind of model that checkpoints should name (say a Hugging Face builder) is one more entry in
-:data:`MODEL_BUILDERS`: the function takes the node's values plus ``in_channels``, ``num_classes``,
-``image_size`` as keyword arguments and returns a freshly initialised module.
+:data:`MODEL_BUILDERS`: the function takes the node's values plus the sizes of the spec's task
+(:attr:`prunecli.tasks.Task.spec_fields`; image classification: ``in_channels``, ``num_classes``,
+``image_size``) as keyword arguments and returns a freshly initialised module.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any, Callable, Mapping
 from prunecli.data.factory import build_dataset
 from prunecli.errors import CheckpointError
 from prunecli.models.factory import build_model
+from prunecli.tasks import DEFAULT_TASK, get_task, list_tasks, task_of
 
 MODEL_BUILDERS: dict[str, Callable[..., Any]] = {"prunecli.models.build_model": build_model}
 DATASET_BUILDERS: dict[str, Callable[..., Any]] = {"prunecli.data.build_dataset": build_dataset}
@@ -30,10 +32,6 @@ _WAY_OUT = {
     "model": "rebuild it from your own config with model=<name> [model._target_=your.Model]",
     "dataset": "evaluate on your own dataset=<name>",
 }
-# Upper bounds of the sizes a spec gives: example inputs (in_channels x image_size^2 per sample) and the
-# output layer are allocated from them before any weight is checked.
-SIZE_LIMITS = {"in_channels": 4096, "num_classes": 1_000_000, "image_size": 8192}
-MAX_SAMPLE_ELEMENTS = 2**26
 MAX_LIST = 4096      # elements of one list value (a list of layer widths, say)
 MAX_STRING = 4096    # characters of one string value
 
@@ -51,29 +49,29 @@ class Origin:
 
 
 def check_spec(spec: Any, origin: Origin, key: str = "model") -> dict[str, Any]:
-    """``spec`` (a model spec: ``config`` node plus ``in_channels``, ``num_classes``, ``image_size``), checked.
+    """``spec`` (a model spec: ``config`` node, optional ``task`` name, and the task's sizes), checked.
 
-    The sizes must be positive ints within :data:`SIZE_LIMITS`; ``config`` must be a mapping (its values are
-    checked when it is built). Returns ``spec`` itself.
+    ``task`` must be a registered task's name (absent: ``image_classification``, as every spec before it was
+    named); the task checks its sizes (image classification: ``in_channels``, ``num_classes``, ``image_size``
+    positive and bounded); ``config`` must be a mapping (its values are checked when it is built). Returns
+    ``spec`` itself.
     """
     if not isinstance(spec, dict):
         raise origin.error(key, f"is {_kind(spec)}: expected the model spec (config, in_channels, num_classes, "
                                 "image_size)")
-    for name, limit in SIZE_LIMITS.items():
-        value = spec.get(name)
-        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= limit:
-            raise origin.error(f"{key}.{name}={short(value)}", f"is not allowed: expected an integer in [1, {limit}]")
-    if spec["in_channels"] * spec["image_size"] ** 2 > MAX_SAMPLE_ELEMENTS:
-        raise origin.error(f"{key}.image_size={spec['image_size']}", f"with in_channels={spec['in_channels']} is "
-                           f"over {MAX_SAMPLE_ELEMENTS:,} input elements per sample")
+    name = spec.get("task", DEFAULT_TASK)
+    if not isinstance(name, str) or name not in list_tasks():
+        raise origin.error(f"{key}.task={short(name)}", f"is not allowed: expected one of {', '.join(list_tasks())}"
+                           " (a task prunecli registers)")
+    get_task(name).check_spec(spec, origin, key)
     if not isinstance(spec.get("config"), dict):
         raise origin.error(f"{key}.config", f"is {_kind(spec.get('config'))}: expected the model's config node")
     return spec
 
 
-def sizes(spec: Mapping[str, Any]) -> dict[str, int]:
-    """The ``in_channels``, ``num_classes``, ``image_size`` of a checked spec."""
-    return {name: spec[name] for name in SIZE_LIMITS}
+def sizes(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """The sizes of a checked spec that its model builder takes (its task's ``spec_fields``)."""
+    return {name: spec[name] for name in task_of(spec).spec_fields}
 
 
 def plain_args(node: Any, origin: Origin, key: str) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import statistics
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 from torch import nn
@@ -90,8 +90,8 @@ class Latency:
     def measure(self, model: nn.Module, example_inputs: Any) -> float:
         from prunecli.metrics import measure_latency
 
-        if not isinstance(example_inputs, torch.Tensor):
-            raise ConfigError("objective", "latency", "a single tensor as example inputs")
+        if not isinstance(example_inputs, (torch.Tensor, Mapping)):
+            raise ConfigError("objective", "latency", "example inputs that are a tensor or keyword tensors")
         return measure_latency(model, example_inputs, warmup=self.warmup,
                                repeats=self.repeats)["latency_ms_median"]
 

@@ -1,21 +1,19 @@
-"""Task functions that Hydra runs, one per subcommand: :func:`prune`, :func:`evaluate`, :func:`export`.
+"""Tasks: what a batch is and how a model is judged (:class:`Task`), one registered class per task.
 
-Each takes the composed config, writes its artifacts into Hydra's runtime output dir and returns a dict of
-results (so sweepers can optimise it). They are module-level functions because launchers (joblib, submitit)
-pickle them. User errors end the job with one line on stderr and exit code 2.
+    from prunecli.tasks import get_task, task_of
+    task = get_task("image_classification")      # or task_of(checkpoint.spec), get_task(data.task)
+    loss, sums = task.training_step(model, task.to_device(batch, device))
+    task.metrics(totals)                          # {"loss": ..., "accuracy": ...}
+
+A dataset bundle names its task (:attr:`prunecli.data.DataBundle.task`); the engine builds that task and stores
+its name in the model spec of every checkpoint (``"task": "image_classification"``). A spec without a name is
+image classification. A new task is one class decorated with :func:`register_task` in a module imported here.
 """
 
-from __future__ import annotations
+from prunecli.tasks import image_classification  # noqa: F401  (importing registers it)
+from prunecli.tasks._registry import DEFAULT_TASK, get_task, list_tasks, register_task, task_of
+from prunecli.tasks.base import Inputs, Sums, Task
+from prunecli.tasks.image_classification import ImageClassification
 
-import importlib
-from typing import Any
-
-_TASKS = {"prune": "prunecli.tasks.prune", "evaluate": "prunecli.tasks.evaluate", "export": "prunecli.tasks.export"}
-
-__all__ = sorted(_TASKS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _TASKS:
-        return getattr(importlib.import_module(_TASKS[name]), name)
-    raise AttributeError(f"module 'prunecli.tasks' has no attribute {name!r}")
+__all__ = ["DEFAULT_TASK", "ImageClassification", "Inputs", "Sums", "Task", "get_task", "list_tasks",
+           "register_task", "task_of"]

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 import prunecli.engine.loop as loop
-from prunecli.tasks._resume import resume_command
+from prunecli.commands._resume import resume_command
 
 KILLABLE = ["trainer.checkpoint_every=1", "schedule.frequency=1"]
 

@@ -11,7 +11,7 @@ import sys
 import pytest
 from omegaconf import OmegaConf
 
-from prunecli.tasks._common import RunDirCheck, claim_dir
+from prunecli.commands._common import RunDirCheck, claim_dir
 
 
 def _prunecli_script() -> str:

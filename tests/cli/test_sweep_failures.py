@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-import prunecli.tasks.prune as prune_task
-from prunecli.tasks._sweep import failed_jobs
+import prunecli.commands.prune as prune_task
+from prunecli.commands._sweep import failed_jobs
 
 BAD = "error: sparsity=1.5 is not allowed: expected a number in [0, 1)"
 

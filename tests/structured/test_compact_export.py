@@ -10,7 +10,7 @@ import torch
 from prunecli.checkpoint import Checkpoint, model_from_spec
 from prunecli.errors import CheckpointError
 from prunecli.export import compact, export
-from prunecli.metrics import example_input
+from prunecli.tasks import ImageClassification
 
 from _structured import prune, randomized
 
@@ -21,7 +21,7 @@ SPEC = {"config": {"_target_": "prunecli.models.build_model", "_partial_": True,
 @pytest.fixture
 def exported(tmp_path):
     model = randomized(model_from_spec(SPEC))
-    pruner = prune(model, example_input(SPEC, 1))
+    pruner = prune(model, ImageClassification().example_inputs(SPEC, 1))
     ckpt = Checkpoint(tmp_path / "ckpt", {"model": SPEC, "config": {"dataset": {"name": "digits"}}},
                       model.state_dict(), pruner.masks)
     result = export(ckpt, "compact", tmp_path / "model.safetensors")
@@ -58,7 +58,7 @@ def test_vit_export_records_cuts_and_reloads_counted_norms_and_attention(tmp_pat
     spec = {**SPEC, "config": {**SPEC["config"], "name": "vit_b_16"}}
     torch.manual_seed(0)
     model = randomized(model_from_spec(spec))
-    pruner = prune(model, example_input(spec, 1))
+    pruner = prune(model, ImageClassification().example_inputs(spec, 1))
     ckpt = Checkpoint(tmp_path / "ckpt", {"model": spec, "config": {"dataset": {"name": "digits"}}},
                       model.state_dict(), pruner.masks)
     result = export(ckpt, "compact", tmp_path / "vit.safetensors")

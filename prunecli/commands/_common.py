@@ -15,7 +15,7 @@ from typing import Any, Callable
 from hydra.experimental.callback import Callback
 
 from prunecli.errors import CheckpointError, ConfigError
-from prunecli.tasks._sweep import ERROR_FILE
+from prunecli.commands._sweep import ERROR_FILE
 
 log = logging.getLogger("prunecli")
 
@@ -170,7 +170,7 @@ class RunDirCheck(Callback):
                 config.hydra.overrides.hydra.append(f"hydra.sweep.dir={_quoted(path)}")
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
-        from prunecli.tasks._sweep import failed_jobs, report
+        from prunecli.commands._sweep import failed_jobs, report
 
         failures = failed_jobs(Path(str(config.hydra.sweep.dir)), _words(config.hydra.overrides.task),
                                since=self.sweep_started - 2.0)  # file times may lag the clock
@@ -265,6 +265,6 @@ def _words(overrides: Any) -> list[str]:
 
 
 def _quoted(path: Path) -> str:
-    from prunecli.tasks._resume import quote
+    from prunecli.commands._resume import quote
 
     return quote(str(path))

@@ -8,7 +8,7 @@ from typing import Any
 
 from prunecli._checks import integer
 from prunecli.errors import ConfigError
-from prunecli.tasks._common import require, run_dir, task
+from prunecli.commands._common import require, run_dir, task
 
 log = logging.getLogger("prunecli")
 
@@ -41,8 +41,9 @@ def evaluate(cfg: Any) -> dict[str, Any]:
     from prunecli.engine import evaluate as evaluate_model
     from prunecli.engine.data import eval_loader
     from prunecli.engine.runtime import pick_device
-    from prunecli.metrics import count_flops, example_input, measure_latency
+    from prunecli.metrics import count_flops, measure_latency
     from prunecli.report import sparsity_report
+    from prunecli.tasks import task_of
 
     from prunecli.export import compact
 
@@ -55,16 +56,16 @@ def evaluate(cfg: Any) -> dict[str, Any]:
         model = build_model(ckpt, **rebuild)
     device = pick_device(str(cfg.device), key="device")
     model = model.to(device)
+    task = task_of(ckpt.spec)
     data = load_dataset(cfg, ckpt)
-    metrics = evaluate_model(model, eval_loader(data.val, options.batch_size), device)
+    metrics = evaluate_model(task, model, eval_loader(data.val, options.batch_size), device)
     report = {**sparsity_report(model, ckpt.masks).to_dict(), **recorded_units(ckpt.meta)}
     if compact.is_compact(path):
         report = compact_report(report, compact.load_spec(path))
-    example = example_input(ckpt.spec, options.latency_batch_size, device)
+    example = task.example_inputs(ckpt.spec, options.latency_batch_size, device)
     result = {
-        "checkpoint": str(ckpt.path), "dataset": data.name, "accuracy": metrics["accuracy"],
-        "loss": metrics["loss"], "samples": metrics["samples"], "compact": False, **report,
-        **count_flops(model, example[:1], ckpt.masks),
+        "checkpoint": str(ckpt.path), "dataset": data.name, "task": task.name, **metrics, "compact": False, **report,
+        **count_flops(model, task.example_inputs(ckpt.spec, 1, device), ckpt.masks),
         **measure_latency(model, example, warmup=options.warmup, repeats=options.repeats),
         "device": str(device),
     }
@@ -108,30 +109,48 @@ def model_options(cfg: Any) -> dict[str, Any]:
 
 
 def load_dataset(cfg: Any, ckpt: Any) -> Any:
-    """The ``dataset=`` override, or the checkpoint's own dataset; it must fit the model's input and classes.
+    """The ``dataset=`` override, or the checkpoint's own dataset; it must serve the model's task and sizes.
 
     The checkpoint's dataset node is file data: only a registered builder with plain values (see
     :mod:`prunecli.models.spec`), unless ``trust_checkpoint_code=true``.
     """
     from prunecli._instantiate import build
     from prunecli.models.spec import build as build_spec
+    from prunecli.tasks import task_of
 
     spec = ckpt.spec
+    task = task_of(spec)
+    fit = task.data_options(spec)  # image classification: the images are resized to the model's image_size
     if cfg.get("dataset"):
-        data = build(cfg.dataset, "dataset", image_size=spec["image_size"])
+        data = build(cfg.dataset, "dataset", **fit)
     else:
         config = ckpt.meta.get("config")
         node = config.get("dataset") if isinstance(config, dict) else None
         if node is None:
             raise ckpt.origin.error("config.dataset", "is missing: pass dataset=<name> to evaluate on")
         if model_options(cfg)["trust_checkpoint_code"]:
-            data = build(node, "dataset", image_size=spec["image_size"])
+            data = build(node, "dataset", **fit)
         else:
-            data = build_spec(node, "dataset", ckpt.origin, "config.dataset", image_size=spec["image_size"])
-    if (data.in_channels, data.num_classes) != (spec["in_channels"], spec["num_classes"]):
-        raise ConfigError("dataset", data.name, f"a dataset with {spec['in_channels']} input channels and "
-                          f"{spec['num_classes']} classes, like the checkpoint's model")
+            data = build_spec(node, "dataset", ckpt.origin, "config.dataset", **fit)
+    check_fit(data, spec)
     return data
+
+
+def check_fit(data: Any, spec: dict[str, Any]) -> None:
+    """The dataset serves the model's task with the model's sizes, or a :class:`ConfigError` naming both."""
+    from prunecli.tasks import task_of
+
+    task = task_of(spec)
+    if data.task != task.name:
+        raise ConfigError("dataset", data.name, f"a dataset for the checkpoint's task, {task.name}",
+                          reason=f"it serves {data.task}")
+    sizes = task.sizes(data)
+    wrong = [name for name, value in sizes.items() if spec.get(name) != value]
+    if wrong:
+        want = ", ".join(f"{name}={spec.get(name)}" for name in sizes)
+        have = ", ".join(f"{name}={sizes[name]}" for name in wrong)
+        raise ConfigError("dataset", data.name, f"a dataset with the checkpoint's model sizes ({want})",
+                          reason=f"it has {have}")
 
 
 def print_result(r: dict[str, Any]) -> None:

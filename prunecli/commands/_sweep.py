@@ -1,6 +1,6 @@
 """The end of a sweep (``-m``): which jobs failed, read from their job dirs.
 
-A failed job leaves ``error.txt`` in its job dir (:func:`prunecli.tasks._common.task`): the ``error:`` line,
+A failed job leaves ``error.txt`` in its job dir (:func:`prunecli.commands._common.task`): the ``error:`` line,
 then the traceback when the exception was not a user error. Jobs may run in other processes (joblib), so the
 files are the record; ``.hydra/hydra.yaml`` beside each gives the job number and its overrides.
 """

@@ -10,7 +10,7 @@ from typing import Any
 
 from prunecli._atomic import file_kind
 from prunecli.errors import ConfigError
-from prunecli.tasks._common import require, run_dir, task
+from prunecli.commands._common import require, run_dir, task
 
 log = logging.getLogger("prunecli")
 
@@ -22,7 +22,7 @@ def export(cfg: Any) -> dict[str, Any]:
     from prunecli._atomic import write_json
     from prunecli.checkpoint import load_checkpoint
     from prunecli.engine.setup import plain
-    from prunecli.tasks.evaluate import model_options
+    from prunecli.commands.evaluate import model_options
 
     fmt = str(cfg.format)
     module = exporters.format_module(fmt)

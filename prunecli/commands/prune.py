@@ -8,7 +8,7 @@ from typing import Any
 
 from prunecli._checks import integer
 from prunecli.errors import ConfigError
-from prunecli.tasks._common import run_dir, task
+from prunecli.commands._common import run_dir, task
 
 log = logging.getLogger("prunecli")
 
