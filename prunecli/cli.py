@@ -114,12 +114,12 @@ def run_hydra(config_name: str, task: Any, overrides: list[str]) -> None:
     """Run ``task`` under ``hydra.main`` with ``overrides`` as its command line (``sys.argv`` restored after).
 
     With ``trainer.resume=<run dir>`` the killed run's saved overrides and run dir join the command line first
-    (:mod:`prunecli.commands._resume`).
+    (:func:`prunecli.commands.resume_command`).
     """
     import hydra
 
     from prunecli.errors import CheckpointError, ConfigError
-    from prunecli.commands._resume import resume_command
+    from prunecli.commands import resume_command
 
     reject_keyless(overrides)
     overrides = [quote_home(word) for word in overrides]
@@ -143,7 +143,7 @@ def reject_keyless(overrides: list[str]) -> None:
     Hydra's override grammar accepts it as an override of the config group named ``""`` and then fails in
     the defaults list with a traceback (hydra 1.3).
     """
-    from prunecli.commands._common import USER_ERROR_EXIT
+    from prunecli.commands import USER_ERROR_EXIT
 
     for word in overrides:
         if not word.startswith("-") and word.lstrip("+~").startswith("="):

@@ -11,11 +11,13 @@ import importlib
 from typing import Any
 
 _TASKS = {name: f"prunecli.commands.{name}" for name in ("prune", "evaluate", "export")}
+# What the command line needs before Hydra runs: the resumed run's overrides, and the user-error exit code.
+_CLI = {"resume_command": "prunecli.commands._resume", "USER_ERROR_EXIT": "prunecli.commands._common"}
 
-__all__ = sorted(_TASKS)
+__all__ = sorted([*_TASKS, *_CLI])
 
 
 def __getattr__(name: str) -> Any:
-    if name in _TASKS:
-        return getattr(importlib.import_module(_TASKS[name]), name)
+    if name in _TASKS or name in _CLI:
+        return getattr(importlib.import_module(_TASKS.get(name) or _CLI[name]), name)
     raise AttributeError(f"module 'prunecli.commands' has no attribute {name!r}")
