@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Callable, TypeVar
 
 from prunecli.data.bundle import DataBundle
+from prunecli.registry import Registry
 
 DatasetBuilder = Callable[..., DataBundle]
 _F = TypeVar("_F", bound=DatasetBuilder)
 
-_DATASETS: dict[str, DatasetBuilder] = {}
+_DATASETS = Registry("dataset")
 
 
 def register_dataset(name: str) -> Callable[[_F], _F]:
@@ -20,18 +21,12 @@ def register_dataset(name: str) -> Callable[[_F], _F]:
     ``image_size``) among its parameters; :func:`prunecli.data.build_dataset` passes only those.
     """
 
-    def decorate(fn: _F) -> _F:
-        if name in _DATASETS:
-            raise ValueError(f"dataset {name!r} is registered twice")
-        _DATASETS[name] = fn
-        return fn
-
-    return decorate
+    return _DATASETS.register(name)
 
 
 def list_datasets() -> list[str]:
     """Names of the registered datasets, sorted."""
-    return sorted(_DATASETS)
+    return _DATASETS.names()
 
 
 def get_dataset_builder(name: str) -> DatasetBuilder | None:

@@ -10,10 +10,12 @@ from typing import Callable, TypeVar
 
 from torch import nn
 
+from prunecli.registry import Registry
+
 ModelBuilder = Callable[..., nn.Module]
 _F = TypeVar("_F", bound=ModelBuilder)
 
-_BUILTINS: dict[str, ModelBuilder] = {}
+_BUILTINS = Registry("model")
 
 
 def register_model(fn: _F) -> _F:
@@ -25,16 +27,12 @@ def register_model(fn: _F) -> _F:
     Raises:
         ValueError: a built-in with that name is already registered (a programming error).
     """
-    name = fn.__name__
-    if name in _BUILTINS:
-        raise ValueError(f"model {name!r} is registered twice")
-    _BUILTINS[name] = fn
-    return fn
+    return _BUILTINS.add(fn.__name__, fn)
 
 
 def builtin_models() -> list[str]:
     """Names of the registered built-in models, sorted."""
-    return sorted(_BUILTINS)
+    return _BUILTINS.names()
 
 
 def get_builtin(name: str) -> ModelBuilder | None:

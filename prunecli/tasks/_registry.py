@@ -5,22 +5,21 @@ from __future__ import annotations
 from typing import Any, Callable, Mapping, TypeVar
 
 from prunecli.errors import ConfigError
+from prunecli.registry import Registry
 from prunecli.tasks.base import Task
 
 # Every model spec written before specs named their task is an image classifier's.
 DEFAULT_TASK = "image_classification"
 
 _C = TypeVar("_C", bound=Callable[[], Task])
-_TASKS: dict[str, Task] = {}
+_TASKS = Registry("task")
 
 
 def register_task(name: str) -> Callable[[_C], _C]:
     """Register the decorated class (built with no arguments) as task ``name``."""
 
     def decorate(cls: _C) -> _C:
-        if name in _TASKS:
-            raise ValueError(f"task {name!r} is registered twice")
-        _TASKS[name] = cls()
+        _TASKS.add(name, cls())
         return cls
 
     return decorate
@@ -28,7 +27,7 @@ def register_task(name: str) -> Callable[[_C], _C]:
 
 def list_tasks() -> list[str]:
     """Names of the registered tasks, sorted."""
-    return sorted(_TASKS)
+    return _TASKS.names()
 
 
 def get_task(name: Any, key: str = "task") -> Task:
