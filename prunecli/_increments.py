@@ -15,7 +15,6 @@ from torch import Tensor
 from prunecli._bits import all_true, not_equal, true_positions
 from prunecli.sites import Site, element_positions
 
-
 MAX_CHANGED = 1 / 16  # beyond this share of all units, recomputing every mask is as fast
 
 

@@ -118,8 +118,8 @@ def run_hydra(config_name: str, task: Any, overrides: list[str]) -> None:
     """
     import hydra
 
-    from prunecli.errors import CheckpointError, ConfigError
     from prunecli.commands import resume_command
+    from prunecli.errors import CheckpointError, ConfigError
 
     reject_keyless(overrides)
     overrides = [quote_home(word) for word in overrides]

@@ -9,12 +9,12 @@ import torch
 from torch import nn
 
 from prunecli._progressive import parse_progressive
+from prunecli.aliases import note_alias
 from prunecli.allocation import parse_allocation
 from prunecli.criteria import parse_criterion
 from prunecli.errors import ConfigError
 from prunecli.layers import LayerSelection
 from prunecli.objectives import OBJECTIVES, Sparsity, parse_objective
-from prunecli.aliases import note_alias
 from prunecli.pruner import Pruner
 from prunecli.regularizers import ADMM, parse_regularizer
 from prunecli.schedules import build_schedule

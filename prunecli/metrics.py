@@ -7,7 +7,6 @@ from typing import Any, Callable, Mapping, Optional, TypeVar, Union
 import torch
 from torch import nn
 
-
 T = TypeVar("T")
 # A model's input: one tensor, or keyword tensors (``model(**inputs)``, as Hugging Face models take them).
 Inputs = Union[torch.Tensor, Mapping[str, torch.Tensor]]

@@ -10,8 +10,6 @@ import torch
 
 from prunecli._bits import count_true, false_positions
 
-
-
 _NUMPY_FLOATS = {torch.float32: (np.float32, float(np.finfo(np.float32).max)),
                  torch.float16: (np.float16, float(np.finfo(np.float16).max))}
 

@@ -14,8 +14,8 @@ from typing import Any, Callable
 
 from hydra.experimental.callback import Callback
 
-from prunecli.errors import CheckpointError, ConfigError
 from prunecli.commands._sweep import ERROR_FILE
+from prunecli.errors import CheckpointError, ConfigError
 
 log = logging.getLogger("prunecli")
 

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from prunecli._checks import integer
-from prunecli.errors import ConfigError
 from prunecli.commands._common import require, run_dir, task
+from prunecli.errors import ConfigError
 
 log = logging.getLogger("prunecli")
 
@@ -41,11 +41,10 @@ def evaluate(cfg: Any) -> dict[str, Any]:
     from prunecli.engine import evaluate as evaluate_model
     from prunecli.engine.data import eval_loader
     from prunecli.engine.runtime import pick_device
+    from prunecli.export import compact
     from prunecli.metrics import count_flops, measure_latency
     from prunecli.report import sparsity_report
     from prunecli.tasks import task_of
-
-    from prunecli.export import compact
 
     options = EvaluateOptions.from_config(cfg)
     path = require(cfg, "checkpoint", _CHECKPOINT)

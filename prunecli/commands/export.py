@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from prunecli._atomic import file_kind
-from prunecli.errors import ConfigError
 from prunecli.commands._common import require, run_dir, task
+from prunecli.errors import ConfigError
 
 log = logging.getLogger("prunecli")
 
@@ -21,8 +21,8 @@ def export(cfg: Any) -> dict[str, Any]:
     from prunecli import export as exporters
     from prunecli._atomic import write_json
     from prunecli.checkpoint import load_checkpoint
-    from prunecli.engine.setup import plain
     from prunecli.commands.evaluate import model_options
+    from prunecli.engine.setup import plain
 
     fmt = str(cfg.format)
     module = exporters.format_module(fmt)

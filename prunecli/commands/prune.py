@@ -7,8 +7,8 @@ import time
 from typing import Any
 
 from prunecli._checks import integer
-from prunecli.errors import ConfigError
 from prunecli.commands._common import run_dir, task
+from prunecli.errors import ConfigError
 
 log = logging.getLogger("prunecli")
 

@@ -20,13 +20,13 @@ from prunecli.config import build_pruner
 from prunecli.criteria import name_of
 from prunecli.engine.data import start_epoch
 from prunecli.engine.evaluation import describe, evaluate
+from prunecli.engine.evaluator import run_evaluator
 from prunecli.engine.progress import EpochBar
 from prunecli.engine.rounds import check_rewind_step, rewind, round_config, round_sparsity, snapshot
 from prunecli.engine.runtime import autocast
 from prunecli.engine.setup import Phase, Run, make_phase, phase_steps, pretrain_epochs, pruner_config
-from prunecli.errors import ConfigError
-from prunecli.engine.evaluator import run_evaluator
 from prunecli.engine.state import Position, check_resume_config, current_masks, restore, save, sparsity_stats
+from prunecli.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,6 @@ They need the coupled channel target (``pruner.target=channel``) and ``example_i
 from __future__ import annotations
 
 import statistics
-
 from dataclasses import dataclass
 from typing import Any, Mapping
 

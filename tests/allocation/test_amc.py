@@ -1,12 +1,11 @@
 import pytest
 import torch
+from _search_fixtures import mlp, penalise, per_layer, prune
 from torch import nn
 
-from prunecli.errors import ConfigError
 from prunecli.allocation import AMC
 from prunecli.allocation.search.flops import site_flops
-
-from _search_fixtures import mlp, penalise, per_layer, prune
+from prunecli.errors import ConfigError
 
 
 def test_amc_spares_the_penalised_layer_under_a_parameter_budget():

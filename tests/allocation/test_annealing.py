@@ -1,11 +1,10 @@
 import math
 
 import pytest
-
-from prunecli.errors import ConfigError
-from prunecli.allocation import SimulatedAnnealing
-
 from _search_fixtures import mlp, penalise, per_layer, prune
+
+from prunecli.allocation import SimulatedAnnealing
+from prunecli.errors import ConfigError
 
 SA = {"name": "simulated_annealing", "start_temperature": 1.0, "stop_temperature": 0.01, "cool_down_rate": 0.9,
       "max_sparsity": 0.99}

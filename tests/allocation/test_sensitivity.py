@@ -1,9 +1,8 @@
 import pytest
 import torch
+from _search_fixtures import mlp, penalise, per_layer, prune
 
 from prunecli.errors import ConfigError
-
-from _search_fixtures import mlp, penalise, per_layer, prune
 
 
 def test_sensitivity_spares_the_sensitive_layer_and_meets_the_target():

@@ -5,7 +5,6 @@ or export."""
 from __future__ import annotations
 
 import pytest
-
 from test_bad_input import _assert_one_line
 
 RUN_OUTPUTS = ("checkpoint", "summary.json", "metrics.jsonl", "evaluate.json", "export.json",

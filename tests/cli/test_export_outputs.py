@@ -10,7 +10,6 @@ import socket
 import stat
 
 import pytest
-
 from test_bad_input import _assert_one_line
 
 

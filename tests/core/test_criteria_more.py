@@ -7,10 +7,8 @@ import torch
 from torch import nn
 
 from prunecli import build_pruner
-from prunecli.criteria import APoZ, FPGM, Gradient, MeanActivation
+from prunecli.criteria import FPGM, APoZ, Gradient, MeanActivation
 from prunecli.errors import ConfigError
-
-
 
 ONESHOT = {"name": "oneshot", "final_sparsity": 1 / 3}
 

@@ -5,13 +5,11 @@ import copy
 
 import pytest
 import torch
+from _models import batch, small_cnn
 from torch import nn
 
 from prunecli import build_pruner
 from prunecli.errors import ConfigError
-
-from _models import batch, small_cnn
-
 
 NORMS = ("1", "4")           # small_cnn: conv 0 -> bn 1, conv 3 -> bn 4; Linear 8 has no norm
 LAYERS = ("0", "1", "3", "4", "8")

@@ -11,8 +11,6 @@ from torch import nn
 from prunecli import build_pruner
 from prunecli.errors import ConfigError
 
-
-
 LINEAR = {"name": "linear", "final_sparsity": 0.5, "start_step": 0, "end_step": 20, "frequency": 10}
 
 

@@ -4,15 +4,14 @@ import copy
 
 import pytest
 import torch
+from _models import batch, mlp, small_cnn, train
 from torch import nn
 
-from prunecli import build_pruner
-from prunecli.errors import ConfigError
 import prunecli.pruner as pruner_module
+from prunecli import build_pruner
 from prunecli._increments import newly_pruned
+from prunecli.errors import ConfigError
 from prunecli.pruner import Pruner
-
-from _models import batch, mlp, small_cnn, train
 
 AGP = {"name": "agp", "final_sparsity": 0.8, "start_step": 0, "end_step": 60, "frequency": 10}
 

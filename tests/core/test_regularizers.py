@@ -9,9 +9,7 @@ from torch import nn
 
 from prunecli import build_pruner
 from prunecli.errors import ConfigError
-from prunecli.regularizers import GroupLasso, L1BN, Window, parse_regularizer
-
-
+from prunecli.regularizers import L1BN, GroupLasso, Window, parse_regularizer
 
 
 def conv_bn_net(seed=0):

@@ -4,14 +4,13 @@ import math
 
 import pytest
 import torch
+from _models import small_cnn
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
 from prunecli import build_pruner
 from prunecli.errors import ConfigError
-
-from _models import small_cnn
 
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

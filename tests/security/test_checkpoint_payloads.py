@@ -6,11 +6,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from _crafted import DELETE, copy_dir, edit_json, pickle_payload, write_text_payload
 
 from prunecli.checkpoint import build_model, load_checkpoint
 from prunecli.errors import CheckpointError
-
-from _crafted import DELETE, copy_dir, edit_json, pickle_payload, write_text_payload
 
 SECRET = "s3cr3t-value-from-the-environment"
 

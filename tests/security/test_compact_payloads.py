@@ -10,12 +10,11 @@ import re
 import shutil
 
 import pytest
+from _crafted import DELETE, edit_json, npy_bytes, pickle_payload, rehash_weights, write_text_payload
 
 from prunecli.checkpoint import load_checkpoint
 from prunecli.errors import CheckpointError
 from prunecli.export import compact, export
-
-from _crafted import DELETE, edit_json, npy_bytes, pickle_payload, rehash_weights, write_text_payload
 
 CASES = {  # spec key, value given the marker path, what the refusal says
     "small_stem_pickle": ("model.config.small_stem", pickle_payload, r"model\.config\.small_stem is a mapping"),

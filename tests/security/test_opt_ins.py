@@ -6,15 +6,14 @@ from __future__ import annotations
 
 import json
 
+import _crafted
 import pytest
 import torch
+from _crafted import copy_dir, edit_json, pickle_payload, write_text_payload
 
 from prunecli.checkpoint import build_model, load_checkpoint
 from prunecli.errors import CheckpointError
 from prunecli.export import compact, export
-
-import _crafted
-from _crafted import copy_dir, edit_json, pickle_payload, write_text_payload
 
 FAST = ["latency.repeats=1", "latency.warmup=0"]
 CUSTOM = "_crafted.build_cnn"

@@ -6,13 +6,12 @@ import json
 
 import pytest
 import torch
+from _structured import prune, randomized
 
 from prunecli.checkpoint import Checkpoint, model_from_spec
 from prunecli.errors import CheckpointError
 from prunecli.export import compact, export
 from prunecli.tasks import ImageClassification
-
-from _structured import prune, randomized
 
 SPEC = {"config": {"_target_": "prunecli.models.build_model", "_partial_": True, "name": "resnet18"},
         "in_channels": 3, "num_classes": 10, "image_size": 32}

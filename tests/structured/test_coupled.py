@@ -6,13 +6,12 @@ import copy
 
 import pytest
 import torch
+from _structured import prune, randomized
 from torch import nn
 
 from prunecli.models import build_model
-from prunecli.targets import CoupledChannel, parse_target
 from prunecli.structure import compact
-
-from _structured import prune, randomized
+from prunecli.targets import CoupledChannel, parse_target
 
 # vit_b_16 (heads, residual stream through LayerNorm and attention, MLP) is in test_transformer_compact.py.
 MODELS = ["resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_small", pytest.param("vgg11_bn", marks=pytest.mark.slow),

@@ -6,6 +6,7 @@ import copy
 
 import pytest
 import torch
+from _structured import prune, randomized
 
 from prunecli.errors import ConfigError
 from prunecli.metrics import measure_latency
@@ -14,8 +15,6 @@ from prunecli.objectives import Flops, parse_objective
 from prunecli.objectives._compacted import solve
 from prunecli.objectives.structured import count_flops
 from prunecli.structure import compact
-
-from _structured import prune, randomized
 
 
 def _compacted(name: str, objective: dict, image_size: int = 32, **cfg):

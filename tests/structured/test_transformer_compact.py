@@ -6,14 +6,12 @@ import copy
 
 import pytest
 import torch
+from _structured import prune, randomized
 from torch import nn
 
-from prunecli.structure import Attention, CountedGroupNorm, CountedLayerNorm
 from prunecli.models import build_model
+from prunecli.structure import Attention, CountedGroupNorm, CountedLayerNorm, compact, replay
 from prunecli.targets import CoupledChannel
-from prunecli.structure import compact, replay
-
-from _structured import prune, randomized
 
 
 def _params(model: nn.Module) -> int:

@@ -29,9 +29,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from prunecli.errors import ConfigError
 from prunecli.allocation.search.base import SearchBase, check_budget, check_count, check_range, element_weights, private
 from prunecli.allocation.search.flops import site_flops
+from prunecli.errors import ConfigError
 from prunecli.sites import Site
 
 BUDGETS = ("flops", "params")

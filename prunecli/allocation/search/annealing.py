@@ -23,8 +23,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from prunecli.errors import ConfigError
 from prunecli.allocation.search.base import SearchBase, check_range, element_weights, fit, private
+from prunecli.errors import ConfigError
 from prunecli.sites import Site
 
 

@@ -19,8 +19,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from prunecli.errors import ConfigError
 from prunecli.allocation.search.base import SearchBase, element_weights, fit, private
+from prunecli.errors import ConfigError
 from prunecli.sites import Site
 
 DEFAULT_GRID = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
