@@ -1,4 +1,4 @@
-"""Benchmark of the pruning core (issue 2), side by side in one process; results go to BENCHMARKS.md.
+"""Benchmark of the pruning core, side by side in one process; results go to BENCHMARKS.md.
 
 1. Steady-state training-step time with fixed masks (90% unstructured) vs the same loop dense, on a small
    CNN (3x32x32, batch 128) and an MLP 784-1024-1024-10 (batch 128), and vs ``torch.nn.utils.prune`` with the

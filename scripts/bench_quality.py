@@ -1,4 +1,4 @@
-"""Quality sweep (issue 4): presets x sparsity x seeds on the embedded digits data with the small CNN.
+"""Quality sweep: presets x sparsity x seeds on the embedded digits data with the small CNN.
 
 Runs ONE Hydra sweep through the real CLI (``prunecli prune -m ...``), reads every job's ``summary.json`` and
 prints dense vs pruned accuracy, mean and spread over seeds, per preset and sparsity, then the two published

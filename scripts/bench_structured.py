@@ -1,4 +1,4 @@
-"""Benchmark of structured pruning (issue 5): prunecli's coupled channels + compaction vs Torch-Pruning.
+"""Benchmark of structured pruning: prunecli's coupled channels + compaction vs Torch-Pruning.
 
 torchvision resnet18 (1000 classes, random weights with random BatchNorm statistics) pruned to 50% of the
 channels of every coupled group (local allocation, L2 magnitude), on 3x224x224 batch 8 and 3x32x32 batch 32:

@@ -1,4 +1,4 @@
-"""Budgets of the compacted model: FLOPs, parameters and measured latency kept (issue 5).
+"""Budgets of the compacted model: FLOPs, parameters and measured latency kept.
 
 Each objective bisects the requested channel sparsity until the model that ``export format=compact`` would
 write keeps ``keep`` of the dense model's cost (:mod:`prunecli.objectives._compacted`): FLOPs counted by
