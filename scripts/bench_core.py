@@ -80,7 +80,8 @@ def steady_state(name: str, base: nn.Module, x: torch.Tensor, y: torch.Tensor, r
     variants, masks = {}, None
     dense = copy.deepcopy(base)
     variants["dense"] = make_step(dense, sgd(dense), x, y)
-    for label, extra, tell in (("prunecli (optimizer known)", {}, True), ("prunecli reapply=always", {"reapply": "always"}, False)):
+    variants = (("prunecli (optimizer known)", {}, True), ("prunecli reapply=always", {"reapply": "always"}, False))
+    for label, extra, tell in variants:
         model = copy.deepcopy(base)
         opt = sgd(model)
         pruner = build_pruner(model, {**cfg, **extra}, optimizer=opt if tell else None)
@@ -127,8 +128,8 @@ def main() -> None:
     parser.add_argument("--only-updates", action="store_true", help="time part 2 only")
     args = parser.parse_args()
     torch.manual_seed(0)
-    print(f"# {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
-          f"{time.strftime('%Y-%m-%d')}")
+    print(f"# {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+          f"torch {torch.__version__}, {time.strftime('%Y-%m-%d')}")
     rows = []
     xm, ym = torch.randn(128, 784), torch.randint(0, 10, (128,))
     if not args.only_updates:

@@ -2,10 +2,10 @@
 
 Global pruning ranks the scores of all layers together and prunes the lowest. The textbook way,
 ``torch.cat`` of every score and then ``torch.kthvalue``, costs ~15 extra bytes per parameter (the copy, the
-copy ``kthvalue`` makes, its int64 indices) and selects over far more values than it needs to. :func:`select_lowest` gives the same answer
-with one comparison pass per tensor, after a small random sample has bracketed the threshold (and, in the
-common case of gradual pruning, a block of ``-inf`` scores plus a few more units, with the shortcut of
-:mod:`prunecli.allocation._select_floor`). This is the
+copy ``kthvalue`` makes, its int64 indices) and selects over far more values than it needs to.
+:func:`select_lowest` gives the same answer with one comparison pass per tensor, after a small random sample
+has bracketed the threshold (and, in the common case of gradual pruning, a block of ``-inf`` scores plus a few
+more units, with the shortcut of :mod:`prunecli.allocation._select_floor`). This is the
 sampling idea of Floyd & Rivest, "Expected time bounds for selection" (CACM 18(3), 1975), applied to a list of
 tensors and to weighted units:
 
@@ -184,7 +184,7 @@ class _Selector:
         upper = _Cut(math.inf, True, list(self.sizes))  # NaN is booked below +inf until it is found
         stalled = False  # the last round overflowed without narrowing: gather the next interior whole
         for _ in range(_MAX_ROUNDS):
-            inside = [u - l for u, l in zip(upper.counts, lower.counts)]
+            inside = [hi - lo for hi, lo in zip(upper.counts, lower.counts)]
             if sum(inside) <= self.sample_size:
                 lo, hi, limits = lower, upper, [math.inf] * len(inside)
             else:

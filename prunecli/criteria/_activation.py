@@ -44,7 +44,8 @@ class _ActivationStats:
         """Check that every site's units are output channels whose activations can be read."""
         for site in sites.values():
             if site.unit_dim is None or site.output_module is None:
-                hint = " (attention heads: keep them whole with pruner.target.heads=false)" if site.module == site.name else ""
+                heads = site.module == site.name
+                hint = " (attention heads: keep them whole with pruner.target.heads=false)" if heads else ""
                 raise ConfigError("pruner.criterion", self.name, "a channel target (activation statistics are "
                                   "per output channel)", f"site {site.name} has no output channels{hint}")
         self._sites = tuple(sites)

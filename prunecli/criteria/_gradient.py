@@ -98,7 +98,8 @@ class _Accumulating:
             acc = self._acc.get(site.name)
             return acc if acc is not None else torch.zeros(site.num_units, dtype=torch.float32,
                                                             device=site.weight.device)
-        return site.reduce(lambda name, w: self._acc[name] if name in self._acc else torch.zeros_like(w, dtype=torch.float32))
+        acc = self._acc
+        return site.reduce(lambda name, w: acc[name] if name in acc else torch.zeros_like(w, dtype=torch.float32))
 
     @property
     def ready(self) -> bool:
@@ -120,8 +121,10 @@ class _Accumulating:
         if saved_units == self._units or not acc:
             self._acc = acc
         elif self._units:  # element accumulators from a run without per_unit: reduce them (exact)
-            self._acc = {name: site.reduce(lambda n, w: acc[n] if n in acc else torch.zeros_like(w, dtype=torch.float32))
-                         for name, site in self._sites.items()}
+            def saved(n: str, w: torch.Tensor) -> torch.Tensor:
+                return acc[n] if n in acc else torch.zeros_like(w, dtype=torch.float32)
+
+            self._acc = {name: site.reduce(saved) for name, site in self._sites.items()}
         else:
             raise ConfigError("pruner.criterion.per_unit", self.per_unit, "the setting the run was started with "
                               "(its checkpoint holds unit scores; single-weight scores cannot be recovered)")

@@ -76,8 +76,9 @@ class FPGM(WeightCriterion):
 
     ``score_i = sum_j ||u_i - u_j||_2`` over the units ``u`` of the same layer (rows of
     ``member.layout.to_units(weight)``, concatenated over the scored members: a filter, or an attention head's
-    q/k/v rows and output columns); the units nearest the geometric median (smallest sums) are pruned first (He et al. 2019, "Filter Pruning via Geometric Median for Deep
-    Convolutional Neural Networks Acceleration", https://arxiv.org/abs/1811.00250).
+    q/k/v rows and output columns); the units nearest the geometric median (smallest sums) are pruned first
+    (He et al. 2019, "Filter Pruning via Geometric Median for Deep Convolutional Neural Networks Acceleration",
+    https://arxiv.org/abs/1811.00250).
     """
 
     def bind(self, sites: Mapping[str, Site]) -> None:

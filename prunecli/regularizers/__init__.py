@@ -10,8 +10,8 @@ the sites' parameters. The pruner calls it in ``on_before_optimizer_step``, insi
 3. the gradients of pruned weights are zeroed again, so a penalty can never move a pruned weight.
 
 A regulariser with state (:class:`ADMM`'s Z and U) has ``state_dict()``/``load_state_dict()``; the pruner saves
-it with its own state. A user's own regulariser plugs in as ``{_target_: my.module.MyPenalty, ...}``; window keys (``start``, ``end``,
-``start_step``, ``end_step``) stay next to it in the same mapping.
+it with its own state. A user's own regulariser plugs in as ``{_target_: my.module.MyPenalty, ...}``; window keys
+(``start``, ``end``, ``start_step``, ``end_step``) stay next to it in the same mapping.
 """
 
 from __future__ import annotations

@@ -160,9 +160,11 @@ def build_schedule(cfg: dict, total_steps: int | None = None) -> Any:
     allowed = set(Schedule.__dataclass_fields__)
     unknown = sorted(set(cfg) - allowed)
     if unknown:
-        raise ConfigError(f"schedule.{unknown[0]}", cfg[unknown[0]], f"a key among {sorted(allowed | {'start', 'end'})}")
+        keys = sorted(allowed | {"start", "end"})
+        raise ConfigError(f"schedule.{unknown[0]}", cfg[unknown[0]], f"a key among {keys}")
     if cfg.get("name", "oneshot") == "oneshot" and "end_step" not in cfg:
         cfg["end_step"] = cfg.get("start_step", 0)
     if "end_step" in cfg and cfg["end_step"] < cfg.get("start_step", 0) and cfg.get("name") != "oneshot":
-        raise ConfigError("schedule.end_step", cfg["end_step"], f"an integer >= start_step ({cfg.get('start_step', 0)})")
+        raise ConfigError("schedule.end_step", cfg["end_step"],
+                          f"an integer >= start_step ({cfg.get('start_step', 0)})")
     return Schedule(**cfg)

@@ -16,8 +16,9 @@ map from their elements to prunable units). Strings are parsed once, here:
 =================  ===============================================================
 
 The named targets are registered in :data:`TARGETS` (a :class:`~prunecli.registry.Registry`); ``N:M`` and ``RxC``
-are parsed by :func:`parse_pattern`. A user's own target plugs in as a mapping with ``_target_: my.module.MyTarget``; it needs ``module_types``
-(the layer types it applies to by default) and ``sites(model, modules) -> (sites, skipped)``.
+are parsed by :func:`parse_pattern`. A user's own target plugs in as a mapping with
+``_target_: my.module.MyTarget``; it needs ``module_types`` (the layer types it applies to by default) and
+``sites(model, modules) -> (sites, skipped)``.
 """
 
 from __future__ import annotations

@@ -100,7 +100,8 @@ class Head:
             except AttributeError:
                 raise ConfigError(f"{key}.{role}", fqn, "the FQN of an nn.Linear in the model") from None
             if not isinstance(layers[role], nn.Linear):
-                raise ConfigError(f"{key}.{role}", fqn, "the FQN of an nn.Linear", f"it is a {type(layers[role]).__name__}")
+                raise ConfigError(f"{key}.{role}", fqn, "the FQN of an nn.Linear",
+                                  f"it is a {type(layers[role]).__name__}")
         for role, dim in (("q", 0), ("k", 0), ("v", 0), ("o", 1)):
             size = layers[role].weight.shape[dim]
             if size % h:

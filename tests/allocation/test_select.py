@@ -116,7 +116,8 @@ def test_equals_reference_through_sampling(tiny_sample, sample_size, z, slack):
 
 def _large_case(dtype: torch.dtype, rows: int) -> list[torch.Tensor]:
     gen = torch.Generator().manual_seed(1)
-    scores = [torch.randn(rows, 700, generator=gen), torch.rand(1000, rows, generator=gen), torch.randn(5, generator=gen)]
+    scores = [torch.randn(rows, 700, generator=gen), torch.rand(1000, rows, generator=gen),
+              torch.randn(5, generator=gen)]
     scores = [s.to(dtype) for s in scores]
     scores[0][:, :100] = 0.0  # a large tie block
     return scores

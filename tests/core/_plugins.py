@@ -39,7 +39,8 @@ class Rows:
     module_types = (nn.Linear,)
 
     def sites(self, model, modules):
-        return [Site(f"{n}.weight", (Member(f"{n}.weight", m.weight, AxisLayout(tuple(m.weight.shape), 0, m.weight.shape[0])),))
+        return [Site(f"{n}.weight",
+                     (Member(f"{n}.weight", m.weight, AxisLayout(tuple(m.weight.shape), 0, m.weight.shape[0])),))
                 for n, m in modules.items()], {}
 
 

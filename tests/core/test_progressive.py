@@ -105,7 +105,8 @@ def test_channel_target_cannot_interpolate():
 def test_oneshot_schedule_turns_interpolation_off(caplog):
     model = fixed_model()
     with caplog.at_level(logging.INFO, logger="prunecli._progressive"):
-        pruner = build_pruner(model, {"progressive": {"steps": 4}, "schedule": {"name": "oneshot", "final_sparsity": 0.5}})
+        pruner = build_pruner(model, {"progressive": {"steps": 4},
+                                      "schedule": {"name": "oneshot", "final_sparsity": 0.5}})
     assert "progressive pruning is off" in caplog.text
     pruner.on_step_begin(0)
     assert pruner.report().sparsity == 0.5

@@ -16,7 +16,8 @@ def test_agp_cubic_formula(p, expected):
 
 def test_agp_schedule_table():
     s = Schedule("agp", 0.0, 0.8, start_step=100, end_step=1100, frequency=100)
-    table = {0: 0.0, 99: 0.0, 100: 0.0, 150: 0.0, 200: 0.8 - 0.8 * 0.9**3, 600: 0.8 - 0.8 * 0.5**3, 1100: 0.8, 5000: 0.8}
+    table = {0: 0.0, 99: 0.0, 100: 0.0, 150: 0.0, 200: 0.8 - 0.8 * 0.9**3, 600: 0.8 - 0.8 * 0.5**3, 1100: 0.8,
+             5000: 0.8}
     for step, value in table.items():
         assert s.sparsity(step) == pytest.approx(value), step
     assert [t for t in range(0, 1300) if s.is_update_step(t)] == list(range(100, 1101, 100))

@@ -177,7 +177,7 @@ def test_head_target_zeroes_whole_heads_of_multihead_attention():
 
 
 def test_head_quartet_with_indivisible_heads_is_a_config_error():
-    model = nn.ModuleDict({"q": nn.Linear(12, 12), "k": nn.Linear(12, 12), "v": nn.Linear(12, 12), "o": nn.Linear(12, 12)})
+    model = nn.ModuleDict({role: nn.Linear(12, 12) for role in "qkvo"})
     quartet = {"q": "q", "k": "k", "v": "v", "o": "o"}
     cfg = {"target": {"name": "head", "num_heads": 5, "quartets": [quartet]},
            "schedule": {"name": "oneshot", "final_sparsity": 0.5}}

@@ -14,7 +14,8 @@ from prunecli.structure import compact
 from prunecli.targets import CoupledChannel, parse_target
 
 # vit_b_16 (heads, residual stream through LayerNorm and attention, MLP) is in test_transformer_compact.py.
-MODELS = ["resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_small", pytest.param("vgg11_bn", marks=pytest.mark.slow),
+MODELS = ["resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_small",
+          pytest.param("vgg11_bn", marks=pytest.mark.slow),
           "efficientnet_b0", "densenet121"]
 
 

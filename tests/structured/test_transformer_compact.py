@@ -191,7 +191,8 @@ class NotAffine(nn.Module):
 
 def test_norm_without_affine_parameters_is_skipped_naming_the_layer():
     sites, skipped = CoupledChannel().sites(NotAffine(), {"conv": None}, torch.randn(1, 3, 8, 8))
-    assert sites == [] and skipped["conv"] == "gn (GroupNorm) has no affine weight, so a masked channel is not zero after it"
+    assert sites == []
+    assert skipped["conv"] == "gn (GroupNorm) has no affine weight, so a masked channel is not zero after it"
 
 
 def test_attention_with_separate_kdim_is_skipped_naming_the_layer():
