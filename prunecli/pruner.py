@@ -74,10 +74,10 @@ class PrunerReport(SparsityReport):
     search: Optional[dict[str, Any]] = None
 
     def to_dict(self) -> dict[str, Any]:
-        """The fields as a dict; ``search`` only with a searched allocation."""
+        """The sparsity fields as a dict, as a checkpoint's ``meta.json`` keeps them (its format is unchanged);
+        ``target_sparsity`` and ``search`` go to the prune command's ``summary.json`` instead."""
         out = super().to_dict()
-        if self.search is None:
-            del out["search"]
+        del out["target_sparsity"], out["search"]
         return out
 
 
