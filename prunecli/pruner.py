@@ -199,7 +199,8 @@ class Pruner:
 
     @torch.no_grad()
     def update_masks(self, sparsity: float) -> None:
-        """Recompute every mask for ``sparsity``; pruned units stay pruned (their score is set to -inf)."""
+        """Recompute every mask for ``sparsity``; pruned units stay pruned (their score is set to -inf). The
+        worker of the schedule's updates and of :meth:`prune_to`, which also checks that the criterion is ready."""
         finished = self.progressive.finish(self.masks)
         if finished:
             self._refresh(units=True)
