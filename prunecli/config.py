@@ -1,23 +1,30 @@
 """Build a :class:`~prunecli.pruner.Pruner` from a plain mapping: the keys of a ``conf/pruner/*.yaml`` node plus
-``schedule`` (and optionally ``objective``). Strings are parsed into typed parts here, once."""
+``schedule`` (and optionally ``objective``).
+
+Two stages: :func:`parse_pruner_config` turns strings into typed parts, once, without a model (so
+:func:`check_pruner_config` can refuse a typo before dense pre-training); :func:`compose` puts them together on
+the model: site discovery, objective solving, binding. The pruner gets ready parts."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Mapping
 
 import torch
 from torch import nn
 
-from prunecli._progressive import parse_progressive
+from prunecli._parts import optional
+from prunecli._progressive import Progressive, parse_progressive
 from prunecli.aliases import note_alias
-from prunecli.allocation import parse_allocation
-from prunecli.criteria import parse_criterion
+from prunecli.allocation import Global, Local, parse_allocation
+from prunecli.criteria import Random, parse_criterion
 from prunecli.errors import ConfigError
 from prunecli.layers import LayerSelection
 from prunecli.objectives import OBJECTIVES, Sparsity, parse_objective
-from prunecli.pruner import Pruner
-from prunecli.regularizers import ADMM, parse_regularizer
-from prunecli.schedules import build_schedule
+from prunecli.pruner import Pruner, check_options
+from prunecli.regularizers import ADMM, Window, parse_regularizer
+from prunecli.schedules import Schedule, build_schedule
+from prunecli.sites import Site
 from prunecli.targets import parse_target
 
 KEYS = ("target", "criterion", "allocation", "schedule", "layers", "objective", "initial_masks", "reapply",
@@ -53,6 +60,33 @@ def build_pruner(model: nn.Module, cfg: Mapping[str, Any], *, total_steps: int |
     Raises:
         ConfigError: For any bad key or value; nothing is applied to the model before all parts are valid.
     """
+    return compose(model, parse_pruner_config(cfg, total_steps), optimizer=optimizer,
+                   example_inputs=example_inputs, evaluator=evaluator)
+
+
+@dataclass
+class PrunerParts:
+    """Every part of a pruner config, parsed and checked on its own; nothing has touched a model yet."""
+
+    target: Any
+    criterion: Any
+    allocation: Any
+    schedule: Any
+    layers: LayerSelection
+    objective: Any
+    regularizer: Any
+    window: Window
+    progressive: Progressive
+    initial_masks: str
+    reapply: str
+
+
+def parse_pruner_config(cfg: Mapping[str, Any], total_steps: int | None = None) -> PrunerParts:
+    """Parse every part of ``cfg`` (the mapping :func:`build_pruner` takes) without a model.
+
+    Raises:
+        ConfigError: For any bad key or value: an unknown part name, option or key, a bad schedule.
+    """
     cfg = dict(cfg)
     for key in cfg:
         if key not in KEYS:
@@ -68,23 +102,89 @@ def build_pruner(model: nn.Module, cfg: Mapping[str, Any], *, total_steps: int |
     regularizer, window = parse_regularizer(cfg.get("regularizer"), total_steps, schedule.end_step)
     objective = parse_objective(cfg.get("objective"))
     _check_admm_objective(regularizer, objective)
-    return Pruner(
-        model,
+    parts = PrunerParts(
         target=parse_target(cfg.get("target", "unstructured")),
         criterion=parse_criterion(cfg.get("criterion", "magnitude")),
         allocation=parse_allocation(cfg.get("allocation", "local")),
-        schedule=schedule,
-        layers=LayerSelection.from_config(cfg.get("layers")),
-        objective=objective,
-        optimizer=optimizer,
-        initial_masks=cfg.get("initial_masks", "dense"),
-        reapply=cfg.get("reapply", "auto"),
-        regularizer=regularizer,
-        regularizer_window=window,
-        progressive=parse_progressive(cfg.get("progressive")),
-        example_inputs=example_inputs,
-        evaluator=evaluator,
-    )
+        schedule=schedule, layers=LayerSelection.from_config(cfg.get("layers")), objective=objective,
+        regularizer=regularizer, window=window, progressive=parse_progressive(cfg.get("progressive")),
+        initial_masks=cfg.get("initial_masks", "dense"), reapply=cfg.get("reapply", "auto"))
+    check_options(parts.initial_masks, parts.reapply)
+    return parts
+
+
+def check_pruner_config(cfg: Mapping[str, Any], total_steps: int | None = None) -> None:
+    """Check a pruner config without a model, so a typo fails before dense pre-training: every part parses and
+    the schedule is valid. What needs the model (no layer selected, an unreachable sparsity) is checked when
+    the pruner is built.
+
+    Raises:
+        ConfigError: As :func:`parse_pruner_config`.
+    """
+    parse_pruner_config(cfg, total_steps)
+
+
+def compose(model: nn.Module, parts: PrunerParts, *, optimizer: torch.optim.Optimizer | None = None,
+            example_inputs: Any = None, evaluator: Callable[[nn.Module], float] | None = None) -> Pruner:
+    """Compose parsed parts on ``model``: find the target's sites on the selected layers, bind the allocation,
+    solve the objective into the schedule's final sparsity, share the allocation with the regulariser, check
+    the interpolation, bind the criterion and regulariser to the sites, then build the :class:`Pruner`.
+
+    Raises:
+        ConfigError: No layer selected, the final sparsity cannot be reached, or a part cannot work on the sites.
+    """
+    target, criterion, allocation, regularizer = parts.target, parts.criterion, parts.allocation, parts.regularizer
+    traced = {"example_inputs": example_inputs} if optional(target, "needs_example_inputs") else {}
+    sites, skipped = target.sites(model, parts.layers.select(model, target.module_types), **traced)
+    if not sites:
+        raise ConfigError("pruner.layers", parts.layers.describe(), f"rules selecting layers that target {target} "
+                          f"can prune; skipped: {skipped}")
+    by_name = {s.name: s for s in sites}
+    optional(allocation, "bind")(model=model, evaluator=evaluator)
+    schedule = solve_schedule(parts, model, sites, example_inputs)
+    optional(regularizer, "share_allocation")(allocation)
+    parts.progressive.check(by_name, schedule)
+    if parts.progressive.steps > 1 and optional(criterion, "per_unit"):
+        criterion.per_unit = False  # interpolation ranks single weights: keep element scores
+    for part in (criterion, regularizer):
+        optional(part, "bind")(by_name)
+    return Pruner(model, sites, target=target, criterion=criterion, allocation=allocation, schedule=schedule,
+                  optimizer=optimizer, initial_masks=parts.initial_masks, reapply=parts.reapply,
+                  regularizer=regularizer, regularizer_window=parts.window, progressive=parts.progressive,
+                  skipped=skipped)
+
+
+def solve_schedule(parts: PrunerParts, model: nn.Module, sites: list[Site], example_inputs: Any) -> Schedule:
+    """The schedule with the final sparsity the objective asks for on ``sites``.
+
+    Raises:
+        ConfigError: (``sparsity``) the allocation cannot reach that sparsity with the target's pattern.
+    """
+    schedule, allocation = parts.schedule, parts.allocation
+    final = parts.objective.to_sparsity(schedule.final_sparsity, model, sites,
+                                        **objective_parts(parts, example_inputs))
+    reachable = allocation.reachable({s.name: s for s in sites})
+    if final > reachable + 1e-9:
+        raise ConfigError("sparsity", round(final, 6), f"a value <= {reachable:.4g}",
+                          f"target {parts.target} with {type(allocation).__name__.lower()} allocation "
+                          "cannot prune more of the selected layers")
+    return schedule if final == schedule.final_sparsity else replace(schedule, final_sparsity=final)
+
+
+def objective_parts(parts: PrunerParts, example_inputs: Any) -> dict[str, Any]:
+    """What a budget objective (FLOPs, params, latency) simulates the masks with: the pruner's own allocation
+    (unless it searches) and its criterion when it scores from the weights alone (exact when masks are set on the
+    current weights; gradient and activation criteria have no scores yet, so L2 magnitude stands in)."""
+    if not optional(parts.objective, "needs_example_inputs"):
+        return {}
+    out: dict[str, Any] = {"example_inputs": example_inputs}
+    criterion = parts.criterion
+    if isinstance(parts.allocation, (Local, Global)):
+        out["allocation"] = parts.allocation
+        static = not criterion.needs_grad and not optional(criterion, "needs_activations")
+        if static and not isinstance(criterion, Random):  # scoring would advance Random's draws
+            out["criterion"] = criterion
+    return out
 
 
 def _check_admm_objective(regularizer: Any, objective: Any) -> None:

@@ -24,20 +24,19 @@ of pruned weights are zeroed again, so no penalty moves a pruned weight.
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Any, Optional
 
 import torch
 from torch import Tensor, nn
 
 from prunecli._increments import element_indices, newly_pruned, score_ceiling, zero_at
+from prunecli._parts import optional
 from prunecli._progressive import Progressive
 from prunecli._taps import ActivationTaps
-from prunecli.allocation import Allocation, Global, Local
-from prunecli.criteria import Criterion, Random, name_of
+from prunecli.allocation import Allocation
+from prunecli.criteria import Criterion, name_of
 from prunecli.errors import ConfigError
-from prunecli.layers import LayerSelection
-from prunecli.objectives import Objective, Sparsity
 from prunecli.regularizers import Regularizer, Window
 from prunecli.report import SparsityReport, sparsity_report
 from prunecli.schedules import Schedule
@@ -47,22 +46,6 @@ from prunecli.targets import Target
 log = logging.getLogger(__name__)
 
 
-def _objective_parts(objective: Objective, example_inputs: Any, allocation: Allocation,
-                     criterion: Criterion) -> dict[str, Any]:
-    """What a budget objective (FLOPs, params, latency) simulates the masks with: the pruner's own allocation
-    (unless it searches) and its criterion when it scores from the weights alone (exact when masks are set on the
-    current weights; gradient and activation criteria have no scores yet, so L2 magnitude stands in)."""
-    if not getattr(objective, "needs_example_inputs", False):
-        return {}
-    parts: dict[str, Any] = {"example_inputs": example_inputs}
-    if isinstance(allocation, (Local, Global)):
-        parts["allocation"] = allocation
-        static = not criterion.needs_grad and not getattr(criterion, "needs_activations", False)
-        if static and not isinstance(criterion, Random):  # scoring would advance Random's draws
-            parts["criterion"] = criterion
-    return parts
-
-
 # Optimizers whose step leaves a parameter at exactly zero when its gradient and its state are zero.
 ZERO_PRESERVING = (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW, torch.optim.NAdam, torch.optim.RAdam,
                    torch.optim.Adamax, torch.optim.Adagrad, torch.optim.RMSprop, torch.optim.Adadelta)
@@ -70,65 +53,72 @@ INITIAL_MASKS = ("dense", "nonzero")
 REAPPLY = ("auto", "always")
 
 
+def check_options(initial_masks: str, reapply: str) -> None:
+    """Refuse an unknown ``initial_masks`` or ``reapply`` value with a one-line :class:`ConfigError`."""
+    if initial_masks not in INITIAL_MASKS:
+        raise ConfigError("pruner.initial_masks", initial_masks, INITIAL_MASKS)
+    if reapply not in REAPPLY:
+        raise ConfigError("pruner.reapply", reapply, REAPPLY)
+
+
+@dataclass(frozen=True)
+class PrunerReport(SparsityReport):
+    """A :class:`~prunecli.report.SparsityReport` plus what only the pruner knows.
+
+    Attributes:
+        target_sparsity: The final sparsity the schedule reaches (what the objective made of the requested one).
+        search: A searched allocation's report (evaluations spent, the per-layer sparsities chosen), or None.
+    """
+
+    target_sparsity: Optional[float] = None
+    search: Optional[dict[str, Any]] = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The sparsity fields as a dict, as a checkpoint's ``meta.json`` keeps them (its format is unchanged);
+        ``target_sparsity`` and ``search`` go to the prune command's ``summary.json`` instead."""
+        out = super().to_dict()
+        del out["target_sparsity"], out["search"]
+        return out
+
+
 class Pruner:
-    """Prunes ``model`` along a target, criterion, allocation, schedule and objective.
+    """Masks ``model`` on ready parts and reacts to the training-loop hooks: build one with
+    :func:`prunecli.build_pruner`, which parses the parts, finds the sites, solves the objective into the
+    schedule's final sparsity and binds the parts to the sites (:mod:`prunecli.config`).
 
     Args:
         model: The model; its parameters are masked in place.
-        target: What is pruned together (:mod:`prunecli.targets`).
-        criterion: How units are scored (:mod:`prunecli.criteria`).
-        allocation: How the budget is spread over layers (:mod:`prunecli.allocation`).
-        schedule: When masks change and to which sparsity (:mod:`prunecli.schedules`).
-        layers: Which modules are targeted.
-        objective: Translates what the user asked for into the final sparsity.
+        sites: The target's sites on the selected layers (:mod:`prunecli.sites`).
+        target: What is pruned together (:mod:`prunecli.targets`); names the units in a report.
+        criterion: How units are scored (:mod:`prunecli.criteria`), bound to ``sites``.
+        allocation: How the budget is spread over layers (:mod:`prunecli.allocation`), bound.
+        schedule: When masks change and to which sparsity (:mod:`prunecli.schedules`); its ``final_sparsity``
+            is the solved target.
         optimizer: The optimizer, if known: enables the zero-state fast path (see module docstring).
         initial_masks: ``dense`` (all kept) or ``nonzero`` (keep the zeros the model already has).
         reapply: ``auto`` (skip per-step re-application when provably unnecessary) or ``always``.
         regularizer: A penalty whose gradient is added before each optimizer step inside ``regularizer_window``.
         regularizer_window: The optimizer steps during which ``regularizer`` acts (default: all).
-        progressive: Mask interpolation between updates (:mod:`prunecli._progressive`); default off.
-        example_inputs: One input batch, for targets and objectives that trace the model (coupled channels,
-            FLOPs); parts that need it declare ``needs_example_inputs``.
-        evaluator: ``evaluator(model) -> float`` (higher is better), handed to an allocation that searches
-            (:mod:`prunecli.allocation.search`) through its ``bind(model=, evaluator=)``.
+        progressive: Mask interpolation between updates (:mod:`prunecli._progressive`), checked against the
+            sites and schedule; default off.
+        skipped: ``{module FQN: reason}`` of the selected layers the target could not prune.
 
     Raises:
-        ConfigError: When no layer is selected, the final sparsity cannot be reached by the pattern, or the
-            criterion, regulariser or interpolation cannot work on the target's sites.
+        ConfigError: For an unknown ``initial_masks`` or ``reapply``.
     """
 
-    def __init__(self, model: nn.Module, *, target: Target, criterion: Criterion, allocation: Allocation,
-                 schedule: Schedule, layers: LayerSelection = LayerSelection(), objective: Objective = Sparsity(),
-                 optimizer: torch.optim.Optimizer | None = None, initial_masks: str = "dense",
-                 reapply: str = "auto", regularizer: Regularizer | None = None,
+    def __init__(self, model: nn.Module, sites: list[Site], *, target: Target, criterion: Criterion,
+                 allocation: Allocation, schedule: Schedule, optimizer: torch.optim.Optimizer | None = None,
+                 initial_masks: str = "dense", reapply: str = "auto", regularizer: Regularizer | None = None,
                  regularizer_window: Window = Window(), progressive: Progressive | None = None,
-                 example_inputs: Any = None, evaluator: Callable[[nn.Module], float] | None = None):
-        if initial_masks not in INITIAL_MASKS:
-            raise ConfigError("pruner.initial_masks", initial_masks, INITIAL_MASKS)
-        if reapply not in REAPPLY:
-            raise ConfigError("pruner.reapply", reapply, REAPPLY)
-        traced = {"example_inputs": example_inputs} if getattr(target, "needs_example_inputs", False) else {}
-        sites, self.skipped = target.sites(model, layers.select(model, target.module_types), **traced)
-        if not sites:
-            raise ConfigError("pruner.layers", layers.describe(), f"rules selecting layers that target {target} "
-                              f"can prune; skipped: {self.skipped}")
+                 skipped: dict[str, str] | None = None):
+        check_options(initial_masks, reapply)
         self.model, self.target, self.criterion, self.allocation = model, target, criterion, allocation
         self.sites: dict[str, Site] = {s.name: s for s in sites}
-        if hasattr(allocation, "bind"):
-            allocation.bind(model=model, evaluator=evaluator)
-        self.schedule = self._checked_schedule(schedule, objective.to_sparsity(
-            schedule.final_sparsity, model, sites, **_objective_parts(objective, example_inputs, allocation, criterion)))
-        if hasattr(regularizer, "share_allocation"):
-            regularizer.share_allocation(allocation)
+        self.schedule, self.skipped = schedule, dict(skipped or {})
         self.progressive = progressive if progressive is not None else Progressive()
-        self.progressive.check(self.sites, self.schedule)
-        if self.progressive.steps > 1 and getattr(criterion, "per_unit", False):
-            criterion.per_unit = False  # interpolation ranks single weights: keep element scores
-        for part in (criterion, regularizer):
-            if hasattr(part, "bind"):
-                part.bind(self.sites)
         self.regularizer, self.regularizer_window = regularizer, regularizer_window
-        needs_activations = getattr(criterion, "needs_activations", False)
+        needs_activations = optional(criterion, "needs_activations")
         self._taps = ActivationTaps(model, self.sites, criterion) if needs_activations else None
         self.params: dict[str, nn.Parameter] = {m.name: m.param for s in sites for m in s.members}
         self._scored = {m.name: m.param for s in sites for m in s.members if m.scored}
@@ -138,15 +128,8 @@ class Pruner:
         self.reapply, self.optimizer = reapply, optimizer
         self.step, self.target_sparsity, self._pending = 0, 0.0, False
         self._hooks: list[Any] = []
+        self._fmasks: dict[str, Tensor] = {}
         self._refresh(units=True)
-
-    def _checked_schedule(self, schedule: Schedule, final: float) -> Schedule:
-        reachable = self.allocation.reachable(self.sites)
-        if final > reachable + 1e-9:
-            raise ConfigError("sparsity", round(final, 6), f"a value <= {reachable:.4g}",
-                              f"target {self.target} with {type(self.allocation).__name__.lower()} allocation "
-                              "cannot prune more of the selected layers")
-        return schedule if final == schedule.final_sparsity else replace(schedule, final_sparsity=final)
 
     # ----------------------------------------------------------------- hooks (see prunecli.hooks)
     def on_train_begin(self) -> None:
@@ -203,9 +186,21 @@ class Pruner:
         pass
 
     # ----------------------------------------------------------------- masks
+    def prune_to(self, sparsity: float) -> None:
+        """Prune to ``sparsity`` now, on the criterion's current scores (iterative rounds do at a round's start).
+
+        Raises:
+            ConfigError: (``pruner.criterion``) the criterion has no data yet, e.g. gradients or activations.
+        """
+        if not self.criterion.ready:
+            raise ConfigError("pruner.criterion", name_of(self.criterion), "a criterion that scores the weights "
+                              "alone (magnitude, l1, l2, fpgm, bn_scale, random)", "rounds prune at a round's start")
+        self.update_masks(sparsity)
+
     @torch.no_grad()
     def update_masks(self, sparsity: float) -> None:
-        """Recompute every mask for ``sparsity``; pruned units stay pruned (their score is set to -inf)."""
+        """Recompute every mask for ``sparsity``; pruned units stay pruned (their score is set to -inf). The
+        worker of the schedule's updates and of :meth:`prune_to`, which also checks that the criterion is ready."""
         finished = self.progressive.finish(self.masks)
         if finished:
             self._refresh(units=True)
@@ -265,9 +260,9 @@ class Pruner:
         if units:
             self._set_keep({name: self._unit_keep(site) for name, site in self.sites.items()})
         # Bool kernels are slow on CPU: converting and reducing the masks' uint8 view is ~8x faster.
-        old = getattr(self, "_fmasks", {})
-        self._fmasks = {n: old[n].copy_(m.view(torch.uint8)) if n in old else m.view(torch.uint8).to(self.params[n].dtype)
-                        for n, m in self.masks.items()}
+        old = self._fmasks
+        self._fmasks = {n: old[n].copy_(m.view(torch.uint8)) if n in old
+                        else m.view(torch.uint8).to(self.params[n].dtype) for n, m in self.masks.items()}
         self._active = [n for n, m in self.masks.items() if m.numel() and not int(m.view(torch.uint8).min())]
         self._active_set = frozenset(self._active)
 
@@ -313,7 +308,7 @@ class Pruner:
         """Forward hooks on while a mask update within the criterion's next ``batches`` passes needs data."""
         if self._taps is None:
             return
-        batches = getattr(self.criterion, "batches", 1)
+        batches = optional(self.criterion, "batches")
         ahead = range(self.step + 1, self.step + batches + 1)
         due = self._pending or any(self.schedule.is_update_step(s) for s in ahead)
         if due and not self.criterion.ready:
@@ -322,7 +317,7 @@ class Pruner:
             self._taps.remove()
 
     def _missing(self) -> str:
-        batches = getattr(self.criterion, "batches", 1)
+        batches = optional(self.criterion, "batches")
         if self._taps is not None:
             return f"activations of {batches} training batches through every pruned layer"
         return f"gradients of {batches} optimizer step(s)" if self.criterion.needs_grad else "its data"
@@ -350,16 +345,19 @@ class Pruner:
             self._taps.remove()
 
     # ----------------------------------------------------------------- state and reporting
-    def report(self) -> SparsityReport:
+    def report(self) -> PrunerReport:
         """Per-layer and overall sparsity, total and non-zero parameter counts, the fraction of units removed
-        and each parameter's kind (:meth:`unit_sparsity`, :meth:`parameter_kinds`)."""
-        return sparsity_report(self.model, self.masks, unit_sparsity=self.unit_sparsity(),
+        and each parameter's kind (:meth:`unit_sparsity`, :meth:`parameter_kinds`), the target sparsity (the
+        schedule's final one, after the objective) and a searched allocation's report."""
+        base = sparsity_report(self.model, self.masks, unit_sparsity=self.unit_sparsity(),
                                kinds=self.parameter_kinds())
+        return PrunerReport(**vars(base), target_sparsity=self.schedule.final_sparsity,
+                            search=optional(self.allocation, "report")())
 
     @property
     def unit_name(self) -> str | None:
         """What the target's units are called in a summary (``channels``, ``heads``), or None for weights."""
-        return getattr(self.target, "unit_name", None)
+        return optional(self.target, "unit_name")
 
     def unit_sparsity(self) -> float:
         """Fraction of the prunable units (channels, heads, blocks or weights) removed, each unit counted by the
@@ -386,7 +384,7 @@ class Pruner:
         return {"step": self.step, "pending": self._pending, "target_sparsity": self.target_sparsity,
                 "masks": {n: m.clone() for n, m in self.masks.items()}, "criterion": self.criterion.state_dict(),
                 "progressive": self.progressive.state_dict(),
-                "regularizer": self.regularizer.state_dict() if hasattr(self.regularizer, "state_dict") else {}}
+                "regularizer": optional(self.regularizer, "state_dict")()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict` output and re-apply the masks to the model."""
@@ -403,7 +401,6 @@ class Pruner:
         self.target_sparsity = float(state["target_sparsity"])
         self.criterion.load_state_dict(state.get("criterion", {}))
         self.progressive.load_state_dict(state.get("progressive", {}))
-        if hasattr(self.regularizer, "load_state_dict"):
-            self.regularizer.load_state_dict(state.get("regularizer", {}))
+        optional(self.regularizer, "load_state_dict")(state.get("regularizer", {}))
         self._refresh(units=True)
         self._apply()

@@ -15,7 +15,12 @@ __all__ = ["Allocation", "check_caps", "unit_caps"]
 
 @runtime_checkable
 class Allocation(Protocol):
-    """Spreads the sparsity budget over sites."""
+    """Spreads the sparsity budget over sites.
+
+    Optional members, with their defaults when left out (:data:`prunecli._parts.DEFAULTS`):
+    ``bind(model=, evaluator=)`` (no-op; a searched allocation keeps both) and ``report()`` (None; a search's
+    evaluations and chosen per-layer sparsities, carried by the pruner's report and ``summary.json``).
+    """
 
     def allocate(self, scores: dict[str, Tensor], sites: dict[str, Site], sparsity: float) -> dict[str, Tensor]:
         """Keep vectors (bool, ``[site.num_units]``) for every site."""

@@ -31,7 +31,8 @@ def prune(cfg: Any) -> dict[str, Any]:
     choices = HydraConfig.get().runtime.choices
     pruner = result.pruner
     # The objective (params, flops, latency) may have turned `sparsity` into another final sparsity.
-    target = pruner.schedule.final_sparsity if pruner is not None else float(cfg.sparsity)
+    report = pruner.report() if pruner is not None else None
+    target = report.target_sparsity if report is not None else float(cfg.sparsity)
     summary = {
         "model": choices.get("model"), "dataset": choices.get("dataset"), "pruner": choices.get("pruner"),
         "schedule": choices.get("schedule"), "objective": choices.get("objective"), "target_sparsity": target,
@@ -51,8 +52,8 @@ def prune(cfg: Any) -> dict[str, Any]:
         "wall_seconds": round(time.perf_counter() - start, 3),
         "run_dir": str(out), "checkpoint": str(out / "checkpoint" / "last"),
     }
-    if pruner is not None and hasattr(pruner.allocation, "report"):
-        summary["search"] = pruner.allocation.report()   # evaluations spent and the allocation chosen
+    if report is not None and report.search is not None:
+        summary["search"] = report.search   # evaluations spent and the allocation chosen
     write_json(out / "summary.json", summary)
     print_summary(summary)
     return summary

@@ -39,8 +39,9 @@ __all__ = ["Criterion", "ActivationCriterion", "WeightCriterion", "CRITERIA", "n
 class Criterion(Protocol):
     """Scores units; may accumulate statistics from gradients.
 
-    Optional members the pruner looks for: ``bind(sites)`` (called once at construction; raise
-    :class:`~prunecli.errors.ConfigError` for sites it cannot score) and ``needs_activations``.
+    Optional members, with their defaults when left out (:data:`prunecli._parts.DEFAULTS`): ``bind(sites)``
+    (no-op; called once when the pruner is built: raise :class:`~prunecli.errors.ConfigError` for sites it
+    cannot score), ``needs_activations`` (False), ``batches`` (1) and ``per_unit`` (False).
     """
 
     needs_grad: bool

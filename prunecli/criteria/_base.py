@@ -17,8 +17,9 @@ CRITERIA = Registry("criterion")
 class WeightCriterion(ABC):
     """Base of a criterion that scores from the weights alone: a subclass implements :meth:`score` only.
 
-    It supplies the rest of the :class:`~prunecli.criteria.Criterion` protocol: no gradients are needed, the
-    criterion is always ready, and there is nothing to accumulate or save. Example::
+    It supplies the rest of the :class:`~prunecli.criteria.Criterion` protocol and its optional members: no
+    gradients or activations are needed, any site is accepted, the criterion is always ready, and there is
+    nothing to accumulate or save. Example::
 
         class LastRowsLeast(WeightCriterion):
             def score(self, site):
@@ -28,7 +29,11 @@ class WeightCriterion(ABC):
     """
 
     needs_grad = False
+    needs_activations = False
     ready = True
+
+    def bind(self, sites: Mapping[str, Site]) -> None:
+        """Any site can be scored from its weights."""
 
     @abstractmethod
     def score(self, site: Site) -> Tensor:

@@ -16,8 +16,7 @@ import torch
 from torch import nn
 
 from prunecli.checkpoint import Checkpoint, load_checkpoint
-from prunecli.config import build_pruner
-from prunecli.criteria import name_of
+from prunecli.config import build_pruner, check_pruner_config
 from prunecli.engine.data import start_epoch
 from prunecli.engine.evaluation import describe, evaluate
 from prunecli.engine.evaluator import run_evaluator
@@ -26,7 +25,6 @@ from prunecli.engine.rounds import check_rewind_step, rewind, round_config, roun
 from prunecli.engine.runtime import autocast
 from prunecli.engine.setup import Phase, Run, make_phase, phase_steps, pretrain_epochs, pruner_config
 from prunecli.engine.state import Position, check_resume_config, current_masks, restore, save, sparsity_stats
-from prunecli.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +84,9 @@ def train(run: Run) -> TrainResult:
 
 
 def pretrain(run: Run, pos: Position, ckpt: Checkpoint | None) -> None:
-    """Dense epochs before pruning (no hooks), after checking the pruner config so a typo fails fast."""
-    make_pruner(run, pruner_config(run.cfg), phase_steps(run, run.settings.epochs)[2])
+    """Dense epochs before pruning (no hooks), after checking the pruner config so a typo fails fast (what
+    needs the model, such as no layer selected, fails when the pruning phase builds the pruner)."""
+    check_pruner_config(pruner_config(run.cfg), phase_steps(run, run.settings.epochs)[2])
     phase = make_phase(run, "pretrain", pretrain_epochs(run))
     if run.rounds is not None and phase.total_steps > 0:
         check_rewind_step(run.rounds, phase.total_steps, "dense pre-training, trainer.pretrain_epochs")
@@ -148,10 +147,7 @@ def train_rounds(run: Run, pos: Position, ckpt: Checkpoint | None) -> Phase:
 def start_round(run: Run, phase: Phase, r: int, sparsity: float) -> None:
     """Prune the trained weights to ``sparsity``, then rewind the survivors."""
     pruner = phase.hooks
-    if not pruner.criterion.ready:
-        raise ConfigError("pruner.criterion", name_of(pruner.criterion), "a criterion that scores the weights "
-                          "alone (magnitude, l1, l2, fpgm, bn_scale, random)", "rounds prune at a round's start")
-    pruner.update_masks(sparsity)
+    pruner.prune_to(sparsity)
     rewind(run.model, run.rounds, r, run.rewound, pruner.masks, seed=int(run.cfg.seed) * 1_000 + r)
     log.info("round %d/%d: pruned to sparsity %.4f, rewind %s", r, run.rounds.count, sparsity,
              run.rounds.rewind if run.rounds.rewind != "step" else f"step:{run.rounds.rewind_step}")

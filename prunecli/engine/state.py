@@ -52,7 +52,7 @@ class Position:
 
 def current_masks(phase: Phase) -> dict[str, Any]:
     """The pruner's masks, or none in a dense phase."""
-    return dict(getattr(phase.hooks, "masks", None) or {})
+    return {} if isinstance(phase.hooks, NoHooks) else dict(phase.hooks.masks)
 
 
 def sparsity_stats(run: Run, phase: Phase) -> dict[str, Any]:
@@ -72,7 +72,7 @@ def save(run: Run, phase: Phase, pos: Position, name: str) -> Path:
         "optimizer": phase.optimizer.state_dict(),
         "lr_scheduler": phase.scheduler.state_dict() if phase.scheduler is not None else None,
         "scaler": phase.scaler.state_dict() if phase.scaler is not None else None,
-        "pruner": phase.hooks.state_dict() if hasattr(phase.hooks, "state_dict") else None,
+        "pruner": None if isinstance(phase.hooks, NoHooks) else phase.hooks.state_dict(),
         "rng": rng_state(),
     }
     if run.rewound is not None:

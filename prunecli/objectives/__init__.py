@@ -26,6 +26,9 @@ __all__ = ["OBJECTIVES", "Objective", "Sparsity", "Params", "Flops", "Latency", 
 
 @runtime_checkable
 class Objective(Protocol):
+    """Turns the requested sparsity into the final sparsity over the sites. Optional member, with its default
+    when left out (:data:`prunecli._parts.DEFAULTS`): ``needs_example_inputs`` (False)."""
+
     def to_sparsity(self, requested: float, model: nn.Module, sites: list[Site]) -> float: ...
 
 

@@ -33,7 +33,11 @@ __all__ = ["REGULARIZERS", "Regularizer", "ADMM", "L1BN", "GroupLasso", "Window"
 
 @runtime_checkable
 class Regularizer(Protocol):
-    """Adds a penalty's gradient to the gradients of the sites' parameters."""
+    """Adds a penalty's gradient to the gradients of the sites' parameters.
+
+    Optional members, with their defaults when left out (:data:`prunecli._parts.DEFAULTS`): ``bind(sites)``,
+    ``share_allocation(allocation)`` and ``load_state_dict(state)`` (no-ops), ``state_dict()`` (``{}``).
+    """
 
     def penalize(self, sites: Mapping[str, Site]) -> None:
         """``param.grad += d penalty / d param`` for the parameters the penalty covers (grads present)."""

@@ -42,7 +42,12 @@ NAMES = ("unstructured", "N:M (e.g. 2:4)", "RxC blocks (e.g. 4x1)", "channel", "
 
 @runtime_checkable
 class Target(Protocol):
-    """What is pruned together."""
+    """What is pruned together.
+
+    Optional members, with their defaults when left out (:data:`prunecli._parts.DEFAULTS`):
+    ``needs_example_inputs`` (False; True: ``sites`` also gets ``example_inputs=``) and ``unit_name`` (None:
+    weights; else what the units are called in a summary, e.g. ``channels``).
+    """
 
     module_types: tuple[type[nn.Module], ...]
 

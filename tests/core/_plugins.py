@@ -49,3 +49,29 @@ class LastUnitsLeast(WeightCriterion):
 
     def score(self, site):
         return -torch.arange(site.num_units, dtype=torch.float32)
+
+
+class PlainAllocation:
+    """A user's allocation with the required members only (no bind, no report): one threshold per site."""
+
+    def allocate(self, scores, sites, sparsity):
+        keep = {}
+        for name, score in scores.items():
+            pruned = int(round(sparsity * score.numel()))
+            order = torch.argsort(score, stable=True)
+            keep[name] = torch.ones(score.numel(), dtype=torch.bool)
+            keep[name][order[:pruned]] = False
+        return keep
+
+    def reachable(self, sites):
+        return 1.0
+
+
+class CountingPenalty:
+    """A user's regularizer with ``penalize`` only (no bind, share_allocation or state)."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def penalize(self, sites):
+        self.calls += 1

@@ -13,6 +13,8 @@ from prunecli._increments import newly_pruned
 from prunecli.errors import ConfigError
 from prunecli.pruner import Pruner
 
+ONESHOT = {"name": "oneshot", "final_sparsity": 0.5}
+
 AGP = {"name": "agp", "final_sparsity": 0.8, "start_step": 0, "end_step": 60, "frequency": 10}
 
 
@@ -58,7 +60,8 @@ def test_fast_path_skips_reapply_only_for_known_optimizers():
     assert not build_pruner(model, cfg, optimizer=torch.optim.SGD(model.parameters(), lr=0.1))._reapply_each_step
     assert build_pruner(model, cfg, optimizer=PlainSGD(model.parameters()))._reapply_each_step
     assert build_pruner(model, cfg)._reapply_each_step
-    assert build_pruner(model, {**cfg, "reapply": "always"}, optimizer=torch.optim.SGD(model.parameters(), lr=0.1))._reapply_each_step
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    assert build_pruner(model, {**cfg, "reapply": "always"}, optimizer=optimizer)._reapply_each_step
 
 
 @pytest.mark.parametrize("criterion", ["magnitude", "taylor", "movement", "snip_momentum", "random"])
@@ -85,7 +88,7 @@ def test_state_round_trip_and_resume_reach_identical_masks(criterion):
     first_opt = torch.optim.SGD(first.parameters(), lr=0.05, momentum=0.9)
     first_pruner = build_pruner(first, cfg, optimizer=first_opt)
     run(first, first_opt, first_pruner, 35, 0)
-    saved = (copy.deepcopy(first.state_dict()), copy.deepcopy(first_opt.state_dict()), copy.deepcopy(first_pruner.state_dict()))
+    saved = tuple(copy.deepcopy(x.state_dict()) for x in (first, first_opt, first_pruner))
 
     resumed = small_cnn(seed=123)
     resumed.load_state_dict(saved[0])
@@ -140,8 +143,8 @@ def test_pattern_lock_keeps_existing_zeros_and_prunes_nothing_new():
 
 def test_user_plugins_by_dotted_path():
     model = mlp()
-    pruner = build_pruner(model, {"target": {"_target_": "_plugins.Rows"}, "criterion": {"_target_": "_plugins.FirstUnitsLeast"},
-                                  "schedule": {"name": "oneshot", "final_sparsity": 0.5}})
+    pruner = build_pruner(model, {"target": {"_target_": "_plugins.Rows"},
+                                  "criterion": {"_target_": "_plugins.FirstUnitsLeast"}, "schedule": ONESHOT})
     pruner.on_step_begin()
     rows = pruner.masks["1.weight"].all(1)
     assert rows.tolist() == [False] * 24 + [True] * 24
@@ -151,19 +154,19 @@ def test_user_plugins_by_dotted_path():
     ({"schedule": {"name": "oneshot", "final_sparsity": 1.0}}, "schedule.final_sparsity"),
     ({"schedule": {"name": "oneshot", "final_sparsity": -0.5}}, "schedule.final_sparsity"),
     ({"target": "2:4", "schedule": {"name": "oneshot", "final_sparsity": 0.6}}, "sparsity"),
-    ({"target": "4:2", "schedule": {"name": "oneshot", "final_sparsity": 0.5}}, "pruner.target"),
-    ({"target": "diagonal", "schedule": {"name": "oneshot", "final_sparsity": 0.5}}, "pruner.target"),
-    ({"criterion": "hessian", "schedule": {"name": "oneshot", "final_sparsity": 0.5}}, "pruner.criterion"),
-    ({"allocation": "greedy", "schedule": {"name": "oneshot", "final_sparsity": 0.5}}, "pruner.allocation"),
+    ({"target": "4:2", "schedule": ONESHOT}, "pruner.target"),
+    ({"target": "diagonal", "schedule": ONESHOT}, "pruner.target"),
+    ({"criterion": "hessian", "schedule": ONESHOT}, "pruner.criterion"),
+    ({"allocation": "greedy", "schedule": ONESHOT}, "pruner.allocation"),
     ({"schedule": {"name": "stairs", "final_sparsity": 0.5}}, "schedule.name"),
-    ({"layers": {"include": ["conv.*"]}, "schedule": {"name": "oneshot", "final_sparsity": 0.5}}, "pruner.layers.include"),
-    ({"layers": {"include": ["(("]}, "schedule": {"name": "oneshot", "final_sparsity": 0.5}}, "pruner.layers.include"),
-    ({"layers": {"types": ["Conv9d"]}, "schedule": {"name": "oneshot", "final_sparsity": 0.5}}, "pruner.layers.types"),
-    ({"layers": {"exclude": [".*"]}, "schedule": {"name": "oneshot", "final_sparsity": 0.5}}, "pruner.layers"),
-    ({"allocation": {"name": "global", "max_sparsity": 0.3}, "schedule": {"name": "oneshot", "final_sparsity": 0.5}}, "sparsity"),
-    ({"sparsity": 0.5, "schedule": {"name": "oneshot", "final_sparsity": 0.5}}, "pruner.sparsity"),
-    ({"criterion": {"name": "snip_momentum", "gamma": 2}, "schedule": {"name": "oneshot", "final_sparsity": 0.5}}, "pruner.criterion.gamma"),
-    ({"target": "head", "schedule": {"name": "oneshot", "final_sparsity": 0.5}}, "pruner.layers"),
+    ({"layers": {"include": ["conv.*"]}, "schedule": ONESHOT}, "pruner.layers.include"),
+    ({"layers": {"include": ["(("]}, "schedule": ONESHOT}, "pruner.layers.include"),
+    ({"layers": {"types": ["Conv9d"]}, "schedule": ONESHOT}, "pruner.layers.types"),
+    ({"layers": {"exclude": [".*"]}, "schedule": ONESHOT}, "pruner.layers"),
+    ({"allocation": {"name": "global", "max_sparsity": 0.3}, "schedule": ONESHOT}, "sparsity"),
+    ({"sparsity": 0.5, "schedule": ONESHOT}, "pruner.sparsity"),
+    ({"criterion": {"name": "snip_momentum", "gamma": 2}, "schedule": ONESHOT}, "pruner.criterion.gamma"),
+    ({"target": "head", "schedule": ONESHOT}, "pruner.layers"),
 ])
 def test_bad_input_is_one_line_naming_the_key_and_changes_nothing(cfg, key):
     model = mlp()
