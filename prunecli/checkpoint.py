@@ -12,7 +12,7 @@ Layout of a checkpoint directory (``<run dir>/checkpoint/last``, ``.../best``)::
 The directory is replaced atomically (see :mod:`prunecli._atomic`).
 
 A checkpoint is data, never code: its model and dataset nodes may name only builders registered in
-:mod:`prunecli.models.spec` with plain values (:func:`build_model` takes your own ``model`` node or an explicit
+:mod:`prunecli.models.spec` with plain values (:func:`load_model` takes your own ``model`` node or an explicit
 ``trust_checkpoint_code=True`` otherwise), and the model is built on the meta device and compared with the
 weights' shapes before anything is allocated. The SHA-256s detect damaged or swapped files (integrity); they do
 not prove who wrote the checkpoint, since whoever edits a file can re-hash it, and meta.json is not covered.
@@ -63,7 +63,7 @@ class Checkpoint:
 
     @property
     def spec(self) -> dict[str, Any]:
-        """What :func:`build_model` needs: the model config node, the task's name (absent in checkpoints written
+        """What :func:`load_model` needs: the model config node, the task's name (absent in checkpoints written
         before tasks: image classification) and the task's sizes (image classification: in_channels,
         num_classes, image_size), checked: a :class:`CheckpointError` when missing or out of bounds."""
         return check_spec(self.meta.get("model"), self.origin)
@@ -151,7 +151,7 @@ def load_checkpoint(path: Path | str, *, with_state: bool = False, key: str = "c
     return Checkpoint(path, meta, loaded["model.safetensors"], loaded["masks.safetensors"], state)
 
 
-def build_model(checkpoint: Checkpoint, *, model: Any = None, trust_checkpoint_code: bool = False) -> nn.Module:
+def load_model(checkpoint: Checkpoint, *, model: Any = None, trust_checkpoint_code: bool = False) -> nn.Module:
     """Rebuild the checkpoint's model from its spec and load its weights (masks already folded in).
 
     The spec's model node must name a builder registered in :mod:`prunecli.models.spec` with plain values,
@@ -176,14 +176,14 @@ def build_model(checkpoint: Checkpoint, *, model: Any = None, trust_checkpoint_c
 def model_from_spec(spec: Mapping[str, Any], *, model: Any = None, trust_checkpoint_code: bool = False,
                     origin: Optional[Origin] = None) -> nn.Module:
     """The dense model a spec describes (its config node plus its task's sizes), with
-    freshly initialised weights; ``model`` and ``trust_checkpoint_code`` as in :func:`build_model`."""
+    freshly initialised weights; ``model`` and ``trust_checkpoint_code`` as in :func:`load_model`."""
     origin = origin or Origin("model spec", "given in Python")
     return model_builder(spec, origin, model=model, trust_checkpoint_code=trust_checkpoint_code)()
 
 
 def model_builder(spec: Any, origin: Origin, *, model: Any = None,
                   trust_checkpoint_code: bool = False) -> Callable[[], nn.Module]:
-    """A function that builds the spec's model (see :func:`build_model`); the spec's sizes are checked now."""
+    """A function that builds the spec's model (see :func:`load_model`); the spec's sizes are checked now."""
     size = sizes(check_spec(spec, origin))
     if model is not None or trust_checkpoint_code:
         from prunecli._instantiate import build

@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from prunecli.checkpoint import build_model, load_checkpoint
+from prunecli.checkpoint import load_checkpoint, load_model
 
 
 def test_evaluate_reports_accuracy_sparsity_flops_latency(cli, smoke_checkpoint, tmp_path):
@@ -36,7 +36,7 @@ def test_onnx_export_matches_pytorch(cli, smoke_checkpoint, tmp_path):
     assert info["max_abs_diff"] < 1e-4 and info["match"] is True
     assert "max abs difference" in result.stdout
     # independent check, with a batch size other than the export's (the batch axis is dynamic)
-    model = build_model(load_checkpoint(smoke_checkpoint)).eval()
+    model = load_model(load_checkpoint(smoke_checkpoint)).eval()
     x = torch.randn(5, 1, 8, 8)
     (got,) = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"input": x.numpy()})
     assert (torch.from_numpy(got) - model(x).detach()).abs().max() < 1e-4

@@ -37,7 +37,7 @@ class EvaluateOptions:
 def evaluate(cfg: Any) -> dict[str, Any]:
     """Evaluate ``cfg.checkpoint`` on its own dataset (or ``dataset=...``); writes ``evaluate.json``."""
     from prunecli._atomic import write_json
-    from prunecli.checkpoint import build_model, load_checkpoint
+    from prunecli.checkpoint import load_checkpoint, load_model
     from prunecli.engine import evaluate as evaluate_model
     from prunecli.engine.data import eval_loader
     from prunecli.engine.runtime import pick_device
@@ -52,7 +52,7 @@ def evaluate(cfg: Any) -> dict[str, Any]:
     ckpt, model = compact.load_for_evaluate(path, **rebuild) if compact.is_compact(path) else (None, None)
     if ckpt is None:
         ckpt = load_checkpoint(path)
-        model = build_model(ckpt, **rebuild)
+        model = load_model(ckpt, **rebuild)
     device = pick_device(str(cfg.device), key="device")
     model = model.to(device)
     task = task_of(ckpt.spec)
@@ -100,7 +100,7 @@ def compact_report(report: dict[str, Any], spec: dict[str, Any]) -> dict[str, An
 
 def model_options(cfg: Any) -> dict[str, Any]:
     """``model`` (your own config node, or None) and ``trust_checkpoint_code`` for rebuilding a checkpoint's model
-    (see :func:`prunecli.checkpoint.build_model`)."""
+    (see :func:`prunecli.checkpoint.load_model`)."""
     trust = cfg.get("trust_checkpoint_code", False)
     if not isinstance(trust, bool):
         raise ConfigError("trust_checkpoint_code", trust, "true or false")

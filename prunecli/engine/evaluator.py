@@ -4,6 +4,7 @@ mode and without gradients."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from itertools import islice
 from typing import Any, Callable, Optional
 
@@ -31,5 +32,6 @@ def run_evaluator(run: Any) -> Callable[[nn.Module], float]:
     """The engine's evaluator for a :class:`prunecli.engine.setup.Run`; ``pruner.allocation.eval_batches``
     (default 4) sets how many validation batches one evaluation reads."""
     allocation = run.cfg.pruner.get("allocation")
-    batches = allocation.get("eval_batches", DEFAULT_BATCHES) if hasattr(allocation, "get") else DEFAULT_BATCHES
+    # the allocation is a short name (no options) or a mapping that may set eval_batches
+    batches = allocation.get("eval_batches", DEFAULT_BATCHES) if isinstance(allocation, Mapping) else DEFAULT_BATCHES
     return loader_evaluator(run.task, run.val_loader, run.device, run.amp, int(batches))

@@ -42,7 +42,7 @@ class NoHooks:
 
 @dataclass
 class Run:
-    """Everything built once per run. ``spec`` rebuilds the model: see :func:`prunecli.checkpoint.build_model`;
+    """Everything built once per run. ``spec`` rebuilds the model: see :func:`prunecli.checkpoint.load_model`;
     ``task`` (the dataset's) reads the batches and judges the model (:mod:`prunecli.tasks`)."""
 
     cfg: Any

@@ -32,12 +32,12 @@ def export(checkpoint: Any, fmt: str, output: Path, options: Mapping[str, Any] |
            model: Any = None, trust_checkpoint_code: bool = False) -> dict[str, Any]:
     """Rebuild the checkpoint's model and write it as ``fmt`` to ``output``; returns the format's report.
 
-    ``model`` and ``trust_checkpoint_code``: as in :func:`prunecli.checkpoint.build_model`.
+    ``model`` and ``trust_checkpoint_code``: as in :func:`prunecli.checkpoint.load_model`.
     """
-    from prunecli.checkpoint import build_model
+    from prunecli.checkpoint import load_model
 
     module = format_module(fmt)
-    model = build_model(checkpoint, model=model, trust_checkpoint_code=trust_checkpoint_code).eval()
+    model = load_model(checkpoint, model=model, trust_checkpoint_code=trust_checkpoint_code).eval()
     return {"format": fmt, "output": str(output), **module.export(model, checkpoint, Path(output), dict(options or {}))}
 
 

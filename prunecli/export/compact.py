@@ -138,7 +138,7 @@ def load(path: Path | str, *, model: Any = None, trust_checkpoint_code: bool = F
     """The compact model of an export (``model.safetensors`` or its ``model.json``), in eval mode.
 
     ``model`` (your own config node) and ``trust_checkpoint_code`` are as in
-    :func:`prunecli.checkpoint.build_model`; by default the spec's model must name a registered builder. The
+    :func:`prunecli.checkpoint.load_model`; by default the spec's model must name a registered builder. The
     weights are hash-checked (integrity against damage, not proof of who wrote them), then the rebuilt model's
     shapes are compared with their header on the meta device before anything is allocated.
     """

@@ -1,7 +1,7 @@
 """``format=dense``: the weights (masks folded in) as safetensors, and the model spec beside them as JSON.
 
 ``<output>`` holds the state dict; ``<output stem>.json`` holds the model spec (what
-:func:`prunecli.checkpoint.build_model` needs), the sparsity report and the tensors' SHA-256. Both are
+:func:`prunecli.checkpoint.load_model` needs), the sparsity report and the tensors' SHA-256. Both are
 written to temp files and renamed into place together, or not at all.
 """
 

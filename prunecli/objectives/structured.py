@@ -15,9 +15,9 @@ from typing import Any, Mapping
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from prunecli.errors import ConfigError
+from prunecli.metrics import module_flops
 from prunecli.objectives._compacted import compacted, forward, is_coupled, reachable, solve
 from prunecli.sites import Site
 
@@ -29,10 +29,9 @@ def count_flops(model: nn.Module, example_inputs: Any) -> int:
     """FLOPs of one eval-mode forward pass (``FlopCounterMode``; MACs are half of it)."""
     was_training = model.training
     model.eval()
-    with FlopCounterMode(display=False) as counter:
-        forward(model, example_inputs)
+    total, _, _ = module_flops(model, lambda: forward(model, example_inputs))
     model.train(was_training)
-    return int(counter.get_total_flops())
+    return total
 
 
 def _require(name: str, sites: list[Site], example_inputs: Any) -> None:

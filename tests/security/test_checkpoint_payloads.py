@@ -8,7 +8,7 @@ import json
 import pytest
 from _crafted import DELETE, copy_dir, edit_json, pickle_payload, write_text_payload
 
-from prunecli.checkpoint import build_model, load_checkpoint
+from prunecli.checkpoint import load_checkpoint, load_model
 from prunecli.errors import CheckpointError
 
 SECRET = "s3cr3t-value-from-the-environment"
@@ -87,7 +87,7 @@ def test_python_api_refuses_model_payloads(crafted, case):
     key, make_value, match = MODEL_CASES[case]
     path, marker = crafted(key, make_value)
     with pytest.raises(CheckpointError, match=match) as err:
-        build_model(load_checkpoint(path))
+        load_model(load_checkpoint(path))
     assert "\n" not in str(err.value) and SECRET not in str(err.value)
     assert not marker.exists()
 
@@ -153,12 +153,12 @@ def test_the_element_limit_applies_to_honest_models_too(smoke_checkpoint, monkey
     ckpt = load_checkpoint(smoke_checkpoint)
     monkeypatch.setenv("PRUNECLI_MAX_ELEMENTS", "50000")
     with pytest.raises(CheckpointError, match=r"names a model of 53,\d{3} elements, over the limit of 50,000"):
-        build_model(ckpt)
+        load_model(ckpt)
     monkeypatch.setenv("PRUNECLI_MAX_ELEMENTS", "lots")
     with pytest.raises(ConfigError, match="PRUNECLI_MAX_ELEMENTS='lots' is not allowed"):
-        build_model(ckpt)
+        load_model(ckpt)
     monkeypatch.setenv("PRUNECLI_MAX_ELEMENTS", "60000")
-    assert sum(t.numel() for t in build_model(ckpt).state_dict().values()) <= 60000
+    assert sum(t.numel() for t in load_model(ckpt).state_dict().values()) <= 60000
 
 
 def test_masks_that_do_not_fit_the_weights_are_refused(smoke_checkpoint, tmp_path):
@@ -174,4 +174,4 @@ def test_masks_that_do_not_fit_the_weights_are_refused(smoke_checkpoint, tmp_pat
     meta["files"]["masks.safetensors"] = hashlib.sha256(data).hexdigest()
     (path / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match=r"checkpoint masks hold '0\.weight', which is not a weight of that"):
-        build_model(load_checkpoint(path))
+        load_model(load_checkpoint(path))

@@ -11,7 +11,7 @@ import pytest
 import torch
 from _crafted import copy_dir, edit_json, pickle_payload, write_text_payload
 
-from prunecli.checkpoint import build_model, load_checkpoint
+from prunecli.checkpoint import load_checkpoint, load_model
 from prunecli.errors import CheckpointError
 from prunecli.export import compact, export
 
@@ -91,13 +91,13 @@ def test_trust_checkpoint_code_instantiates_the_files_target(cli, channel_checkp
 
 
 def test_python_api_options(channel_checkpoint, custom, tmp_path):
-    honest = build_model(load_checkpoint(channel_checkpoint)).eval()
+    honest = load_model(load_checkpoint(channel_checkpoint)).eval()
     ckpt = load_checkpoint(custom)
     with pytest.raises(CheckpointError, match="not a registered model builder"):
-        build_model(ckpt)
+        load_model(ckpt)
     node = {"_target_": "prunecli.models.build_model", "_partial_": True, "name": "cnn"}
     x = torch.randn(4, 1, 8, 8)
-    for model in (build_model(ckpt, model=node), build_model(ckpt, trust_checkpoint_code=True)):
+    for model in (load_model(ckpt, model=node), load_model(ckpt, trust_checkpoint_code=True)):
         assert torch.equal(model.eval()(x), honest(x))
     export(ckpt, "compact", tmp_path / "c.safetensors", trust_checkpoint_code=True)
     with pytest.raises(CheckpointError, match="not a registered model builder"):
@@ -113,10 +113,10 @@ def test_the_payloads_are_live_when_trusted(channel_checkpoint, tmp_path, payloa
     path = copy_dir(channel_checkpoint, tmp_path / "ckpt")
     edit_json(path / "meta.json", "model.config.small_stem", payload(marker))
     with pytest.raises(CheckpointError):
-        build_model(load_checkpoint(path))
+        load_model(load_checkpoint(path))
     assert not marker.exists()
     with pytest.raises(Exception):
-        build_model(load_checkpoint(path), trust_checkpoint_code=True)
+        load_model(load_checkpoint(path), trust_checkpoint_code=True)
     assert marker.exists()
 
 

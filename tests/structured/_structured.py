@@ -8,6 +8,23 @@ from torch import nn
 from prunecli.config import build_pruner
 
 
+class Block(nn.Module):
+    """Pre-norm transformer block (LayerNorm, sequence-first attention called with its default
+    need_weights=True, MLP) on a residual stream."""
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.ln_1, self.ln_2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.attn = nn.MultiheadAttention(dim, heads)
+        self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+
+    def forward(self, h):
+        y = self.ln_1(h).transpose(0, 1)
+        a, _ = self.attn(y, y, y)
+        h = h + a.transpose(0, 1)
+        return h + self.mlp(self.ln_2(h))
+
+
 def randomized(model: nn.Module) -> nn.Module:
     """Eval-mode model whose norm statistics, norm affine parameters and linear layers are random, so outputs are
     not near zero."""

@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 import pytest
 import torch
+from _structured import Block
 from torch import nn
 
 from prunecli.config import build_pruner
@@ -23,22 +24,6 @@ from prunecli.models import build_model
 from prunecli.structure import compact
 
 GOLDEN = Path(__file__).with_name("golden_channel.json")
-
-
-class Block(nn.Module):
-    """Pre-norm transformer block (LayerNorm, sequence-first attention, MLP) on a residual stream."""
-
-    def __init__(self, dim: int, heads: int):
-        super().__init__()
-        self.ln_1, self.ln_2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.attn = nn.MultiheadAttention(dim, heads)
-        self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
-
-    def forward(self, h):
-        y = self.ln_1(h).transpose(0, 1)
-        a, _ = self.attn(y, y, y)
-        h = h + a.transpose(0, 1)
-        return h + self.mlp(self.ln_2(h))
 
 
 class Transformer(nn.Module):

@@ -6,7 +6,7 @@ import copy
 
 import pytest
 import torch
-from _structured import prune, randomized
+from _structured import Block, prune, randomized
 from torch import nn
 
 from prunecli.models import build_model
@@ -27,22 +27,6 @@ def _compacted(model: nn.Module, x: torch.Tensor, sparsity: float = 0.5, **cfg):
     with torch.no_grad():
         diff = float((small(x) - masked).abs().max())
     return pruner, small, plan, masked, diff
-
-
-class Block(nn.Module):
-    """Pre-norm transformer block; sequence-first attention called with its default need_weights=True."""
-
-    def __init__(self, dim: int, heads: int):
-        super().__init__()
-        self.ln_1, self.ln_2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.attn = nn.MultiheadAttention(dim, heads)
-        self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
-
-    def forward(self, h):
-        y = self.ln_1(h).transpose(0, 1)
-        a, _ = self.attn(y, y, y)
-        h = h + a.transpose(0, 1)
-        return h + self.mlp(self.ln_2(h))
 
 
 class TinyTransformer(nn.Module):

@@ -121,7 +121,7 @@ def test_evaluate_refuses_a_dataset_of_another_task_or_other_sizes():
 
 @pytest.mark.parametrize("task", [None, "image_classification"])
 def test_a_checkpoint_with_or_without_a_task_name_rebuilds_an_image_classifier(tmp_path, task):
-    from prunecli.checkpoint import build_model, load_checkpoint, save_checkpoint
+    from prunecli.checkpoint import load_checkpoint, load_model, save_checkpoint
     from prunecli.models import build_model as build_net
 
     spec = {"config": {"_target_": "prunecli.models.build_model", "_partial_": True, "name": "mlp"},
@@ -129,6 +129,6 @@ def test_a_checkpoint_with_or_without_a_task_name_rebuilds_an_image_classifier(t
     net = build_net("mlp", in_channels=1, num_classes=3, image_size=4)
     save_checkpoint(tmp_path / "ck", model_state=net.state_dict(), masks={}, meta={"model": spec})
     ckpt = load_checkpoint(tmp_path / "ck")
-    rebuilt = build_model(ckpt)
+    rebuilt = load_model(ckpt)
     x = task_of(ckpt.spec).example_inputs(ckpt.spec, 2)
     assert x.shape == (2, 1, 4, 4) and torch.equal(rebuilt(x), net(x))
