@@ -80,8 +80,8 @@ def steady_state(name: str, base: nn.Module, x: torch.Tensor, y: torch.Tensor, r
     variants, masks = {}, None
     dense = copy.deepcopy(base)
     variants["dense"] = make_step(dense, sgd(dense), x, y)
-    variants = (("prunecli (optimizer known)", {}, True), ("prunecli reapply=always", {"reapply": "always"}, False))
-    for label, extra, tell in variants:
+    pruned = (("prunecli (optimizer known)", {}, True), ("prunecli reapply=always", {"reapply": "always"}, False))
+    for label, extra, tell in pruned:
         model = copy.deepcopy(base)
         opt = sgd(model)
         pruner = build_pruner(model, {**cfg, **extra}, optimizer=opt if tell else None)
