@@ -111,7 +111,7 @@ def load_dataset(cfg: Any, ckpt: Any) -> Any:
     """The ``dataset=`` override, or the checkpoint's own dataset; it must serve the model's task and sizes.
 
     The checkpoint's dataset node is file data: only a registered builder with plain values (see
-    :mod:`prunecli.models.spec`), unless ``trust_checkpoint_code=true``.
+    :mod:`prunecli.models.spec`), unless ``trust_checkpoint_code=true``, and its ``download`` is ignored.
     """
     from prunecli._instantiate import build
     from prunecli.models.spec import build as build_spec
@@ -129,7 +129,8 @@ def load_dataset(cfg: Any, ckpt: Any) -> Any:
             raise ckpt.origin.error("config.dataset", "is missing: pass dataset=<name> to evaluate on")
         if model_options(cfg)["trust_checkpoint_code"]:
             data = build(node, "dataset", **fit)
-        else:
+        else:  # a file never makes prunecli fetch anything: downloads only when typed (dataset.download=true)
+            node = {**node, "download": False} if isinstance(node, dict) and "download" in node else node
             data = build_spec(node, "dataset", ckpt.origin, "config.dataset", **fit)
     check_fit(data, spec)
     return data

@@ -175,3 +175,17 @@ def test_masks_that_do_not_fit_the_weights_are_refused(smoke_checkpoint, tmp_pat
     (path / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match=r"checkpoint masks hold '0\.weight', which is not a weight of that"):
         load_model(load_checkpoint(path))
+
+
+def test_a_checkpoint_cannot_make_evaluate_download(cli, crafted, tmp_path, monkeypatch):
+    import prunecli.data.torchvision_datasets as tvd
+
+    calls = []
+    monkeypatch.setattr(tvd, "_load", lambda name, root, download, *rest: calls.append(download) or
+                        tvd._root(root, download, "no files"))
+    node = {"_target_": "prunecli.data.build_dataset", "name": "mnist", "root": str(tmp_path / "fetched"),
+            "download": True}
+    path, _ = crafted("config.dataset", lambda marker: node)
+    result = cli("evaluate", f"checkpoint={path}", f"hydra.run.dir={tmp_path / 'out'}")
+    refused_in_one_line(result, "dataset.root=.*an existing folder")
+    assert calls == [False] and not (tmp_path / "fetched").exists()   # download=true from a file is ignored
