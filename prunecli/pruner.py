@@ -24,8 +24,7 @@ of pruned weights are zeroed again, so no penalty moves a pruned weight.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -38,7 +37,7 @@ from prunecli.allocation import Allocation
 from prunecli.criteria import Criterion, name_of
 from prunecli.errors import ConfigError
 from prunecli.regularizers import Regularizer, Window
-from prunecli.report import SparsityReport, sparsity_report
+from prunecli.report import PrunerReport, sparsity_report
 from prunecli.schedules import Schedule
 from prunecli.sites import Site
 from prunecli.targets import Target
@@ -59,26 +58,6 @@ def check_options(initial_masks: str, reapply: str) -> None:
         raise ConfigError("pruner.initial_masks", initial_masks, INITIAL_MASKS)
     if reapply not in REAPPLY:
         raise ConfigError("pruner.reapply", reapply, REAPPLY)
-
-
-@dataclass(frozen=True)
-class PrunerReport(SparsityReport):
-    """A :class:`~prunecli.report.SparsityReport` plus what only the pruner knows.
-
-    Attributes:
-        target_sparsity: The final sparsity the schedule reaches (what the objective made of the requested one).
-        search: A searched allocation's report (evaluations spent, the per-layer sparsities chosen), or None.
-    """
-
-    target_sparsity: Optional[float] = None
-    search: Optional[dict[str, Any]] = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """The sparsity fields as a dict, as a checkpoint's ``meta.json`` keeps them (its format is unchanged);
-        ``target_sparsity`` and ``search`` go to the prune command's ``summary.json`` instead."""
-        out = super().to_dict()
-        del out["target_sparsity"], out["search"]
-        return out
 
 
 class Pruner:

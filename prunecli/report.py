@@ -39,6 +39,26 @@ class SparsityReport:
         return out
 
 
+@dataclass(frozen=True)
+class PrunerReport(SparsityReport):
+    """A :class:`~prunecli.report.SparsityReport` plus what only the pruner knows.
+
+    Attributes:
+        target_sparsity: The final sparsity the schedule reaches (what the objective made of the requested one).
+        search: A searched allocation's report (evaluations spent, the per-layer sparsities chosen), or None.
+    """
+
+    target_sparsity: Optional[float] = None
+    search: Optional[dict[str, Any]] = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The sparsity fields as a dict, as a checkpoint's ``meta.json`` keeps them (its format is unchanged);
+        ``target_sparsity`` and ``search`` go to the prune command's ``summary.json`` instead."""
+        out = super().to_dict()
+        del out["target_sparsity"], out["search"]
+        return out
+
+
 @torch.no_grad()
 def sparsity_report(model: nn.Module, masks: Mapping[str, Tensor], *, unit_sparsity: Optional[float] = None,
                     kinds: Optional[Mapping[str, str]] = None) -> SparsityReport:
