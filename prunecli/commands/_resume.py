@@ -38,13 +38,22 @@ def resume_command(overrides: list[str]) -> list[str]:
     for saved in read_saved_overrides(run):
         if override_key(saved) in typed:
             continue  # typed now: the typed value wins
-        if "_target_" in override_key(saved) or "${" in saved.partition("=")[2]:
-            raise ConfigError(RESUME_KEY, value, "a run whose saved overrides name no _target_ and hold no ${...}",
-                              f"{run / SAVED} has {saved!r}; type it on the command line to use it")
+        if not plain_saved_override(saved):
+            raise ConfigError(RESUME_KEY, value, "a run whose saved overrides name no _target_, no hydra.* key "
+                              "and hold no ${...}", f"{run / SAVED} has {saved!r}; type it on the command line "
+                              "to use it")
         kept.append(saved)
     run_dir = [] if "hydra.run.dir" in typed else [f"hydra.run.dir={quote(str(run.resolve()))}"]
     # Next to the typed resume override, so Hydra's argparse sees one contiguous run of overrides.
     return [*overrides[:at], *kept, overrides[at], *run_dir, *overrides[at + 1 :]]
+
+
+def plain_saved_override(saved: str) -> bool:
+    """Whether a saved override is safe to replay from a file: it names no ``_target_`` anywhere (a key, or a
+    mapping in its value), no ``hydra.*`` key (callbacks, search paths, launchers: Hydra never saves those there)
+    and no ``${...}`` interpolation."""
+    key = override_key(saved)
+    return "_target_" not in saved and "${" not in saved and not (key == "hydra" or key.startswith(("hydra.", "hydra/")))
 
 
 def find_run_dir(value: str) -> Optional[Path]:

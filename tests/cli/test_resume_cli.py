@@ -117,3 +117,15 @@ def test_a_saved_target_is_refused_unless_typed_again(tmp_path):
     assert target in str(err.value) and "\n" not in str(err.value)
     assert resume_command([f"trainer.resume={tmp_path}", target])[:3] == ["seed=1", f"trainer.resume={tmp_path}",
                                                                           f"hydra.run.dir='{tmp_path.resolve()}'"]
+
+
+@pytest.mark.parametrize("saved", ["+hydra.callbacks.pw={_target_:builtins.open,_args_:['/tmp/x','w']}",
+                                   "model={_target_:shutil.copyfile,src:/etc/passwd,dst:/tmp/x}",
+                                   "hydra.searchpath=[file:///tmp]", "hydra/launcher=joblib"])
+def test_saved_callbacks_nested_targets_and_hydra_keys_are_refused(tmp_path, saved):
+    from prunecli.errors import ConfigError
+
+    (tmp_path / ".hydra").mkdir()
+    (tmp_path / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(["seed=1", saved]))
+    with pytest.raises(ConfigError, match="type it on the command line to use it"):
+        resume_command([f"trainer.resume={tmp_path}"])
