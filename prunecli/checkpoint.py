@@ -296,11 +296,27 @@ def _read_meta(path: Path) -> dict[str, Any]:
     return meta
 
 
-def _read_verified(path: Path, name: str, meta: Mapping[str, Any]) -> bytes:
+def read_regular_file(path: Path) -> bytes:
+    """The bytes of ``path``, which must be a regular file and no link (a link to ``/dev/zero``, a FIFO or a file
+    outside the checkpoint's directory would be read without end or from elsewhere)."""
+    import os
+    import stat
+
     try:
-        data = (path / name).read_bytes()
-    except OSError:
-        raise CheckpointError(f"{path / name} is missing") from None
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NONBLOCK", 0))
+    except OSError as err:
+        if path.is_symlink():
+            raise CheckpointError(f"{path} is a link: checkpoint files must be regular files") from None
+        raise CheckpointError(f"{path} is missing" if not path.exists() else f"{path} is unreadable: {err.strerror}") \
+            from None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise CheckpointError(f"{path} is not a regular file")
+        return f.read()
+
+
+def _read_verified(path: Path, name: str, meta: Mapping[str, Any]) -> bytes:
+    data = read_regular_file(path / name)
     expected = meta["files"].get(name)
     # Integrity only: whoever can edit the files can re-hash them, and meta.json itself is not covered.
     if hashlib.sha256(data).hexdigest() != expected:

@@ -53,7 +53,8 @@ def plain_saved_override(saved: str) -> bool:
     mapping in its value), no ``hydra.*`` key (callbacks, search paths, launchers: Hydra never saves those there)
     and no ``${...}`` interpolation."""
     key = override_key(saved)
-    return "_target_" not in saved and "${" not in saved and not (key == "hydra" or key.startswith(("hydra.", "hydra/")))
+    hydra = key == "hydra" or key.startswith(("hydra.", "hydra/"))
+    return "_target_" not in saved and "${" not in saved and not hydra
 
 
 def find_run_dir(value: str) -> Optional[Path]:

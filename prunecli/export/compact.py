@@ -144,7 +144,7 @@ def load(path: Path | str, *, model: Any = None, trust_checkpoint_code: bool = F
     """
     from safetensors.torch import load as load_tensors
 
-    from prunecli.checkpoint import fit_model, model_builder, safetensors_shapes
+    from prunecli.checkpoint import fit_model, model_builder, read_regular_file, safetensors_shapes
     from prunecli.structure import replay
 
     meta = load_spec(path)
@@ -153,10 +153,7 @@ def load(path: Path | str, *, model: Any = None, trust_checkpoint_code: bool = F
     weights = spec.parent / meta["weights"]
     if weights.resolve().parent != spec.parent.resolve():
         raise origin.error(f"weights={short(meta['weights'])}", "is a link out of the spec's directory")
-    try:
-        data = weights.read_bytes()
-    except OSError:
-        raise CheckpointError(f"{weights} is missing") from None
+    data = read_regular_file(weights)
     if hashlib.sha256(data).hexdigest() != meta["sha256"]:
         raise CheckpointError(f"{weights} is corrupt or was modified: its SHA-256 differs from {spec}")
     shapes = safetensors_shapes(data, weights)

@@ -189,3 +189,21 @@ def test_a_checkpoint_cannot_make_evaluate_download(cli, crafted, tmp_path, monk
     result = cli("evaluate", f"checkpoint={path}", f"hydra.run.dir={tmp_path / 'out'}")
     refused_in_one_line(result, "dataset.root=.*an existing folder")
     assert calls == [False] and not (tmp_path / "fetched").exists()   # download=true from a file is ignored
+
+
+@pytest.mark.parametrize("kind", ["link_to_dev_zero", "link_outside", "fifo"])
+def test_checkpoint_files_must_be_regular_files(smoke_checkpoint, tmp_path, kind):
+    import os
+
+    path = copy_dir(smoke_checkpoint, tmp_path / "ckpt")
+    target = path / "model.safetensors"
+    outside = tmp_path / "elsewhere.safetensors"
+    outside.write_bytes(target.read_bytes())
+    target.unlink()
+    if kind == "fifo":
+        os.mkfifo(target)
+    else:
+        target.symlink_to("/dev/zero" if kind == "link_to_dev_zero" else outside)
+    with pytest.raises(CheckpointError, match="link|regular file") as err:
+        load_checkpoint(path)   # returns at once: no read of /dev/zero, no blocking on the FIFO
+    assert "\n" not in str(err.value)
