@@ -9,6 +9,7 @@ import os
 import shutil
 import signal
 import stat
+import tempfile
 import threading
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -61,8 +62,9 @@ def staged(*paths: Path) -> Iterator[tuple[Path, ...]]:
     rename would replace a device, fifo or socket with a file. An ``OSError`` about a temp names its path.
     """
     paths = tuple(Path(p) for p in paths)
-    temps = tuple(p.with_name(f".{p.name}.tmp") for p in paths)
+    temps: tuple[Path, ...] = ()
     try:
+        temps = tuple(_fresh_temp(p) for p in paths)
         yield temps
         for tmp in temps:
             with open(tmp, "rb") as f:
@@ -83,6 +85,14 @@ def staged(*paths: Path) -> Iterator[tuple[Path, ...]]:
         for tmp in temps:
             with contextlib.suppress(OSError):
                 tmp.unlink()
+
+
+def _fresh_temp(path: Path) -> Path:
+    """A new, empty temp file beside ``path`` under a random name (created exclusively: nothing placed there
+    beforehand, such as a link, is followed, and two writers of one path never share a temp)."""
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    return Path(name)
 
 
 def replace_dir(path: Path, fill: Callable[[Path], None]) -> None:

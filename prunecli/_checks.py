@@ -29,7 +29,7 @@ def number(key: str, value: Any, minimum: Optional[float] = None, *, above: bool
     """``value`` as a finite float ``>= minimum`` (``> minimum`` if ``above``); None passes if ``optional``."""
     if value is None and optional:
         return None
-    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and _finite(value)
     if ok and minimum is not None:
         ok = value > minimum if above else value >= minimum
     if not ok:
@@ -46,3 +46,11 @@ def known_keys(prefix: str, options: Mapping[str, Any], keys: Iterable[str]) -> 
             raise ConfigError(f"{prefix}.{key}", options[key], f"a key of {prefix}: " + ", ".join(keys)
                               if keys else f"no key under {prefix}")
 
+
+
+def _finite(value: int | float) -> bool:
+    """``math.isfinite``, also for an int too large for a float (``10**400``: not a usable number here)."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False

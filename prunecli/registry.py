@@ -48,6 +48,7 @@ class Registry(Mapping):
 
     def add(self, name: str, part: Any) -> Any:
         """Register ``part`` as ``name`` (for parts defined elsewhere, such as modules); returns ``part``."""
+        name = name.strip().lower()  # looked up case-blind (see get): stored so
         if name in self._parts:
             raise ValueError(f"{self.kind} {name!r} is registered twice")
         self._parts[name] = part

@@ -111,3 +111,19 @@ def test_target_errors_keep_their_shape(spec, message):
     with pytest.raises(ConfigError) as err:
         parse_target(spec)
     assert str(err.value) == message
+
+
+def test_a_name_with_capitals_is_found_as_typed():
+    from prunecli.registry import Registry
+
+    reg = Registry("thing")
+    reg.add("MyNet", int)
+    assert reg.get("MyNet") is int and reg.get(" mynet ") is int and reg.names() == ["mynet"]
+
+
+def test_an_integer_too_large_for_a_float_is_refused_in_one_line():
+    from prunecli._checks import number
+    from prunecli.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="finite number"):
+        number("trainer.optimizer.lr", 10**400, 0.0)
