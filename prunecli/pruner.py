@@ -23,6 +23,7 @@ of pruned weights are zeroed again, so no penalty moves a pruned weight.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
@@ -361,6 +362,7 @@ class Pruner:
         """Everything needed to resume: masks, step, schedule position, the criterion's accumulators and the
         regulariser's state (if it has one)."""
         return {"step": self.step, "pending": self._pending, "target_sparsity": self.target_sparsity,
+                "final_sparsity": self.schedule.final_sparsity,  # what the objective solved to: keep it on resume
                 "masks": {n: m.clone() for n, m in self.masks.items()}, "criterion": self.criterion.state_dict(),
                 "progressive": self.progressive.state_dict(),
                 "regularizer": optional(self.regularizer, "state_dict")()}
@@ -378,6 +380,8 @@ class Pruner:
             self.masks[n] = m.to(device=self.params[n].device, dtype=torch.bool).clone()
         self.step, self._pending = int(state["step"]), bool(state["pending"])
         self.target_sparsity = float(state["target_sparsity"])
+        if "final_sparsity" in state:  # a budget objective solved on the weights of the run, not a resume's fresh ones
+            self.schedule = dataclasses.replace(self.schedule, final_sparsity=float(state["final_sparsity"]))
         self.criterion.load_state_dict(state.get("criterion", {}))
         self.progressive.load_state_dict(state.get("progressive", {}))
         optional(self.regularizer, "load_state_dict")(state.get("regularizer", {}))

@@ -100,3 +100,28 @@ def test_a_run_killed_after_any_save_resumes_to_the_same_result(cli, uninterrupt
     assert a["sparsity"] == pytest.approx(0.5, abs=0.02)
     # one metrics.jsonl that reads like one run: the rows after the checkpoint were dropped and written again
     assert (full / "metrics.jsonl").read_text() == (killed / "metrics.jsonl").read_text()
+
+
+
+def test_a_budget_objective_resumes_to_the_sparsity_it_solved():
+    """The objective solves the final sparsity on the run's weights, but a resume builds its pruner on fresh
+    weights before restoring: the solved value travels in the pruner's state."""
+    import torch
+
+    from prunecli import build_pruner
+    from prunecli.models import build_model
+
+    cfg = {"target": "channel", "criterion": "l1", "allocation": "global", "objective": {"name": "flops", "keep": 0.5},
+           "schedule": {"name": "agp", "final_sparsity": 0.5, "start_step": 0, "end_step": 10, "frequency": 2}}
+    x = torch.randn(1, 1, 8, 8)
+    torch.manual_seed(0)
+    trained = build_model("cnn", in_channels=1, num_classes=10, image_size=8)
+    with torch.no_grad():
+        trained.get_submodule("4").weight.mul_(0.01)   # weights unlike a fresh init: the global ranking moves
+    torch.manual_seed(0)
+    fresh = build_model("cnn", in_channels=1, num_classes=10, image_size=8)
+    solved = build_pruner(trained, cfg, example_inputs=x)
+    resumed = build_pruner(fresh, cfg, example_inputs=x)
+    assert resumed.schedule.final_sparsity != solved.schedule.final_sparsity   # the case the state must cover
+    resumed.load_state_dict(solved.state_dict())
+    assert resumed.schedule.final_sparsity == solved.schedule.final_sparsity
