@@ -96,6 +96,10 @@ def plain_args(node: Any, origin: Origin, key: str) -> dict[str, Any]:
     return out
 
 
+# The most samples a file's dataset node may have made in memory (``fake``: 100k 3x32x32 images are 1.2 GB).
+MAX_FILE_SAMPLES = 100_000
+
+
 def builder(node: Any, kind: str, origin: Origin, key: str) -> tuple[Callable[..., Any], dict[str, Any]]:
     """``(registered function, its keyword arguments)`` for a ``kind`` (``model`` or ``dataset``) node."""
     registry = MODEL_BUILDERS if kind == "model" else DATASET_BUILDERS
@@ -109,6 +113,11 @@ def builder(node: Any, kind: str, origin: Origin, key: str) -> tuple[Callable[..
             f"{key}._target_={short(target)}",
             f"is not a registered {kind} builder ({', '.join(registry)}), refused: {_WAY_OUT[kind]}, or, if you "
             "trust this file, pass trust_checkpoint_code=true (it instantiates every _target_ the file names)")
+    samples = args.get("num_samples")
+    if kind == "dataset" and isinstance(samples, int) and samples > MAX_FILE_SAMPLES:
+        # synthetic data is made in memory from its size: a file may not ask for gigabytes (type dataset=... to)
+        raise origin.error(f"{key}.num_samples={samples}", f"is more than a file may ask for ({MAX_FILE_SAMPLES}); "
+                           "pass dataset=<name> with the size you want")
     return registry[target], args
 
 

@@ -207,3 +207,10 @@ def test_checkpoint_files_must_be_regular_files(smoke_checkpoint, tmp_path, kind
     with pytest.raises(CheckpointError, match="link|regular file") as err:
         load_checkpoint(path)   # returns at once: no read of /dev/zero, no blocking on the FIFO
     assert "\n" not in str(err.value)
+
+
+def test_a_files_dataset_node_cannot_ask_for_gigabytes(cli, crafted, tmp_path):
+    node = {"_target_": "prunecli.data.build_dataset", "name": "fake", "num_samples": 5_000_000}
+    path, _ = crafted("config.dataset", lambda marker: node)
+    result = cli("evaluate", f"checkpoint={path}", f"hydra.run.dir={tmp_path / 'out'}")
+    refused_in_one_line(result, "num_samples=5000000 is more than a file may ask for")
