@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from prunecli._atomic import write_bytes
 from prunecli.checkpoint import Checkpoint, load_checkpoint
 from prunecli.config import build_pruner, check_pruner_config
 from prunecli.engine.data import start_epoch
@@ -301,4 +302,4 @@ def _drop_later_metrics(run: Run, ckpt: Checkpoint, rows: int | None) -> None:
         return
     lines = path.read_text().splitlines(keepends=True)
     if len(lines) > rows:
-        path.write_text("".join(lines[:rows]))
+        write_bytes(path, "".join(lines[:rows]).encode())  # atomic: a kill now leaves the old file whole
