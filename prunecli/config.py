@@ -151,7 +151,7 @@ def compose(model: nn.Module, parts: PrunerParts, *, optimizer: torch.optim.Opti
     return Pruner(model, sites, target=target, criterion=criterion, allocation=allocation, schedule=schedule,
                   optimizer=optimizer, initial_masks=parts.initial_masks, reapply=parts.reapply,
                   regularizer=regularizer, regularizer_window=parts.window, progressive=parts.progressive,
-                  skipped=skipped)
+                  skipped=skipped, requested_sparsity=parts.schedule.final_sparsity)
 
 
 def solve_schedule(parts: PrunerParts, model: nn.Module, sites: list[Site], example_inputs: Any) -> Schedule:

@@ -91,8 +91,10 @@ class Pruner:
                  allocation: Allocation, schedule: Schedule, optimizer: torch.optim.Optimizer | None = None,
                  initial_masks: str = "dense", reapply: str = "auto", regularizer: Regularizer | None = None,
                  regularizer_window: Window = Window(), progressive: Progressive | None = None,
-                 skipped: dict[str, str] | None = None):
+                 skipped: dict[str, str] | None = None, requested_sparsity: float | None = None):
         check_options(initial_masks, reapply)
+        # the sparsity asked for before an objective solved it into schedule.final_sparsity (see state_dict)
+        self.requested_sparsity = schedule.final_sparsity if requested_sparsity is None else requested_sparsity
         self.model, self.target, self.criterion, self.allocation = model, target, criterion, allocation
         self.sites: dict[str, Site] = {s.name: s for s in sites}
         self.schedule, self.skipped = schedule, dict(skipped or {})
@@ -362,7 +364,8 @@ class Pruner:
         """Everything needed to resume: masks, step, schedule position, the criterion's accumulators and the
         regulariser's state (if it has one)."""
         return {"step": self.step, "pending": self._pending, "target_sparsity": self.target_sparsity,
-                "final_sparsity": self.schedule.final_sparsity,  # what the objective solved to: keep it on resume
+                # what the objective solved the request to, on the run's weights: a resume builds on fresh ones
+                "solved_sparsity": [self.requested_sparsity, self.schedule.final_sparsity],
                 "masks": {n: m.clone() for n, m in self.masks.items()}, "criterion": self.criterion.state_dict(),
                 "progressive": self.progressive.state_dict(),
                 "regularizer": optional(self.regularizer, "state_dict")()}
@@ -380,8 +383,9 @@ class Pruner:
             self.masks[n] = m.to(device=self.params[n].device, dtype=torch.bool).clone()
         self.step, self._pending = int(state["step"]), bool(state["pending"])
         self.target_sparsity = float(state["target_sparsity"])
-        if "final_sparsity" in state:  # a budget objective solved on the weights of the run, not a resume's fresh ones
-            self.schedule = dataclasses.replace(self.schedule, final_sparsity=float(state["final_sparsity"]))
+        requested, solved = state.get("solved_sparsity") or (None, None)
+        if requested == self.requested_sparsity and solved is not None:  # same request: the run's own solution
+            self.schedule = dataclasses.replace(self.schedule, final_sparsity=float(solved))
         self.criterion.load_state_dict(state.get("criterion", {}))
         self.progressive.load_state_dict(state.get("progressive", {}))
         optional(self.regularizer, "load_state_dict")(state.get("regularizer", {}))
