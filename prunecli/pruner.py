@@ -368,7 +368,8 @@ class Pruner:
                 "solved_sparsity": [self.requested_sparsity, self.schedule.final_sparsity],
                 "masks": {n: m.clone() for n, m in self.masks.items()}, "criterion": self.criterion.state_dict(),
                 "progressive": self.progressive.state_dict(),
-                "regularizer": optional(self.regularizer, "state_dict")()}
+                "regularizer": optional(self.regularizer, "state_dict")(),
+                "allocation": optional(self.allocation, "state_dict")()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict` output and re-apply the masks to the model."""
@@ -389,5 +390,6 @@ class Pruner:
         self.criterion.load_state_dict(state.get("criterion", {}))
         self.progressive.load_state_dict(state.get("progressive", {}))
         optional(self.regularizer, "load_state_dict")(state.get("regularizer", {}))
+        optional(self.allocation, "load_state_dict")(state.get("allocation", {}))
         self._refresh(units=True)
         self._apply()

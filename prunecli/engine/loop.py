@@ -134,8 +134,8 @@ def train_rounds(run: Run, pos: Position, ckpt: Checkpoint | None) -> Phase:
             ckpt = None
         else:
             if previous is not None:
-                # masks carry over; the step and the final sparsity are the new round's own
-                carried = {k: v for k, v in previous.items() if k != "solved_sparsity"}
+                # masks carry over; the step, the final sparsity and a search (on new weights) are the round's own
+                carried = {k: v for k, v in previous.items() if k not in ("solved_sparsity", "allocation")}
                 phase.hooks.load_state_dict({**carried, "step": 0})
             start_round(run, phase, r, sparsity)
             pos.round, pos.epoch, pos.batches_done, pos.step = r, 0, 0, 0

@@ -44,3 +44,30 @@ def test_unreachable_budget_is_a_one_line_error():
     with pytest.raises(ConfigError, match=r"^sparsity=0.95 is not allowed"):
         prune(mlp(), {"name": "sensitivity", "max_sparsity": 0.9}, penalise("1"), sparsity=0.95)
     assert torch.all(mlp()[1].weight != 0)
+
+
+def test_a_resumed_search_keeps_its_scan_report_and_count():
+    from prunecli import build_pruner
+
+    calls = []
+    pruner = prune(mlp(), {"name": "sensitivity", "grid": [0.25, 0.5, 0.75]}, penalise("1", calls), 0.3)
+    state = pruner.state_dict()
+    again = []
+    cfg = {"target": "unstructured", "allocation": {"name": "sensitivity", "grid": [0.25, 0.5, 0.75]},
+           "schedule": {"name": "oneshot", "final_sparsity": 0.3, "start_step": 0}}
+    resumed = build_pruner(mlp(1), cfg, total_steps=1, evaluator=penalise("1", again))
+    resumed.load_state_dict(state)
+    assert resumed.allocation.report() == pruner.allocation.report()   # curves, evaluations, choice
+    resumed.update_masks(0.5)
+    assert again == []   # no new scan on the resumed run's other weights
+    assert per_layer(resumed)["1.weight"] == 0.0
+
+
+def test_a_resumed_annealing_draws_as_the_uninterrupted_one():
+    from prunecli.allocation import SimulatedAnnealing
+
+    first = SimulatedAnnealing()
+    first._total = 37
+    second = SimulatedAnnealing()
+    second.load_state_dict(first.state_dict())
+    assert second._total == 37 and second.report() == first.report()

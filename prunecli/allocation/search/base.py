@@ -82,6 +82,18 @@ class SearchBase:
         return {"method": self.method, "evaluations": self._evaluations, "best_score": self._best_score,
                 "sparsity": dict(self._chosen)}
 
+    def state_dict(self) -> dict[str, Any]:
+        """What a resumed run needs to search and report as an uninterrupted one: the last search's result and
+        the evaluations spent so far (searches seed their draws from that count)."""
+        return {"evaluations": self._evaluations, "best_score": self._best_score, "chosen": dict(self._chosen),
+                "total": getattr(self, "_total", 0)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._evaluations, self._best_score = int(state.get("evaluations", 0)), state.get("best_score")
+        self._chosen = dict(state.get("chosen", {}))
+        if "_total" in self.__dataclass_fields__:
+            self._total = int(state.get("total", 0))
+
     @property
     def method(self) -> str:
         return type(self).__name__.lower()

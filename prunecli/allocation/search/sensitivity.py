@@ -91,6 +91,17 @@ class Sensitivity(SearchBase):
                 b = mid
         return at(b)
 
+    def state_dict(self) -> dict[str, Any]:
+        """The base state plus the scanned curves (a resume must not scan again on other weights)."""
+        curves = {n: [xs, drops] for n, (xs, drops) in (self._curves or {}).items()}
+        return {**super().state_dict(), "curves": curves, "scanned": getattr(self, "_scanned", 0)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        curves = state.get("curves") or {}
+        self._curves = {n: (xs.to(torch.float64), drops.to(torch.float64)) for n, (xs, drops) in curves.items()} or None
+        self._scanned = int(state.get("scanned", 0))
+
     def report(self) -> dict[str, Any]:
         out = super().report()
         out["curves"] = {n: {"sparsity": [round(float(x), 4) for x in c[0]], "drop": [float(y) for y in c[1]]}
