@@ -7,7 +7,7 @@
 Config nodes ``conf/dataset/<name>.yaml`` point ``_target_`` at :func:`build_dataset`.
 """
 
-from prunecli.data import digits, fake, torchvision_datasets  # noqa: F401  (importing registers them)
+from prunecli.data import digits, fake, stdlib_text, torchvision_datasets  # noqa: F401  (importing registers them)
 from prunecli.data._registry import list_datasets, register_dataset
 from prunecli.data.bundle import DataBundle, ImageTensorDataset
 from prunecli.data.factory import build_dataset
