@@ -10,10 +10,11 @@ its name in the model spec of every checkpoint (``"task": "image_classification"
 image classification. A new task is one class decorated with :func:`register_task` in a module imported here.
 """
 
-from prunecli.tasks import image_classification  # noqa: F401  (importing registers it)
+from prunecli.tasks import causal_lm, image_classification  # noqa: F401  (importing registers them)
 from prunecli.tasks._registry import DEFAULT_TASK, get_task, list_tasks, register_task, task_of
 from prunecli.tasks.base import Inputs, Sums, Task
+from prunecli.tasks.causal_lm import CausalLM
 from prunecli.tasks.image_classification import ImageClassification
 
-__all__ = ["DEFAULT_TASK", "ImageClassification", "Inputs", "Sums", "Task", "get_task", "list_tasks",
+__all__ = ["CausalLM", "DEFAULT_TASK", "ImageClassification", "Inputs", "Sums", "Task", "get_task", "list_tasks",
            "register_task", "task_of"]
