@@ -40,7 +40,7 @@ def total(sums_list):
     out = {}
     for sums in sums_list:
         for key, value in sums.items():
-            out[key] = out.get(key, 0) + float(value)
+            out[key] = out.get(key, 0) + float(value.detach() if torch.is_tensor(value) else value)
     return out
 
 
