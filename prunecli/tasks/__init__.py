@@ -4,6 +4,7 @@
     task = get_task("image_classification")      # or task_of(checkpoint.spec), get_task(data.task)
     loss, sums = task.training_step(model, task.to_device(batch, device))
     task.metrics(totals)                          # {"loss": ..., "accuracy": ...}
+    get_task("causal_lm").metrics(totals)         # {"log_likelihood": ..., "loss": ..., "perplexity": ...}
 
 A dataset bundle names its task (:attr:`prunecli.data.DataBundle.task`); the engine builds that task and stores
 its name in the model spec of every checkpoint (``"task": "image_classification"``). A spec without a name is
