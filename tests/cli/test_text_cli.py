@@ -68,3 +68,19 @@ def test_smoke_experiment_takes_the_text_dataset(cli, tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["steps"] == 12 and summary["sparsity"] == pytest.approx(0.5, abs=1e-3)
     assert math.isfinite(summary["perplexity"]) and summary["perplexity"] < summary["dense_perplexity"]
+
+
+def test_channel_pruned_text_model_exports_compact_with_the_same_perplexity(cli, tmp_path):
+    run = tmp_path / "channels"
+    result = cli("prune", "experiment=smoke", "dataset=stdlib_text", "model=tiny_lm", "pruner=l1_norm",
+                 "dataset.max_train_sequences=192", "dataset.max_val_sequences=32", f"hydra.run.dir={run}")
+    assert result.exit_code == 0, (result.stdout, result.stderr, result.exception)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["unit"] == "channels" and summary["unit_sparsity"] == pytest.approx(0.5, abs=0.02)
+    result = cli("export", f"checkpoint={run}", "format=compact", f"hydra.run.dir={tmp_path / 'x'}")
+    assert result.exit_code == 0, (result.stdout, result.stderr, result.exception)
+    result = cli("evaluate", f"checkpoint={tmp_path / 'x' / 'model.safetensors'}", f"hydra.run.dir={tmp_path / 'e'}")
+    assert result.exit_code == 0, (result.stdout, result.stderr, result.exception)
+    report = json.loads((tmp_path / "e" / "evaluate.json").read_text())
+    assert report["compact"] and report["params_total"] < 0.8 * report["params_dense"]
+    assert report["perplexity"] == pytest.approx(summary["perplexity"], rel=1e-4)
