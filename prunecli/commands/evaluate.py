@@ -165,7 +165,12 @@ def print_result(r: dict[str, Any]) -> None:
         kind = {"units": f"own {r.get('unit') or 'units'}", "inputs": "input columns only"}.get(kinds.get(name), "")
         layers.add_row(name, f"{value:.4f}", *([kind] if kinds else []))
     totals = Table(show_header=False, box=None)
-    totals.add_row("accuracy / loss", f"{r['accuracy']:.4f} / {r['loss']:.4f} on {r['samples']} {r['dataset']} samples")
+    if "perplexity" in r:  # a language model (causal_lm)
+        totals.add_row("perplexity / loss", f"{r['perplexity']:.2f} / {r['loss']:.4f} on {r['samples']} "
+                       f"{r['dataset']} samples")
+    else:
+        totals.add_row("accuracy / loss", f"{r['accuracy']:.4f} / {r['loss']:.4f} on {r['samples']} "
+                       f"{r['dataset']} samples")
     if r["compact"]:
         ratio = "" if r["params_ratio"] is None else f" ({r['params_ratio']:.1%})"
         totals.add_row("compact", f"{r['params_total']:,} params of the dense model's {r['params_dense']:,}{ratio}, "

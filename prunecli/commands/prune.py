@@ -36,9 +36,7 @@ def prune(cfg: Any) -> dict[str, Any]:
     summary = {
         "model": choices.get("model"), "dataset": choices.get("dataset"), "pruner": choices.get("pruner"),
         "schedule": choices.get("schedule"), "objective": choices.get("objective"), "target_sparsity": target,
-        "dense_accuracy": result.dense["accuracy"], "dense_loss": result.dense["loss"],
-        "accuracy": result.final["accuracy"], "loss": result.final["loss"],
-        "best_accuracy": result.best_accuracy if result.best_accuracy >= 0 else None,  # None: no epochs
+        **metric_fields(run.task, result),
         "sparsity": result.report["sparsity"],
         # The goal's own unit: the fraction of channels/heads removed (channel sparsity also counts inputs).
         "unit": pruner.unit_name if pruner is not None else None,
@@ -59,6 +57,18 @@ def prune(cfg: Any) -> dict[str, Any]:
     return summary
 
 
+def metric_fields(task: Any, result: Any) -> dict[str, Any]:
+    """The task's metrics of the dense and the pruned model, score first, and the best score: image classification
+    gives ``dense_accuracy, dense_loss, accuracy, loss, best_accuracy``; causal_lm ``dense_log_likelihood,
+    dense_loss, dense_perplexity, log_likelihood, loss, perplexity, best_log_likelihood``."""
+    from prunecli.engine.state import Position
+
+    names = [task.score, *(k for k in task.metrics({}) if k != task.score)]
+    no_epochs = result.best_accuracy == Position().best_accuracy  # the best score was never set
+    return {**{f"dense_{k}": result.dense[k] for k in names}, **{k: result.final[k] for k in names},
+            f"best_{task.score}": None if no_epochs else result.best_accuracy}
+
+
 def check_sparsity(value: Any) -> float:
     """The top-level ``sparsity`` must be a number in [0, 1)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
@@ -72,12 +82,16 @@ def check_seed(value: Any) -> int:
 
 
 def print_summary(s: dict[str, Any]) -> None:
-    """Dense vs pruned accuracy, sparsity and size on stdout."""
+    """Dense vs pruned accuracy (a language model's perplexity), sparsity and size on stdout."""
     from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"{s['model']} on {s['dataset']}, pruner {s['pruner']}", show_header=False, box=None)
-    table.add_row("accuracy", f"dense {s['dense_accuracy']:.4f} -> pruned {s['accuracy']:.4f}")
+    if "perplexity" in s:  # a language model (causal_lm)
+        table.add_row("perplexity", f"dense {s['dense_perplexity']:.2f} -> pruned {s['perplexity']:.2f} "
+                      f"(loss {s['dense_loss']:.4f} -> {s['loss']:.4f} nats per token)")
+    else:
+        table.add_row("accuracy", f"dense {s['dense_accuracy']:.4f} -> pruned {s['accuracy']:.4f}")
     if s.get("unit"):  # channels/heads: the goal counts units; the weights also lose the consumers' inputs
         table.add_row("sparsity", f"{s['unit']} {s['unit_sparsity']:.2f} removed (goal {s['target_sparsity']:.4g}); "
                       f"weights {s['sparsity']:.4f} of targeted weights")

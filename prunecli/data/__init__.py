@@ -3,13 +3,16 @@
     from prunecli.data import build_dataset
     data = build_dataset("digits")            # embedded UCI digits: 1x8x8, 10 classes, 1437 / 360
     data = build_dataset("cifar10", root="~/data")
+    data = build_dataset("stdlib_text")       # embedded text: the stdlib's .py files as bytes, task causal_lm
 
 Config nodes ``conf/dataset/<name>.yaml`` point ``_target_`` at :func:`build_dataset`.
 """
 
-from prunecli.data import digits, fake, torchvision_datasets  # noqa: F401  (importing registers them)
+from prunecli.data import digits, fake, stdlib_text, torchvision_datasets  # noqa: F401  (importing registers them)
 from prunecli.data._registry import list_datasets, register_dataset
 from prunecli.data.bundle import DataBundle, ImageTensorDataset
 from prunecli.data.factory import build_dataset
+from prunecli.data.stdlib_text import ByteTokenizer, TokenSequences
 
-__all__ = ["DataBundle", "ImageTensorDataset", "build_dataset", "list_datasets", "register_dataset"]
+__all__ = ["ByteTokenizer", "DataBundle", "ImageTensorDataset", "TokenSequences", "build_dataset", "list_datasets",
+           "register_dataset"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 from torch.utils.data import Dataset, TensorDataset
@@ -10,25 +11,33 @@ from torch.utils.data import Dataset, TensorDataset
 
 @dataclass(frozen=True)
 class DataBundle:
-    """A train and a validation split of ``(float tensor CxHxW, int label)`` samples, and their shape.
+    """A train and a validation split, the sizes a model is built for, and the task they serve.
+
+    An image bundle holds ``(float tensor CxHxW, int label)`` samples and sets the three image sizes; a text
+    bundle (task ``causal_lm``) holds ``{"input_ids": LongTensor[seq_len]}`` samples, sets ``vocab_size`` and
+    ``seq_len`` and leaves the image sizes None.
 
     Attributes:
         train: Training samples.
         val: Validation samples (the official test split for datasets that ship one).
-        in_channels: ``C`` of every image.
-        num_classes: Labels are ``0 .. num_classes - 1``.
-        image_size: ``H == W`` of every image.
-        name: The dataset's short name (``digits``, ``cifar10``, ...).
+        in_channels: ``C`` of every image (None for text).
+        num_classes: Labels are ``0 .. num_classes - 1`` (None for text).
+        image_size: ``H == W`` of every image (None for text).
+        name: The dataset's short name (``digits``, ``cifar10``, ``stdlib_text``, ...).
         task: The registered task (:mod:`prunecli.tasks`) that reads its batches and judges a model on them.
+        vocab_size: Token ids are ``0 .. vocab_size - 1`` (text only).
+        seq_len: Tokens per sample (text only).
     """
 
     train: Dataset
     val: Dataset
-    in_channels: int
-    num_classes: int
-    image_size: int
+    in_channels: Optional[int]
+    num_classes: Optional[int]
+    image_size: Optional[int]
     name: str
     task: str = "image_classification"
+    vocab_size: Optional[int] = None
+    seq_len: Optional[int] = None
 
 
 class ImageTensorDataset(TensorDataset):

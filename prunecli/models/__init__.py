@@ -8,7 +8,7 @@ the task completes them with the dataset's ``in_channels``, ``num_classes`` and 
 from checkpoint files are rebuilt only through the builders registered in :mod:`prunecli.models.spec`.
 """
 
-from prunecli.models import cifar_resnet, small  # noqa: F401  (importing registers the built-ins)
+from prunecli.models import cifar_resnet, small, tiny_lm  # noqa: F401  (importing registers the built-ins)
 from prunecli.models._registry import register_model
 from prunecli.models.factory import build_model, list_models, model_spec, resolve_small_stem
 from prunecli.models.torchvision_models import build_torchvision_model, torchvision_model_names

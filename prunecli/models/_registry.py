@@ -21,7 +21,8 @@ _BUILTINS = Registry("model")
 def register_model(fn: _F) -> _F:
     """Register ``fn`` as a built-in model named ``fn.__name__``.
 
-    A builder takes keyword arguments ``in_channels``, ``num_classes``, ``image_size`` plus its own
+    A builder takes its task's sizes as keyword arguments (images: ``in_channels``, ``num_classes``,
+    ``image_size``; text: ``vocab_size``, ``seq_len``) plus its own
     hyper-parameters (each with a default), and returns a freshly initialised ``nn.Module``.
 
     Raises:

@@ -42,7 +42,7 @@ def build_model(
     """Build model ``name`` for ``in_channels`` x ``image_size`` x ``image_size`` inputs and ``num_classes``.
 
     Args:
-        name: A built-in (``mlp``, ``cnn``, ``resnet20``, ``resnet56``; see :func:`list_models`) or any
+        name: A built-in (``mlp``, ``cnn``, ``resnet20``, ``resnet56``, ``tiny_lm``; see :func:`list_models`) or any
             torchvision classification model name (``resnet18``, ``mobilenet_v2``, ``vit_b_16``, ...).
         in_channels: Image channels (the first conv is adapted for torchvision models).
         num_classes: Output logits.
@@ -50,7 +50,8 @@ def build_model(
         small_stem: For torchvision models, adapt the stem to small images (True), keep the ImageNet stem
             (False), or decide by size (``"auto"``: small when ``image_size < 64``). Built-ins ignore it.
         weights: Optional path to a ``.safetensors`` or state-dict ``.pt`` file to load (never unpickled).
-        **kwargs: The model's own hyper-parameters (e.g. ``hidden`` for ``mlp``, ``dropout`` for torchvision).
+        **kwargs: The model's own hyper-parameters (e.g. ``hidden`` for ``mlp``, ``dropout`` for torchvision),
+            and a text task's sizes (``vocab_size``, ``seq_len`` for ``tiny_lm``, which ignores the image sizes).
 
     Returns:
         The model, in training mode.
@@ -65,7 +66,11 @@ def build_model(
     builder = get_builtin(name)
     if builder is not None:
         _check_kwargs(builder, kwargs)
-        model = builder(in_channels=in_channels, num_classes=num_classes, image_size=image_size, **kwargs)
+        params = inspect.signature(builder).parameters
+        # A text model (tiny_lm) takes its task's sizes (vocab_size, seq_len) through kwargs, no image sizes.
+        image = {k: v for k, v in (("in_channels", in_channels), ("num_classes", num_classes),
+                                   ("image_size", image_size)) if k in params}
+        model = builder(**image, **kwargs)
     elif name in torchvision_model_names():
         try:
             model = build_torchvision_model(

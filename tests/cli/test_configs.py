@@ -41,6 +41,10 @@ def test_model_configs_build(compose, name):
     build = instantiate(cfg.model)
     if name.startswith("regnet"):
         return  # torchvision's RegNet init calls .item(), which the meta device cannot; the partial resolved
+    if name == "tiny_lm":  # a text model: the causal_lm task's sizes, logits per position
+        model = build(vocab_size=256, seq_len=16)
+        assert model(torch.zeros(2, 16, dtype=torch.long)).shape == (2, 16, 256)
+        return
     with torch.device("meta"):  # shapes only: building vit_h_14 for real would take minutes and GBs
         model = build(in_channels=3, num_classes=10, image_size=32)
     assert isinstance(model, torch.nn.Module)
@@ -57,6 +61,9 @@ def test_dataset_configs_build_or_ask_for_their_root(compose, name, tmp_path):
         data = build(cfg.dataset, "dataset")
         assert len(data.train) > 0 and len(data.val) > 0 and data.num_classes == 10
         return
+    if name == "stdlib_text":  # embedded too: this Python's own standard library
+        data = build(cfg.dataset, "dataset")
+        assert (len(data.train), len(data.val), data.vocab_size, data.seq_len) == (1024, 256, 256, 128)
     with pytest.raises(ConfigError) as err:
         build(cfg.dataset, "dataset", root=str(tmp_path / "no-data"))
     assert "\n" not in str(err.value)

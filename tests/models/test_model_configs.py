@@ -47,6 +47,10 @@ def test_model_config_instantiates_and_runs(path):
     cfg = OmegaConf.load(path)
     make = instantiate(cfg)
     assert make.func is build_model and make.keywords["name"] == name
+    if name == "tiny_lm":  # the text model takes its task's sizes (causal_lm): logits per position
+        logits = make(vocab_size=256, seq_len=8).eval()(torch.zeros(1, 8, dtype=torch.long))
+        assert logits.shape == (1, 8, 256)
+        return
     if name in builtin_models():
         out = make(in_channels=1, num_classes=10, image_size=8).eval()(torch.randn(1, 1, 8, 8))
     elif _is_regnet(name):

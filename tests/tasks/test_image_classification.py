@@ -87,7 +87,8 @@ def test_registry_and_a_spec_without_a_task_are_image_classification():
 
 
 @pytest.mark.parametrize("field,value,message", [
-    ("task", "language_model", r"model.task='language_model' is not allowed: expected one of image_classification"),
+    ("task", "language_model",
+     r"model.task='language_model' is not allowed: expected one of causal_lm, image_classification"),
     ("task", 3, r"model.task=3 is not allowed"),
     ("in_channels", 0, r"model.in_channels=0 is not allowed: expected an integer in \[1, 4096\]"),
     ("image_size", 8192, r"model.image_size=8192 with in_channels=2 is over 67,108,864 input elements"),
