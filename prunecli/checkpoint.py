@@ -144,7 +144,8 @@ def load_checkpoint(path: Path | str, *, with_state: bool = False, key: str = "c
         try:
             loaded[name] = load(data)
             if name == "state.safetensors":
-                skeleton = json.loads(_safetensors_metadata(data).get("skeleton", "{}"))
+                skeleton = json.loads((safetensors_header(data, path / name).get("__metadata__") or {})
+                                      .get("skeleton", "{}"))
         except Exception as err:  # safetensors raises several types for a malformed file
             raise CheckpointError(f"{path / name} is corrupt: {err}") from None
     state = unflatten(skeleton, loaded["state.safetensors"]) if with_state else None
@@ -248,13 +249,25 @@ def check_shapes(state: Mapping[str, torch.Tensor], shapes: Mapping[str, Sequenc
                                         f"{list(tensor.shape)} in the model")
 
 
-def safetensors_shapes(data: bytes, name: Path | str) -> dict[str, tuple[int, ...]]:
-    """Tensor shapes from a safetensors file's header only (8-byte little-endian length, then JSON)."""
+def safetensors_header(data: bytes, name: Path | str) -> dict[str, Any]:
+    """A safetensors file's header (8-byte little-endian length, then JSON), read without the tensors."""
     try:
         size = int.from_bytes(data[:8], "little")
         if len(data) < 8 or size > len(data) - 8:
             raise ValueError("the header length is past the end of the file")
         header = json.loads(data[8 : 8 + size])
+        if not isinstance(header, dict):
+            raise ValueError("the header is not a mapping")
+        return header
+    except (ValueError, RecursionError) as err:
+        raise CheckpointError(f"{name} is not a safetensors file: {str(err).splitlines()[0] if str(err) else err!r}"
+                              ) from None
+
+
+def safetensors_shapes(data: bytes, name: Path | str) -> dict[str, tuple[int, ...]]:
+    """Tensor shapes from a safetensors file's header only."""
+    header = safetensors_header(data, name)
+    try:
         shapes = {k: tuple(v["shape"]) for k, v in header.items() if k != "__metadata__"}
         if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for s in shapes.values() for d in s):
             raise ValueError("a shape is not a list of sizes")
@@ -322,11 +335,6 @@ def _read_verified(path: Path, name: str, meta: Mapping[str, Any]) -> bytes:
     if hashlib.sha256(data).hexdigest() != expected:
         raise CheckpointError(f"{path / name} is corrupt or was modified: its SHA-256 differs from meta.json")
     return data
-
-
-def _safetensors_metadata(data: bytes) -> dict[str, str]:
-    header_len = int.from_bytes(data[:8], "little")
-    return json.loads(data[8 : 8 + header_len]).get("__metadata__", {}) or {}
 
 
 def _versions() -> dict[str, str]:

@@ -49,8 +49,10 @@ def evaluate(cfg: Any) -> dict[str, Any]:
     options = EvaluateOptions.from_config(cfg)
     path = require(cfg, "checkpoint", _CHECKPOINT)
     rebuild = model_options(cfg)
-    ckpt, model = compact.load_for_evaluate(path, **rebuild) if compact.is_compact(path) else (None, None)
-    if ckpt is None:
+    is_compact = compact.is_compact(path)
+    if is_compact:
+        ckpt, model = compact.load_for_evaluate(path, **rebuild)
+    else:
         ckpt = load_checkpoint(path)
         model = load_model(ckpt, **rebuild)
     device = pick_device(str(cfg.device), key="device")
@@ -59,8 +61,8 @@ def evaluate(cfg: Any) -> dict[str, Any]:
     data = load_dataset(cfg, ckpt)
     metrics = evaluate_model(task, model, eval_loader(data.val, options.batch_size), device)
     report = {**sparsity_report(model, ckpt.masks).to_dict(), **recorded_units(ckpt.meta)}
-    if compact.is_compact(path):
-        report = compact_report(report, compact.load_spec(path))
+    if is_compact:
+        report = compact_report(report, ckpt.meta)
     example = task.example_inputs(ckpt.spec, options.latency_batch_size, device)
     result = {
         "checkpoint": str(ckpt.path), "dataset": data.name, "task": task.name, **metrics, "compact": False, **report,

@@ -187,8 +187,8 @@ def load_for_evaluate(path: Path | str, *, model: Any = None,
 
     meta = load_spec(path)
     small = load(path, model=model, trust_checkpoint_code=trust_checkpoint_code)
-    record = Checkpoint(spec_path(path), {"model": meta["model"], "config": {"dataset": meta.get("dataset")}},
-                        small.state_dict(), {})
+    record = Checkpoint(spec_path(path), {"model": meta["model"], "config": {"dataset": meta.get("dataset")},
+                                          "params_dense": meta.get("params_dense")}, small.state_dict(), {})
     return record, small
 
 
