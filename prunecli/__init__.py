@@ -33,6 +33,12 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
 
+# torchvision (imported by prunecli, and by transformers' model classes) must import on a CPU torch beside the
+# registry's CUDA build of torchvision: see prunecli/_torchvision.py. Installs a finder only; imports nothing.
+from prunecli._torchvision import install_import_hook as _install_import_hook  # noqa: E402
+
+_install_import_hook()
+
 
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
