@@ -13,8 +13,22 @@ Inputs = Union[torch.Tensor, Mapping[str, torch.Tensor]]
 
 
 def call_model(model: nn.Module, inputs: Inputs) -> Any:
-    """``model(**inputs)`` for keyword tensors, else ``model(inputs)``."""
-    return model(**inputs) if isinstance(inputs, Mapping) else model(inputs)
+    """``model(**inputs)`` for keyword tensors, else ``model(inputs)``; a Hugging Face output object as its
+    main tensor (:func:`main_output`)."""
+    return main_output(model(**inputs) if isinstance(inputs, Mapping) else model(inputs))
+
+
+# The tensor that stands for a Hugging Face ``ModelOutput``: task heads' logits, a plain encoder's hidden states.
+OUTPUT_FIELDS = ("logits", "last_hidden_state")
+
+
+def main_output(output: Any) -> Any:
+    """``output.logits`` (or ``last_hidden_state``) of a Hugging Face ``ModelOutput``; any other output as is."""
+    for name in OUTPUT_FIELDS:
+        value = getattr(output, name, None)
+        if isinstance(value, torch.Tensor) and not isinstance(output, torch.Tensor):
+            return value
+    return output
 
 
 def to_device(inputs: Inputs, device: torch.device | str) -> Inputs:
