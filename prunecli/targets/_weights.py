@@ -13,21 +13,37 @@ from prunecli.sites import BlockLayout, ElementLayout, Member, Site
 log = logging.getLogger(__name__)
 
 WEIGHT_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+# Weight-level targets also prune nn.MultiheadAttention's input projection, a bare parameter of the module
+# (``in_proj_weight`` [3E, E], or ``q/k/v_proj_weight`` when key and value sizes differ); its ``out_proj`` is an
+# nn.Linear of its own.
+ELEMENT_TYPES: tuple[type[nn.Module], ...] = (*WEIGHT_TYPES, nn.MultiheadAttention)
+MHA_WEIGHTS = ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight")
+
+SiteOf = Callable[[str, str, nn.Parameter], "Site | str"]
 
 
-def weight_sites(modules: dict[str, nn.Module], site_of: Callable[[str, nn.Parameter], Site | str],
-                 ) -> tuple[list[Site], dict[str, str]]:
-    """Sites of the modules' ``weight`` parameters; ``site_of`` returns a Site or the reason to skip a layer."""
+def module_weights(module: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    """``(name, parameter)`` of the weight matrices a weight-level target prunes in ``module``."""
+    names = MHA_WEIGHTS if isinstance(module, nn.MultiheadAttention) else ("weight",)
+    return [(n, p) for n in names if isinstance(p := getattr(module, n, None), nn.Parameter)]
+
+
+def weight_sites(modules: dict[str, nn.Module], site_of: SiteOf) -> tuple[list[Site], dict[str, str]]:
+    """Sites of the modules' weights (:func:`module_weights`); ``site_of(module FQN, parameter FQN, weight)``
+    returns a Site or the reason to skip that weight."""
     sites, skipped = [], {}
     for name, module in modules.items():
-        weight = getattr(module, "weight", None)
-        site = site_of(name, weight) if isinstance(weight, nn.Parameter) else \
-            f"{type(module).__name__} has no weight parameter"
-        if isinstance(site, str):
-            skipped[name] = site
-            log.info("%s: skipped: %s", name, site)
-        else:
-            sites.append(site)
+        weights = module_weights(module)
+        if not weights:
+            skipped[name] = f"{type(module).__name__} has no weight parameter"
+        for pname, weight in weights:
+            site = site_of(name, f"{name}.{pname}", weight)
+            if isinstance(site, str):
+                skipped[name] = site
+            else:
+                sites.append(site)
+        if name in skipped:
+            log.info("%s: skipped: %s", name, skipped[name])
     return sites, skipped
 
 
@@ -35,11 +51,11 @@ def weight_sites(modules: dict[str, nn.Module], site_of: Callable[[str, nn.Param
 class Unstructured:
     """Every weight element is pruned on its own (Han et al. 2015, https://arxiv.org/abs/1506.02626)."""
 
-    module_types = WEIGHT_TYPES
+    module_types = ELEMENT_TYPES
 
     def sites(self, model: nn.Module, modules: dict[str, nn.Module]) -> tuple[list[Site], dict[str, str]]:
-        return weight_sites(modules, lambda name, w: Site(
-            f"{name}.weight", (Member(f"{name}.weight", w, ElementLayout(tuple(w.shape))),), module=name))
+        return weight_sites(modules, lambda name, fqn, w: Site(
+            fqn, (Member(fqn, w, ElementLayout(tuple(w.shape))),), module=name))
 
     def __str__(self) -> str:
         return "unstructured"
@@ -57,7 +73,7 @@ class NM:
 
     n: int
     m: int
-    module_types = WEIGHT_TYPES
+    module_types = ELEMENT_TYPES
 
     def protect(self, scores: Tensor) -> Tensor:
         """Set the ``n`` largest scores of each group of ``m`` to +inf so they are never pruned."""
@@ -68,12 +84,12 @@ class NM:
     def sites(self, model: nn.Module, modules: dict[str, nn.Module]) -> tuple[list[Site], dict[str, str]]:
         return weight_sites(modules, self._site)
 
-    def _site(self, name: str, w: nn.Parameter) -> Site | str:
+    def _site(self, name: str, fqn: str, w: nn.Parameter) -> Site | str:
         if w.shape[1] % self.m:
             return f"input dimension {w.shape[1]} is not a multiple of {self.m} (target {self})"
         perm = None if w.dim() == 2 else (0, *range(2, w.dim()), 1)
         layout = ElementLayout(tuple(w.shape), perm)
-        return Site(f"{name}.weight", (Member(f"{name}.weight", w, layout),),
+        return Site(fqn, (Member(fqn, w, layout),),
                     max_sparsity=(self.m - self.n) / self.m, protect=self.protect, module=name)
 
     def __str__(self) -> str:
@@ -91,12 +107,11 @@ class Block:
 
     rows: int
     cols: int
-    module_types = WEIGHT_TYPES
+    module_types = ELEMENT_TYPES
 
     def sites(self, model: nn.Module, modules: dict[str, nn.Module]) -> tuple[list[Site], dict[str, str]]:
-        return weight_sites(modules, lambda name, w: Site(
-            f"{name}.weight", (Member(f"{name}.weight", w, BlockLayout(tuple(w.shape), self.rows, self.cols)),),
-            module=name))
+        return weight_sites(modules, lambda name, fqn, w: Site(
+            fqn, (Member(fqn, w, BlockLayout(tuple(w.shape), self.rows, self.cols)),), module=name))
 
     def __str__(self) -> str:
         return f"{self.rows}x{self.cols}"

@@ -24,7 +24,7 @@ def compose():
 
 
 def test_every_yaml_belongs_to_a_group_that_is_tested():
-    tested = {"model", "dataset", "pruner", "pruner/layers", "schedule", "rounds", "objective", "trainer", "experiment",
+    tested = {"model", "dataset", "pruner", "pruner/layers", "schedule", "rounds", "objective", "trainer", "trainer/optimizer", "experiment",
               "hydra/job_logging", "hydra/output"}
     for path in CONF.rglob("*.yaml"):
         rel = path.relative_to(CONF)
@@ -134,3 +134,13 @@ def test_evaluate_and_export_configs_compose(compose, primary):
     assert cfg.checkpoint == "somewhere"
     if primary == "evaluate":
         assert compose(primary, overrides=["dataset=digits"]).dataset.name == "digits"
+
+
+def test_optimizer_group_swaps_the_whole_optimizer_node(compose):
+    sgd = compose("prune").trainer.optimizer
+    adamw = compose("prune", overrides=["trainer/optimizer=adamw"]).trainer.optimizer
+    lm = compose("prune", overrides=["experiment=stdlib_lm"])
+    assert sgd._target_ == "torch.optim.SGD" and sgd.momentum == 0.9 and sgd.nesterov
+    assert adamw._target_ == "torch.optim.AdamW" and "momentum" not in adamw and adamw.lr == 1e-3
+    assert lm.trainer.optimizer._target_ == "torch.optim.AdamW" and lm.trainer.optimizer.lr == 3e-3
+    assert lm.dataset.name == "stdlib_text" and lm.model.name == "tiny_lm"

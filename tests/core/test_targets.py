@@ -228,3 +228,17 @@ def test_element_positions_match_expand(target, shape):
         keep[units] = False
         want = (~member.layout.expand(keep)).reshape(-1).nonzero().squeeze(1)
         assert torch.equal(element_positions(member.layout, units).sort().values, want)
+
+
+def test_weight_targets_prune_multihead_attention_input_projection():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16))
+    model.add_module("attn", nn.MultiheadAttention(16, 4))
+    for target, expected in (("unstructured", 0.75), ("4x1", 0.75), ("2:4", 0.5)):
+        pruner = build_pruner(model, {"target": target, "layers": {"exclude_last": False},
+                                      "schedule": {"name": "oneshot", "final_sparsity": expected}})
+        pruner.prune_to(expected)
+        per_layer = pruner.report().per_layer
+        assert per_layer["attn.in_proj_weight"] == pytest.approx(expected)
+        assert (model.attn.in_proj_weight == 0).float().mean().item() >= expected
+        pruner.remove_hooks()
