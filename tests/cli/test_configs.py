@@ -24,7 +24,8 @@ def compose():
 
 
 def test_every_yaml_belongs_to_a_group_that_is_tested():
-    tested = {"model", "dataset", "pruner", "pruner/layers", "schedule", "rounds", "objective", "trainer", "trainer/optimizer", "experiment",
+    tested = {"model", "dataset", "pruner", "pruner/layers", "schedule", "rounds", "objective", "trainer",
+              "trainer/optimizer", "experiment",
               "hydra/job_logging", "hydra/output"}
     for path in CONF.rglob("*.yaml"):
         rel = path.relative_to(CONF)
