@@ -82,6 +82,7 @@ def setup(cfg: Any, run_dir: Path) -> Run:
     rounds = Rounds.from_config(plain(cfg.get("rounds")), plain(cfg.get("objective")))
     seed_everything(int(cfg.seed))
     data = build(cfg.dataset, "dataset")
+    record_dataset(cfg, data.recorded)
     task = get_task(data.task, key="dataset.task")
     sizes = task.sizes(data)
     model = build(cfg.model, "model", **sizes)
@@ -97,6 +98,18 @@ def setup(cfg: Any, run_dir: Path) -> Run:
                amp=amp_dtype(settings.precision, device),
                val_loader=eval_loader(data.val, settings.eval_batch_size, settings.num_workers), run_dir=run_dir,
                task=task, rounds=rounds)
+
+
+def record_dataset(cfg: Any, recorded: dict[str, Any]) -> None:
+    """Write the settings the dataset resolved (absolute paths, class order) into ``cfg.dataset``: the checkpoint
+    saves that config, so ``evaluate`` rebuilds the same data from any folder."""
+    if not recorded:
+        return
+    from omegaconf import open_dict, read_write
+
+    with read_write(cfg), open_dict(cfg):
+        for key, value in recorded.items():
+            cfg.dataset[key] = value
 
 
 def set_threads(num_threads: Optional[int], model: nn.Module, device: torch.device, sample: Inputs,
