@@ -19,5 +19,5 @@ from prunecli.tasks.causal_lm import CausalLM
 from prunecli.tasks.image_classification import ImageClassification
 from prunecli.tasks.text_classification import TextClassification
 
-__all__ = ["CausalLM", "DEFAULT_TASK", "ImageClassification", "Inputs", "Sums", "Task", "TextClassification", "get_task",
-           "list_tasks", "register_task", "task_of"]
+__all__ = ["CausalLM", "DEFAULT_TASK", "ImageClassification", "Inputs", "Sums", "Task", "TextClassification",
+           "get_task", "list_tasks", "register_task", "task_of"]
