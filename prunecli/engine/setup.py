@@ -17,6 +17,7 @@ from prunecli.engine.data import eval_loader, train_loader
 from prunecli.engine.rounds import Rounds
 from prunecli.engine.runtime import amp_dtype, grad_scaler, pick_device, seed_everything
 from prunecli.engine.settings import TrainerSettings
+from prunecli.errors import ConfigError
 from prunecli.hooks import HOOKS
 from prunecli.metrics import Inputs, call_model
 from prunecli.tasks import Task, get_task
@@ -90,6 +91,7 @@ def setup(cfg: Any, run_dir: Path) -> Run:
     model.to(device)
     spec = {"config": plain(cfg.model), "task": task.name, **sizes}
     sample = task.example_inputs(spec, 1, device)
+    check_model_inputs(model, sample, task.name, cfg.model.get("name", cfg.model.get("_target_")))
     threads = set_threads(settings.num_threads, model, device, sample, settings.batch_size)
     log.info("%s on %s (%s): %d train / %d val samples, %s, device %s (%d CPU threads)",
              cfg.model.get("name", "model"), data.name, task.name, len(data.train), len(data.val),
@@ -98,6 +100,25 @@ def setup(cfg: Any, run_dir: Path) -> Run:
                amp=amp_dtype(settings.precision, device),
                val_loader=eval_loader(data.val, settings.eval_batch_size, settings.num_workers), run_dir=run_dir,
                task=task, rounds=rounds)
+
+
+@torch.no_grad()
+def check_model_inputs(model: nn.Module, sample: Inputs, task: str, name: Any) -> None:
+    """One eval-mode forward pass of the task's example inputs; a model that cannot take them (a task/model
+    mismatch: ``tiny_lm`` on text classification) is a one-line :class:`ConfigError` before any training."""
+    was_training = model.training
+    model.eval()
+    try:
+        call_model(model, sample)
+    except torch.OutOfMemoryError:
+        raise
+    except (TypeError, ValueError, RuntimeError, IndexError) as err:
+        takes = ", ".join(sample) if isinstance(sample, dict) else "a tensor"
+        line = next((s.strip() for s in str(err).splitlines() if s.strip()), type(err).__name__)
+        raise ConfigError("model", name, f"a model for the dataset's task {task} (inputs: {takes})",
+                          reason=line[:200]) from None
+    finally:
+        model.train(was_training)
 
 
 def record_dataset(cfg: Any, recorded: dict[str, Any]) -> None:

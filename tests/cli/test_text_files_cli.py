@@ -74,6 +74,8 @@ def test_padded_texts_train_and_evaluate_alike(cli, tmp_path):
     (("dataset.train={data}/corpus.jsonl", "dataset.text_field=body"), "dataset.text_field='body' is not allowed: "
                                                                       "expected a column of"),
     (("dataset.train={data}/corpus.jsonl", "dataset.tokenizer={data}"), "dataset.tokenizer="),
+    (("dataset.train={data}/corpus.jsonl", "dataset.label_field=id"),  # a task/model mismatch
+     "model='tiny_lm' is not allowed: expected a model for the dataset's task text_classification"),
 ])
 def test_bad_text_input_is_one_line_and_exit_2(cli, tmp_path, overrides, fragment):
     write_corpus(tmp_path)
