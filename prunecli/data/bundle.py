@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Optional
+from dataclasses import dataclass, field
+from typing import Any, Optional
 
 import torch
 from torch.utils.data import Dataset, TensorDataset
@@ -14,7 +14,8 @@ class DataBundle:
     """A train and a validation split, the sizes a model is built for, and the task they serve.
 
     An image bundle holds ``(float tensor CxHxW, int label)`` samples and sets the three image sizes; a text
-    bundle (task ``causal_lm``) holds ``{"input_ids": LongTensor[seq_len]}`` samples, sets ``vocab_size`` and
+    bundle holds dicts of tensors (``input_ids`` ``[seq_len]``; ``attention_mask`` where there is padding;
+    ``labels`` for task ``text_classification``, which also sets ``num_classes``), sets ``vocab_size`` and
     ``seq_len`` and leaves the image sizes None.
 
     Attributes:
@@ -27,6 +28,8 @@ class DataBundle:
         task: The registered task (:mod:`prunecli.tasks`) that reads its batches and judges a model on them.
         vocab_size: Token ids are ``0 .. vocab_size - 1`` (text only).
         seq_len: Tokens per sample (text only).
+        recorded: Dataset settings the builder resolved (absolute file paths, the order of string class labels):
+            the engine writes them into the run's ``dataset`` config, so a checkpoint rebuilds the same data.
     """
 
     train: Dataset
@@ -38,6 +41,7 @@ class DataBundle:
     task: str = "image_classification"
     vocab_size: Optional[int] = None
     seq_len: Optional[int] = None
+    recorded: dict[str, Any] = field(default_factory=dict)
 
 
 class ImageTensorDataset(TensorDataset):

@@ -24,7 +24,8 @@ def build_dataset(
 
     Args:
         name: One of :func:`list_datasets`: ``digits`` (embedded, the default), ``fake`` (synthetic),
-            ``mnist``, ``fashion_mnist``, ``cifar10``, ``cifar100``, ``imagefolder`` (local files).
+            ``mnist``, ``fashion_mnist``, ``cifar10``, ``cifar100``, ``imagefolder`` (local files),
+            ``stdlib_text`` (embedded text), ``text_files`` (local text files).
         root: Folder holding the files of a dataset read from disk.
         download: Let torchvision download the files into ``root`` (needs internet; never done otherwise).
         val_fraction: Held-out fraction for datasets without an official test split (``digits``, ``fake``).

@@ -17,6 +17,7 @@ from prunecli.engine.data import eval_loader, train_loader
 from prunecli.engine.rounds import Rounds
 from prunecli.engine.runtime import amp_dtype, grad_scaler, pick_device, seed_everything
 from prunecli.engine.settings import TrainerSettings
+from prunecli.errors import ConfigError
 from prunecli.hooks import HOOKS
 from prunecli.metrics import Inputs, call_model
 from prunecli.tasks import Task, get_task
@@ -82,6 +83,7 @@ def setup(cfg: Any, run_dir: Path) -> Run:
     rounds = Rounds.from_config(plain(cfg.get("rounds")), plain(cfg.get("objective")))
     seed_everything(int(cfg.seed))
     data = build(cfg.dataset, "dataset")
+    record_dataset(cfg, data.recorded)
     task = get_task(data.task, key="dataset.task")
     sizes = task.sizes(data)
     model = build(cfg.model, "model", **sizes)
@@ -89,6 +91,7 @@ def setup(cfg: Any, run_dir: Path) -> Run:
     model.to(device)
     spec = {"config": plain(cfg.model), "task": task.name, **sizes}
     sample = task.example_inputs(spec, 1, device)
+    check_model_inputs(model, sample, task.name, cfg.model.get("name", cfg.model.get("_target_")))
     threads = set_threads(settings.num_threads, model, device, sample, settings.batch_size)
     log.info("%s on %s (%s): %d train / %d val samples, %s, device %s (%d CPU threads)",
              cfg.model.get("name", "model"), data.name, task.name, len(data.train), len(data.val),
@@ -97,6 +100,37 @@ def setup(cfg: Any, run_dir: Path) -> Run:
                amp=amp_dtype(settings.precision, device),
                val_loader=eval_loader(data.val, settings.eval_batch_size, settings.num_workers), run_dir=run_dir,
                task=task, rounds=rounds)
+
+
+@torch.no_grad()
+def check_model_inputs(model: nn.Module, sample: Inputs, task: str, name: Any) -> None:
+    """One eval-mode forward pass of the task's example inputs; a model that cannot take them (a task/model
+    mismatch: ``tiny_lm`` on text classification) is a one-line :class:`ConfigError` before any training."""
+    was_training = model.training
+    model.eval()
+    try:
+        call_model(model, sample)
+    except torch.OutOfMemoryError:
+        raise
+    except (TypeError, ValueError, RuntimeError, IndexError) as err:
+        takes = ", ".join(sample) if isinstance(sample, dict) else "a tensor"
+        line = next((s.strip() for s in str(err).splitlines() if s.strip()), type(err).__name__)
+        raise ConfigError("model", name, f"a model for the dataset's task {task} (inputs: {takes})",
+                          reason=line[:200]) from None
+    finally:
+        model.train(was_training)
+
+
+def record_dataset(cfg: Any, recorded: dict[str, Any]) -> None:
+    """Write the settings the dataset resolved (absolute paths, class order) into ``cfg.dataset``: the checkpoint
+    saves that config, so ``evaluate`` rebuilds the same data from any folder."""
+    if not recorded:
+        return
+    from omegaconf import open_dict, read_write
+
+    with read_write(cfg), open_dict(cfg):
+        for key, value in recorded.items():
+            cfg.dataset[key] = value
 
 
 def set_threads(num_threads: Optional[int], model: nn.Module, device: torch.device, sample: Inputs,

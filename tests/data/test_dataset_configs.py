@@ -14,6 +14,7 @@ from prunecli.errors import ConfigError
 
 DATASET_CONF = Path(__file__).resolve().parents[2] / "conf" / "dataset"
 NEEDS_ROOT = {"mnist", "fashion_mnist", "cifar10", "cifar100", "imagefolder"}
+NEEDS_FILES = {"text_files"}  # your own files: the ConfigError names dataset.train
 
 
 def test_one_config_per_dataset():
@@ -26,12 +27,12 @@ def test_dataset_config_instantiates(path):
     assert path.read_text().splitlines()[0].startswith(f"# prunecli prune dataset={name}")
     cfg = OmegaConf.load(path)
     assert cfg.name == name
-    if name in NEEDS_ROOT:
+    if name in NEEDS_ROOT | NEEDS_FILES:
         # Hydra wraps errors raised by a _target_ in InstantiationException; the ConfigError is its cause.
         with pytest.raises(InstantiationException) as err:
             instantiate(cfg)
         assert isinstance(err.value.__cause__, ConfigError)
-        assert err.value.__cause__.key == "dataset.root"
+        assert err.value.__cause__.key == ("dataset.train" if name in NEEDS_FILES else "dataset.root")
     else:
         data = instantiate(cfg)
         assert isinstance(data, DataBundle) and data.name == name

@@ -86,3 +86,56 @@ def test_spec_checks_refuse_bad_sizes(field, value):
         check_spec({**SPEC, field: value}, origin)
     with pytest.raises(CheckpointError, match="logits per sample"):
         check_spec({**SPEC, "vocab_size": 1_000_000, "seq_len": 1000}, origin)
+
+
+def padded(seed=0):
+    """Two texts of 5 and 9 tokens right-padded to 12 (padding holds random ids: it must never count)."""
+    ids = torch.randint(0, 256, (2, 12), generator=torch.Generator().manual_seed(seed))
+    mask = torch.zeros(2, 12, dtype=torch.long)
+    mask[0, :5], mask[1, :9] = 1, 1
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+class MaskReader(nn.Module):
+    """Oracle logits, and remembers the attention mask it was given."""
+
+    def forward(self, input_ids, attention_mask=None):
+        self.seen = attention_mask
+        return Oracle()(input_ids)
+
+
+def test_padded_batches_score_real_next_tokens_only():
+    loss, sums = TASK.training_step(Uniform(), padded())
+    assert int(sums["tokens"]) == 4 + 8 and sums["samples"] == 2
+    assert loss.item() == pytest.approx(math.log(256), rel=1e-6)
+    # an oracle on texts 0, 1, 2, ... is perfect on real tokens whatever the padding holds
+    batch = padded()
+    batch["input_ids"][:, :9] = torch.arange(9)
+    for seed in (1, 2):
+        batch["input_ids"][:, 9:] = padded(seed)["input_ids"][:, 9:]
+        batch["input_ids"][0, 5:9] = padded(seed)["input_ids"][0, 5:9]
+        metrics = TASK.metrics(total([TASK.evaluation_step(Oracle(), batch)]))
+        assert metrics["perplexity"] == pytest.approx(1.0, abs=1e-6)
+
+
+def test_the_mask_goes_to_models_that_take_it():
+    model, batch = MaskReader(), padded()
+    TASK.evaluation_step(model, batch)
+    assert torch.equal(model.seen, batch["attention_mask"])
+    TASK.evaluation_step(model, {"input_ids": batch["input_ids"]})
+    assert model.seen is None  # packed batches: input_ids alone, as before
+    TASK.evaluation_step(Uniform(), batch)  # forward(input_ids) only: called without the mask
+
+
+def test_a_hugging_face_lm_scores_padded_texts_as_it_scores_them_alone():
+    pytest.importorskip("transformers")
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=256, n_positions=12, n_embd=32, n_layer=1, n_head=4)).eval()
+    batch = padded()
+    together = total([TASK.evaluation_step(model, batch)])
+    alone = total([TASK.evaluation_step(model, {"input_ids": batch["input_ids"][i:i + 1, :n]})
+                   for i, n in enumerate((5, 9))])
+    assert together["tokens"] == alone["tokens"] == 12
+    assert together["loss"] == pytest.approx(alone["loss"], rel=1e-5)
