@@ -13,7 +13,7 @@ from prunecli.errors import ConfigError
 
 def test_registered_names():
     assert list_datasets() == ["cifar10", "cifar100", "digits", "fake", "fashion_mnist", "imagefolder", "mnist",
-                               "stdlib_text"]
+                               "stdlib_text", "text_files"]
 
 
 def test_digits_split_is_exact_stratified_and_deterministic():
