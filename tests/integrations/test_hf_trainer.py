@@ -4,8 +4,9 @@ wrapper (zero-state fast path), gradient accumulation, checkpoints and the one-c
 
 from __future__ import annotations
 
-import prunecli  # noqa: F401  (before transformers: prepares the torchvision import on this CPU torch)
 import pytest
+
+import prunecli  # noqa: F401  (before transformers: prepares the torchvision import on this CPU torch)
 
 pytest.importorskip("transformers")
 pytest.importorskip("accelerate")
