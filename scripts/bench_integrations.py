@@ -18,12 +18,18 @@ import statistics
 import tempfile
 import time
 
-import prunecli  # noqa: F401  (before transformers: prepares the torchvision import on this CPU torch)
 import torch
-from transformers import (BertConfig, BertForSequenceClassification, PrinterCallback, Trainer, TrainerCallback,
-                          TrainingArguments)
+from transformers import (
+    BertConfig,
+    BertForSequenceClassification,
+    PrinterCallback,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+)
 from transformers import logging as hf_logging
 
+import prunecli  # noqa: F401  (before transformers: prepares the torchvision import on this CPU torch)
 from prunecli.integrations.hf import PruningCallback
 
 SEQ, VOCAB, END = 32, 64, 0.3
