@@ -37,12 +37,13 @@ def token_task(n: int = 256) -> list[dict[str, torch.Tensor]]:
             for t, y in zip(tokens, labels)]
 
 
-def make_trainer(tmp_path, model, max_steps: int = 40, accumulation: int = 1, **args) -> Trainer:
+def make_trainer(tmp_path, model, max_steps: int = 40, accumulation: int = 1, eval_dataset=None, **args) -> Trainer:
     options = dict(output_dir=str(tmp_path), use_cpu=True, report_to=[], max_steps=max_steps,
                    per_device_train_batch_size=16, gradient_accumulation_steps=accumulation, learning_rate=2e-3,
                    save_strategy="no", logging_strategy="no", disable_tqdm=True, seed=0, dataloader_num_workers=0)
     options.update(args)
-    return Trainer(model=model, args=TrainingArguments(**options), train_dataset=token_task())
+    return Trainer(model=model, args=TrainingArguments(**options), train_dataset=token_task(),
+                   eval_dataset=eval_dataset)
 
 
 def assert_masks_held(model, pruner, sparsity: float) -> None:
@@ -124,3 +125,30 @@ def test_a_full_mapping_and_a_bad_config_fail_before_training():
         PruningCallback("agp", target="5x")
     with pytest.raises(ConfigError, match="nope"):
         PruningCallback("nope")
+
+
+def test_resuming_a_trainer_checkpoint_restores_the_pruner_state(tmp_path):
+    overrides = ["schedule.end=0.5", "schedule.frequency=5"]
+    first = PruningCallback("block_4x1", sparsity=0.8, overrides=overrides)
+    trainer = make_trainer(tmp_path, tiny_bert(), max_steps=20, save_strategy="steps", save_steps=10,
+                           eval_strategy="steps", eval_steps=10, eval_dataset=token_task(32))
+    trainer.add_callback(first)
+    trainer.train()
+    saved = load_file(str(tmp_path / "checkpoint-10" / STATE_FILE))
+    assert 0 < saved["masks.bert.pooler.dense.weight"].float().mean() < 1  # mid-schedule masks
+
+    seen = {}
+
+    class Resumed(PruningCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            super().on_train_begin(args, state, control, **kwargs)
+            seen.update(step=self.pruner.step, masks={n: m.clone() for n, m in self.pruner.masks.items()})
+
+    resumed = Resumed("block_4x1", sparsity=0.8, overrides=overrides)
+    again = make_trainer(tmp_path, tiny_bert(), max_steps=20)
+    again.add_callback(resumed)
+    again.train(resume_from_checkpoint=str(tmp_path / "checkpoint-10"))
+    assert seen["step"] == 10
+    assert all(torch.equal(seen["masks"][n], saved[f"masks.{n}"]) for n in seen["masks"])
+    for name, mask in first.pruner.masks.items():  # the resumed run ends where the uninterrupted one did
+        assert torch.equal(resumed.pruner.masks[name], mask), name
