@@ -7,11 +7,8 @@ import json
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import torch
-from torch import nn
-
 from prunecli._flatten import flatten, unflatten
-from prunecli.config import build_pruner, check_pruner_config
+from prunecli.config import check_pruner_config
 from prunecli.errors import CheckpointError, ConfigError
 from prunecli.presets import merge_keys, pruner_preset
 from prunecli.pruner import Pruner
@@ -47,14 +44,7 @@ def resolve_config(pruner: str | Mapping[str, Any], sparsity: float | None, over
     return cfg
 
 
-def make_pruner(model: nn.Module, cfg: Mapping[str, Any], total_steps: int, optimizer: torch.optim.Optimizer | None,
-                example_inputs: Any, evaluator: Any) -> Pruner:
-    """:func:`prunecli.build_pruner` for a run of ``total_steps`` optimizer steps with the unwrapped ``optimizer``."""
-    return build_pruner(model, cfg, total_steps=total_steps, optimizer=optimizer, example_inputs=example_inputs,
-                        evaluator=evaluator)
-
-
-def save_state(pruner: Pruner, path: Path | str) -> Path:
+def write_state(pruner: Pruner, path: Path | str) -> Path:
     """Write the pruner's :meth:`~prunecli.pruner.Pruner.state_dict` to ``path`` (safetensors, no pickle)."""
     from safetensors.torch import save_file
 
@@ -64,13 +54,13 @@ def save_state(pruner: Pruner, path: Path | str) -> Path:
     return path
 
 
-def load_state(pruner: Pruner, path: Path | str) -> None:
-    """Restore a state written by :func:`save_state` into ``pruner`` (masks re-applied to the model).
+def read_state(pruner: Pruner, path: Path | str) -> None:
+    """Restore a state written by :func:`write_state` into ``pruner`` (masks re-applied to the model).
 
     Raises:
         CheckpointError: The file is missing or not a pruner state.
     """
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
     path = Path(path)
     if not path.is_file():
@@ -79,6 +69,6 @@ def load_state(pruner: Pruner, path: Path | str) -> None:
         with safe_open(str(path), framework="pt") as f:
             skeleton = json.loads((f.metadata() or {})["skeleton"])
             tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except (KeyError, ValueError, OSError) as err:
+    except (KeyError, ValueError, OSError, SafetensorError) as err:
         raise CheckpointError(f"{path} is not a prunecli pruner state ({type(err).__name__})") from None
     pruner.load_state_dict(unflatten(skeleton, tensors))

@@ -36,7 +36,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
-from prunecli.integrations._common import STATE_FILE, load_state, make_pruner, resolve_config, save_state
+from prunecli.config import build_pruner
+from prunecli.integrations._common import STATE_FILE, read_state, resolve_config, write_state
 from prunecli.pruner import Pruner
 
 try:
@@ -87,12 +88,12 @@ class PruningCallback(TrainerCallback):
     def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, optimizer: Any = None,
                        **kwargs: Any) -> None:
         self.optimizer = unwrap_optimizer(optimizer)
-        self.pruner = make_pruner(model, self.config, state.max_steps, self.optimizer, self.example_inputs,
-                                  self.evaluator)
+        self.pruner = build_pruner(model, self.config, total_steps=state.max_steps, optimizer=self.optimizer,
+                                   example_inputs=self.example_inputs, evaluator=self.evaluator)
         self.pruner.on_train_begin()
         resumed = Path(args.output_dir) / f"checkpoint-{state.global_step}" / STATE_FILE
         if self.save_state and state.global_step > 0 and resumed.is_file():
-            load_state(self.pruner, resumed)
+            read_state(self.pruner, resumed)
 
     def on_epoch_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self._epoch = int(state.epoch or 0)
@@ -124,7 +125,7 @@ class PruningCallback(TrainerCallback):
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         if self.save_state and self.pruner is not None and args.should_save and folder.is_dir():
-            save_state(self.pruner, folder / STATE_FILE)
+            write_state(self.pruner, folder / STATE_FILE)
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.pruner.on_train_end()

@@ -38,8 +38,9 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
+from prunecli.config import build_pruner
 from prunecli.errors import ConfigError
-from prunecli.integrations._common import make_pruner, resolve_config
+from prunecli.integrations._common import resolve_config
 from prunecli.pruner import Pruner
 
 try:
@@ -100,7 +101,8 @@ class PruningCallback(Callback):
         if total == float("inf"):
             raise ConfigError("trainer.max_steps", trainer.max_steps, "a finite number of steps (max_steps or "
                               "max_epochs with a sized dataloader)", "the schedule needs the run's total steps")
-        self.pruner = make_pruner(pl_module, self.config, int(total), None, self.example_inputs, self.evaluator)
+        self.pruner = build_pruner(pl_module, self.config, total_steps=int(total), example_inputs=self.example_inputs,
+                                   evaluator=self.evaluator)
         self.optimizer = owning_optimizer(trainer.optimizers, list(self.pruner.params.values()))
         self.pruner.optimizer = self.optimizer
         self.pruner.on_train_begin()
