@@ -18,6 +18,9 @@ import statistics
 import tempfile
 import time
 
+import prunecli  # noqa: F401  (first: prepares the torchvision import of transformers' models on a CPU torch)
+
+# isort: split
 import torch
 from transformers import (
     BertConfig,
@@ -29,7 +32,6 @@ from transformers import (
 )
 from transformers import logging as hf_logging
 
-import prunecli  # noqa: F401  (before transformers: prepares the torchvision import on this CPU torch)
 from prunecli.integrations.hf import PruningCallback
 
 SEQ, VOCAB, END = 32, 64, 0.3
