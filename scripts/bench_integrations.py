@@ -107,11 +107,13 @@ def main() -> None:
     load = os.getloadavg()[0]
     print(f"tiny BERT (hidden {a.hidden}, 2 layers, seq {SEQ}, batch {a.batch}), Trainer use_cpu, "
           f"{a.threads} thread(s), {a.steps} steps x {a.repeats} runs each, load avg {load:.2f}")
-    print(f"{'':34}{'dense ms':>10}{'callback ms':>13}{'ratio':>8}")
+    print(f"{'':34}{'dense ms':>10}{'callback ms':>13}{'ratio':>8}   per-run ratios (noise)")
     for label, table in ((f"steady state (steps > {steady_from}), median", steady),
                          ("whole run incl. mask updates, mean", whole)):
         dense, pruned = statistics.median(table[False]) * 1e3, statistics.median(table[True]) * 1e3
-        print(f"{label:34}{dense:10.2f}{pruned:13.2f}{pruned / dense:8.3f}x")
+        ratios = sorted(p / d for d, p in zip(table[False], table[True]))
+        print(f"{label:34}{dense:10.2f}{pruned:13.2f}{pruned / dense:8.3f}x   "
+              f"{ratios[0]:.3f} .. {ratios[-1]:.3f}")
 
 
 if __name__ == "__main__":
