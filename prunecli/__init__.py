@@ -9,7 +9,9 @@ The pruning core composes five axes, each in its own subpackage:
 - :mod:`prunecli.objectives` what the user wants (a sparsity, a parameter budget, ...)
 
 :func:`build_pruner` turns a plain mapping (the keys of a ``conf/pruner/*.yaml``) into a :class:`Pruner` that
-reacts to the hooks named in :mod:`prunecli.hooks`.
+reacts to the hooks named in :mod:`prunecli.hooks`; :func:`pruner_preset` gives that mapping for a preset by
+name, as the CLI composes it. :mod:`prunecli.integrations` drives a pruner from a Hugging Face or Lightning
+``Trainer``.
 
 Imports are lazy so that ``prunecli --help`` does not pay for importing torch.
 """
@@ -24,6 +26,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "Pruner": "prunecli.pruner",
     "build_pruner": "prunecli.config",
+    "pruner_preset": "prunecli.presets",
     "SparsityReport": "prunecli.report",
     "sparsity_report": "prunecli.report",
     "ConfigError": "prunecli.errors",

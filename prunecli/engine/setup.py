@@ -20,6 +20,7 @@ from prunecli.engine.settings import TrainerSettings
 from prunecli.errors import ConfigError
 from prunecli.hooks import HOOKS
 from prunecli.metrics import Inputs, call_model
+from prunecli.presets import pruner_config  # noqa: F401  (the engine's pruner mapping, shared with presets)
 from prunecli.tasks import Task, get_task
 
 log = logging.getLogger(__name__)
@@ -195,15 +196,6 @@ def phase_steps(run: Run, epochs: int) -> tuple[int, int, int]:
     steps_per_epoch = math.ceil(batches / s.accumulate)
     total = epochs * steps_per_epoch
     return batches, steps_per_epoch, total if s.max_steps is None else min(s.max_steps, total)
-
-
-def pruner_config(cfg: Any) -> dict[str, Any]:
-    """What :func:`prunecli.build_pruner` takes: the pruner node plus ``schedule`` (and ``objective``)."""
-    out = plain(cfg.pruner)
-    out["schedule"] = plain(cfg.schedule)
-    if cfg.get("objective") is not None:
-        out["objective"] = plain(cfg.objective)
-    return out
 
 
 def plain(node: Any) -> Any:
