@@ -38,7 +38,7 @@ def test_console_script_runs_prune_from_another_directory(smoke, tmp_path):
 def wheel(tmp_path_factory) -> Path:
     """A wheel built from a copy of the sources (so no build/ or egg-info lands in the checkout)."""
     src = tmp_path_factory.mktemp("src")
-    for name in ("pyproject.toml", "setup.py", "README.md"):
+    for name in ("pyproject.toml", "setup.py", "README.md", "prunecli-torchvision.pth"):
         shutil.copy(REPO / name, src / name)
     for name in ("prunecli", "conf"):
         shutil.copytree(REPO / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
@@ -57,6 +57,7 @@ def test_wheel_contains_every_yaml_and_package(wheel):
                 for p in (REPO / "prunecli").rglob("__init__.py")}
     assert packages <= names, sorted(packages - names)
     assert "prunecli/conf/__init__.py" in names
+    assert "prunecli-torchvision.pth" in names  # site-packages' start-up file: see setup.py
 
 
 @pytest.mark.slow
@@ -74,6 +75,15 @@ def test_non_editable_install_finds_its_configs_from_any_directory(wheel, tmp_pa
                           cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert json.loads((out / "summary.json").read_text())["dataset"] == "fake"
+    # The start-up file lets transformers' model classes import in a script that never imports prunecli.
+    code = ("import sys; from transformers import BertConfig, BertModel; "
+            "print('prunecli' in sys.modules, 'torch' in sys.modules)")
+    if subprocess.run([str(python), "-c", "import transformers"], capture_output=True).returncode == 0:
+        done = subprocess.run([str(python), "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0 and done.stdout.split() == ["True", "True"], done.stderr[-1000:]
+    quiet = subprocess.run([str(python), "-c", "import sys; print('torch' in sys.modules)"], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=120)
+    assert quiet.stdout.strip() == "False"  # start-up imports prunecli's finder only, never torch
 
 
 def _venv_seeing_this_environment(venv: Path) -> Path:
