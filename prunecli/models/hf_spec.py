@@ -44,7 +44,8 @@ def check_hf_args(node: Any, origin: Any, key: str) -> dict[str, Any]:
         return plain_args(node, origin, key)  # refuses it, naming what it is
     for name in node:
         if name not in NODE_KEYS:
-            raise origin.error(f"{key}.{short(name)}", f"is not a setting of a Hugging Face model node "
+            shown = name if isinstance(name, str) and name.isidentifier() and len(name) <= 60 else short(name)
+            raise origin.error(f"{key}.{shown}", f"is not a setting of a Hugging Face model node "
                                                         f"({', '.join(NODE_KEYS)})")
     args = plain_args({k: v for k, v in node.items() if k != "config"}, origin, key)
     if args.get("path") is not None:
