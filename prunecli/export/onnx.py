@@ -58,7 +58,7 @@ def export(model: nn.Module, checkpoint: Any, output: Path, options: dict[str, A
                           reason=str(err).splitlines()[0] if str(err) else type(err).__name__) from None
     with staged(output) as (tmp,):
         tmp.write_bytes(buffer.getvalue())
-        diff = max(max_abs_diff(graph.module, tmp, graph.feeds(part), output) for part in graph.checks())
+        diff = graph_diff(graph, tmp, output)
         if not diff <= opts["atol"]:
             raise ConfigError("onnx.atol", opts["atol"], f"a tolerance >= {diff:.3g}",
                               reason=f"ONNX outputs differ from PyTorch by {diff:.3g}; {output} was not written")
@@ -111,19 +111,24 @@ class KeywordInputs(nn.Module):
         return call_model(self.model, dict(zip(self.names, args)))
 
 
+def graph_diff(graph: Graph, path: Path, output: Path) -> float:
+    """:func:`max_abs_diff` over the graph's checks; a graph onnxruntime cannot run on them is a
+    :class:`ConfigError` (a shape the trace baked in: ``output`` was not written)."""
+    try:
+        return max(max_abs_diff(graph.module, path, graph.feeds(part)) for part in graph.checks())
+    except Exception as err:  # onnxruntime's Fail, InvalidArgument ...
+        line = next((part.strip() for part in str(err).splitlines() if part.strip()), type(err).__name__)
+        raise ConfigError("format", "onnx", "a model whose traced graph runs on other batch sizes",
+                          reason=f"onnxruntime: {line[:200]}; {output} was not written") from None
+
+
 @torch.no_grad()
-def max_abs_diff(module: nn.Module, path: Path, feeds: dict[str, torch.Tensor], output: Path | str = "") -> float:
-    """Largest absolute difference between PyTorch's and onnxruntime's outputs on ``feeds`` (input name: tensor);
-    a graph onnxruntime cannot run on them is a :class:`ConfigError` (``output`` names the file not written)."""
+def max_abs_diff(module: nn.Module, path: Path, feeds: dict[str, torch.Tensor]) -> float:
+    """Largest absolute difference between PyTorch's and onnxruntime's outputs on ``feeds`` (input name: tensor)."""
     import onnx
     import onnxruntime as ort
 
     onnx.checker.check_model(str(path))
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    try:
-        (ours,) = session.run(None, {name: value.numpy() for name, value in feeds.items()})
-    except Exception as err:  # onnxruntime's Fail, InvalidArgument ...: shapes the traced graph baked in
-        line = next((part.strip() for part in str(err).splitlines() if part.strip()), type(err).__name__)
-        raise ConfigError("format", "onnx", "a model whose traced graph runs on other batch sizes",
-                          reason=f"onnxruntime: {line[:200]}; {output or path} was not written") from None
+    (ours,) = session.run(None, {name: value.numpy() for name, value in feeds.items()})
     return float((torch.from_numpy(ours) - module(*feeds.values())).abs().max())
