@@ -139,3 +139,38 @@ def test_directories_that_do_not_fit_are_one_line(cli, gpt2_dir, tmp_path):
               r"^error: model\.path=.* expected a Hugging Face model directory \(with config\.json\)")
     _one_line(cli("prune", "model=hf", f"model.path={gpt2_dir}", *TEXT, "dataset.seq_len=128",
                   f"hydra.run.dir={tmp_path / 'b'}"), r"its max_position_embeddings is 64")
+
+
+def test_a_compact_export_of_an_hf_model_is_rebuilt_from_its_spec(cli, llama_run, tmp_path):
+    """compact.load rebuilds the dense Llama from the recorded node and replays the plan. The plan is written here
+    (half of layer 0's MLP channels cut), since finding it on a traced Llama is prunecli.structure's work."""
+    import hashlib
+
+    from safetensors.torch import save
+
+    from prunecli.checkpoint import load_checkpoint, load_model
+    from prunecli.export import compact
+    from prunecli.structure import replay
+
+    out, _ = llama_run
+    ckpt = load_checkpoint(out)
+    gone = list(range(0, 64, 2))
+    cuts = [["model.layers.0.mlp.gate_proj.weight", 0, gone], ["model.layers.0.mlp.up_proj.weight", 0, gone],
+            ["model.layers.0.mlp.down_proj.weight", 1, gone]]
+    small = replay(load_model(ckpt).eval(), {"history": [], "cuts": cuts}, None)
+    data = save({k: v.contiguous() for k, v in small.state_dict().items()})
+    spec = {"format": "prunecli-compact", "version": 2, "weights": "model.safetensors", "model": ckpt.spec,
+            "history": [], "cuts": cuts, "dataset": ckpt.meta["config"]["dataset"],
+            "sha256": hashlib.sha256(data).hexdigest(), "params_dense": 34976, "params_compact": 34976 - 3 * 32 * 32}
+    (tmp_path / "model.safetensors").write_bytes(data)
+    (tmp_path / "model.json").write_text(json.dumps(spec))
+
+    loaded = compact.load(tmp_path / "model.safetensors")
+    assert loaded.model.layers[0].mlp.up_proj.weight.shape == (32, 32)
+    ids = torch.randint(0, 256, (2, 32), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        assert torch.equal(loaded(input_ids=ids).logits, small(input_ids=ids).logits)
+    result = cli("evaluate", f"checkpoint={tmp_path / 'model.safetensors'}", f"hydra.run.dir={tmp_path / 'e'}")
+    assert result.exit_code == 0, (result.stdout, result.stderr, result.exception)
+    report = json.loads((tmp_path / "e" / "evaluate.json").read_text())
+    assert report["compact"] and report["params_total"] == 34976 - 3 * 32 * 32
