@@ -140,3 +140,18 @@ def test_prunecli_imports_without_transformers():
             "from prunecli.models.spec import MODEL_BUILDERS\n"
             "assert 'prunecli.models.build_hf_model' in MODEL_BUILDERS\n")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
+
+
+def test_a_hub_id_already_in_the_cache_loads_without_network(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    snapshot = tmp_path / "hub" / "models--tiny-org--tiny-gpt2" / "snapshots" / "0123abc"
+    build_hf_model(config=GPT2, **LM).save_pretrained(snapshot)
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("0123abc")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # were anything to ask the network, it would fail here
+    model = build_hf_model(path="tiny-org/tiny-gpt2", **LM)
+    assert type(model).__name__ == "GPT2LMHeadModel" and model.config.n_embd == 32
+    with pytest.raises(ConfigError, match="never downloads"):
+        build_hf_model(path="tiny-org/other-model", **LM)
