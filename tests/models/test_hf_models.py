@@ -123,6 +123,10 @@ def test_directories_that_are_not_models_are_one_line(tmp_path):
     build_hf_model(config={**GPT2, "vocab_size": 100}).save_pretrained(tmp_path / "small")
     with pytest.raises(ConfigError, match=r"vocabulary covers the dataset's 256 token ids \(its vocab_size is 100"):
         build_hf_model(path=str(tmp_path / "small"), **LM)
+    codegen = {"model_type": "codegen", "n_embd": 32, "n_layer": 1, "n_head": 4, "rotary_dim": 4}
+    build_hf_model(config=codegen, **LM).save_pretrained(tmp_path / "codegen")  # a causal LM without a classifier
+    with pytest.raises(ConfigError, match=r"there is no AutoModelForSequenceClassification class for codegen"):
+        build_hf_model(path=str(tmp_path / "codegen"), num_classes=3, **LM)
     (tmp_path / "small" / "model.safetensors").unlink()
     with pytest.raises(ConfigError, match=r"model\.path=.* expected a model directory with its weights"):
         build_hf_model(path=str(tmp_path / "small"), vocab_size=100, seq_len=32)
