@@ -53,3 +53,22 @@ def test_dense_export_round_trips(cli, smoke_checkpoint, tmp_path):
         assert torch.equal(weights[key], value)
     for key, mask in ckpt.masks.items():
         assert int(weights[key][~mask].count_nonzero()) == 0
+
+
+def test_onnx_export_of_a_text_model_takes_input_ids_and_returns_logits(tmp_path):
+    """tiny_lm (keyword input ``input_ids``; nn.MultiheadAttention fixes its sequence length): batch axis only."""
+    from types import SimpleNamespace
+
+    import onnxruntime as ort
+
+    from prunecli.export import onnx as onnx_format
+    from prunecli.models import build_model
+
+    model = build_model("tiny_lm", vocab_size=256, seq_len=16, dim=32, heads=4, layers=1).eval()
+    spec = {"config": {}, "task": "causal_lm", "vocab_size": 256, "seq_len": 16}
+    info = onnx_format.export(model, SimpleNamespace(spec=spec), tmp_path / "m.onnx", {})
+    assert info["match"] and info["max_abs_diff"] < 1e-4 and info["inputs"] == ["input_ids"]
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    ids = torch.randint(0, 256, (3, 16))
+    (got,) = session.run(None, {"input_ids": ids.numpy()})
+    assert (torch.from_numpy(got) - model(ids).detach()).abs().max() < 1e-4

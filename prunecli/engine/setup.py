@@ -20,6 +20,7 @@ from prunecli.engine.settings import TrainerSettings
 from prunecli.errors import ConfigError
 from prunecli.hooks import HOOKS
 from prunecli.metrics import Inputs, call_model
+from prunecli.models import recorded_node
 from prunecli.presets import pruner_config  # noqa: F401  (the engine's pruner mapping, shared with presets)
 from prunecli.tasks import Task, get_task
 
@@ -90,7 +91,8 @@ def setup(cfg: Any, run_dir: Path) -> Run:
     model = build(cfg.model, "model", **sizes)
     device = pick_device(settings.device)
     model.to(device)
-    spec = {"config": plain(cfg.model), "task": task.name, **sizes}
+    # a Hugging Face model records its class and config, not its directory: the checkpoint alone rebuilds it
+    spec = {"config": recorded_node(plain(cfg.model), model), "task": task.name, **sizes}
     sample = task.example_inputs(spec, 1, device)
     check_model_inputs(model, sample, task.name, cfg.model.get("name", cfg.model.get("_target_")))
     threads = set_threads(settings.num_threads, model, device, sample, settings.batch_size)
@@ -171,8 +173,10 @@ def forward_macs(model: nn.Module, sample: Inputs) -> int:
 
 
 def pretrain_epochs(run: Run) -> int:
-    """Dense epochs before pruning: ``trainer.pretrain_epochs``, or 0 for a model loaded from weights."""
-    return 0 if run.cfg.model.get("weights") else run.settings.pretrain_epochs
+    """Dense epochs before pruning: ``trainer.pretrain_epochs``, or 0 for a model loaded from weights (a
+    ``weights`` file, or a Hugging Face model directory's)."""
+    loaded = run.cfg.model.get("weights") or run.cfg.model.get("path")
+    return 0 if loaded else run.settings.pretrain_epochs
 
 
 def make_phase(run: Run, name: str, epochs: int) -> Phase:

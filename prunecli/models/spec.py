@@ -8,7 +8,8 @@ puts it through OmegaConf, so a file cannot name code to run (a nested ``_target
 interpolation (``${oc.env:HOME}``). Values must be null, booleans, numbers, strings or lists of those; anything
 else is a :class:`CheckpointError` naming the key path.
 
-A new kind of model that checkpoints should name (say a Hugging Face builder) is one more entry in
+A Hugging Face model's node holds its config, a nested mapping: :data:`ARG_CHECKERS` gives it its own bounded
+checker (:mod:`prunecli.models.hf_spec`). A new kind of model that checkpoints should name is one more entry in
 :data:`MODEL_BUILDERS`: the function takes the node's values plus the sizes of the spec's task
 (:attr:`prunecli.tasks.Task.spec_fields`; image classification: ``in_channels``, ``num_classes``,
 ``image_size``) as keyword arguments and returns a freshly initialised module.
@@ -22,10 +23,16 @@ from typing import Any, Callable, Mapping
 from prunecli.data.factory import build_dataset
 from prunecli.errors import CheckpointError
 from prunecli.models.factory import build_model
+from prunecli.models.hf import TARGET as HF_TARGET
+from prunecli.models.hf import build_hf_model
+from prunecli.models.hf_spec import check_hf_args
 from prunecli.tasks import DEFAULT_TASK, get_task, list_tasks, task_of
 
-MODEL_BUILDERS: dict[str, Callable[..., Any]] = {"prunecli.models.build_model": build_model}
+MODEL_BUILDERS: dict[str, Callable[..., Any]] = {"prunecli.models.build_model": build_model, HF_TARGET: build_hf_model}
 DATASET_BUILDERS: dict[str, Callable[..., Any]] = {"prunecli.data.build_dataset": build_dataset}
+# A builder whose node holds more than plain values has its own bounded checker (a Hugging Face model's config
+# is a nested mapping): ``checker(node, origin, key) -> keyword arguments``; every other node gets plain_args.
+ARG_CHECKERS: dict[str, Callable[..., dict[str, Any]]] = {HF_TARGET: check_hf_args}
 
 # How to build something else than a registered builder names, per kind (the refusal says both ways out).
 _WAY_OUT = {
@@ -103,7 +110,8 @@ MAX_FILE_SAMPLES = 100_000
 def builder(node: Any, kind: str, origin: Origin, key: str) -> tuple[Callable[..., Any], dict[str, Any]]:
     """``(registered function, its keyword arguments)`` for a ``kind`` (``model`` or ``dataset``) node."""
     registry = MODEL_BUILDERS if kind == "model" else DATASET_BUILDERS
-    args = plain_args(node, origin, key)
+    checker = ARG_CHECKERS.get(node.get("_target_")) if kind == "model" and isinstance(node, dict) else None
+    args = (checker or plain_args)(node, origin, key)
     target = args.pop("_target_", None)
     partial = args.pop("_partial_", False)
     if not isinstance(partial, bool):
