@@ -36,7 +36,7 @@ class LayerChannel:
 
     def sites(self, model: nn.Module, modules: dict[str, nn.Module]) -> tuple[list[Site], dict[str, str]]:
         norms = following_norms(model)
-        return weight_sites(modules, lambda name, fqn, weight: self._site(model, name, weight, norms.get(name)))
+        return weight_sites(modules, lambda name, fqn, weight, _: self._site(model, name, weight, norms.get(name)))
 
     def _site(self, model: nn.Module, name: str, weight: nn.Parameter, norm_name: str | None) -> Site:
         module = model.get_submodule(name)

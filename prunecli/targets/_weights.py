@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from dataclasses import dataclass
 from typing import Callable
 
@@ -19,7 +20,19 @@ WEIGHT_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn
 ELEMENT_TYPES: tuple[type[nn.Module], ...] = (*WEIGHT_TYPES, nn.MultiheadAttention)
 MHA_WEIGHTS = ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight")
 
-SiteOf = Callable[[str, str, nn.Parameter], "Site | str"]
+
+def element_types() -> tuple[type[nn.Module], ...]:
+    """:data:`ELEMENT_TYPES`, plus transformers' ``Conv1D`` (GPT-2's linear layers, weight ``[in, out]``) once
+    transformers has defined it: a model holding one has imported it, and prunecli never imports transformers."""
+    conv1d = getattr(sys.modules.get("transformers.pytorch_utils"), "Conv1D", None)
+    return (*ELEMENT_TYPES, conv1d) if isinstance(conv1d, type) else ELEMENT_TYPES
+
+
+def input_dim(module: nn.Module) -> int:
+    """The weight dim that indexes a layer's inputs: 1, or 0 for transformers' ``Conv1D`` (``[in, out]``)."""
+    return 0 if type(module).__name__ == "Conv1D" and hasattr(module, "nf") else 1
+
+SiteOf = Callable[[str, str, nn.Parameter, int], "Site | str"]
 
 
 def module_weights(module: nn.Module) -> list[tuple[str, nn.Parameter]]:
@@ -29,15 +42,15 @@ def module_weights(module: nn.Module) -> list[tuple[str, nn.Parameter]]:
 
 
 def weight_sites(modules: dict[str, nn.Module], site_of: SiteOf) -> tuple[list[Site], dict[str, str]]:
-    """Sites of the modules' weights (:func:`module_weights`); ``site_of(module FQN, parameter FQN, weight)``
-    returns a Site or the reason to skip that weight."""
+    """Sites of the modules' weights (:func:`module_weights`); ``site_of(module FQN, parameter FQN, weight, input
+    dim)`` returns a Site or the reason to skip that weight."""
     sites, skipped = [], {}
     for name, module in modules.items():
         weights = module_weights(module)
         if not weights:
             skipped[name] = f"{type(module).__name__} has no weight parameter"
         for pname, weight in weights:
-            site = site_of(name, f"{name}.{pname}", weight)
+            site = site_of(name, f"{name}.{pname}", weight, input_dim(module))
             if isinstance(site, str):
                 skipped[name] = site
             else:
@@ -51,10 +64,12 @@ def weight_sites(modules: dict[str, nn.Module], site_of: SiteOf) -> tuple[list[S
 class Unstructured:
     """Every weight element is pruned on its own (Han et al. 2015, https://arxiv.org/abs/1506.02626)."""
 
-    module_types = ELEMENT_TYPES
+    @property
+    def module_types(self) -> tuple[type[nn.Module], ...]:
+        return element_types()
 
     def sites(self, model: nn.Module, modules: dict[str, nn.Module]) -> tuple[list[Site], dict[str, str]]:
-        return weight_sites(modules, lambda name, fqn, w: Site(
+        return weight_sites(modules, lambda name, fqn, w, _: Site(
             fqn, (Member(fqn, w, ElementLayout(tuple(w.shape))),), module=name))
 
     def __str__(self) -> str:
@@ -73,7 +88,10 @@ class NM:
 
     n: int
     m: int
-    module_types = ELEMENT_TYPES
+
+    @property
+    def module_types(self) -> tuple[type[nn.Module], ...]:
+        return element_types()
 
     def protect(self, scores: Tensor) -> Tensor:
         """Set the ``n`` largest scores of each group of ``m`` to +inf so they are never pruned."""
@@ -84,10 +102,10 @@ class NM:
     def sites(self, model: nn.Module, modules: dict[str, nn.Module]) -> tuple[list[Site], dict[str, str]]:
         return weight_sites(modules, self._site)
 
-    def _site(self, name: str, fqn: str, w: nn.Parameter) -> Site | str:
-        if w.shape[1] % self.m:
-            return f"input dimension {w.shape[1]} is not a multiple of {self.m} (target {self})"
-        perm = None if w.dim() == 2 else (0, *range(2, w.dim()), 1)
+    def _site(self, name: str, fqn: str, w: nn.Parameter, dim: int) -> Site | str:
+        if w.shape[dim] % self.m:
+            return f"input dimension {w.shape[dim]} is not a multiple of {self.m} (target {self})"
+        perm = (1, 0) if dim == 0 else None if w.dim() == 2 else (0, *range(2, w.dim()), 1)
         layout = ElementLayout(tuple(w.shape), perm)
         return Site(fqn, (Member(fqn, w, layout),),
                     max_sparsity=(self.m - self.n) / self.m, protect=self.protect, module=name)
@@ -107,11 +125,18 @@ class Block:
 
     rows: int
     cols: int
-    module_types = ELEMENT_TYPES
+
+    @property
+    def module_types(self) -> tuple[type[nn.Module], ...]:
+        return element_types()
 
     def sites(self, model: nn.Module, modules: dict[str, nn.Module]) -> tuple[list[Site], dict[str, str]]:
-        return weight_sites(modules, lambda name, fqn, w: Site(
-            fqn, (Member(fqn, w, BlockLayout(tuple(w.shape), self.rows, self.cols)),), module=name))
+        return weight_sites(modules, self._site)
+
+    def _site(self, name: str, fqn: str, w: nn.Parameter, dim: int) -> Site:
+        # A [in, out] weight (Conv1D) holds the same blocks transposed: rows x cols of [out, in] are cols x rows.
+        rows, cols = (self.cols, self.rows) if dim == 0 else (self.rows, self.cols)
+        return Site(fqn, (Member(fqn, w, BlockLayout(tuple(w.shape), rows, cols)),), module=name)
 
     def __str__(self) -> str:
         return f"{self.rows}x{self.cols}"

@@ -74,11 +74,14 @@ def test_gpt2_from_a_local_directory_prunes_evaluates_and_exports(cli, gpt2_dir,
     from prunecli.checkpoint import load_checkpoint, load_model
 
     out = tmp_path / "run"
-    # GPT-2's blocks are transformers' Conv1D, which prunecli's targets do not select (yet): the one prunable layer
-    # is lm_head, tied to the token embedding, so this run also carries tied weights through checkpoint and export
+    # lm_head is tied to the token embedding: pruning it too carries tied weights through checkpoint and export
     summary = _prune(cli, out, f"model.path={gpt2_dir}", "trainer.pretrain_epochs=5",
                      "pruner.layers.exclude_last=false")
     assert summary["steps"] == 3 and summary["sparsity"] == pytest.approx(0.5, abs=1e-3)
+    # GPT-2's blocks are transformers' Conv1D ([in, out] weights): pruned like nn.Linear
+    assert {name for name in summary["per_layer"] if ".h.0." in name} == {
+        f"transformer.h.0.{n}.weight" for n in ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")}
+    assert "lm_head.weight" in summary["per_layer"]
     # a model loaded from a directory starts pruning at once (its weights are trained), as with model.weights
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [row["phase"] for row in rows] == ["dense", "prune"]  # no "pretrain" rows despite pretrain_epochs=5

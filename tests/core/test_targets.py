@@ -242,3 +242,25 @@ def test_weight_targets_prune_multihead_attention_input_projection():
         assert per_layer["attn.in_proj_weight"] == pytest.approx(expected)
         assert (model.attn.in_proj_weight == 0).float().mean().item() >= expected
         pruner.remove_hooks()
+
+
+def test_weight_targets_prune_gpt2_conv1d_along_its_input_dim():
+    pytest.importorskip("transformers")
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    config = GPT2Config(n_embd=32, n_layer=1, n_head=4, vocab_size=64, n_positions=16, bos_token_id=0, eos_token_id=0)
+    for target in ("unstructured", "2:4", "4x1"):
+        torch.manual_seed(0)
+        model = GPT2LMHeadModel(config)
+        pruner = build_pruner(model, {"target": target, "schedule": {"name": "oneshot", "final_sparsity": 0.5}})
+        pruner.prune_to(0.5)
+        assert sorted(pruner.masks) == [f"transformer.h.0.{n}.weight" for n in
+                                        ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")]
+        w = model.transformer.h[0].mlp.c_fc.weight.t()  # Conv1D holds [in, out]: as [out, in] = [128, 32]
+        assert float((w == 0).float().mean()) == pytest.approx(0.5)
+        if target == "2:4":  # 2 of every 4 consecutive inputs of each output kept
+            assert int((w.reshape(128, 8, 4) != 0).sum(-1).max()) == 2
+        if target == "4x1":  # 4 consecutive outputs of one input go together
+            kept = (w.reshape(32, 4, 32) != 0).sum(1)
+            assert bool(((kept == 0) | (kept == 4)).all())
+        pruner.remove_hooks()
