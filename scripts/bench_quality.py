@@ -38,7 +38,7 @@ LT_RANDOM = "lottery_ticket_random=lottery_ticket,rounds.rewind=random"
 TEXT_PRESETS = ["level", "agp", "movement", "snip_momentum"]
 TEXT_VARIANTS = [f"{p}_4x1@0.8={p},pruner.target=4x1" for p in TEXT_PRESETS] + ["finetune@0=level"]
 # tiny_lm on 64-byte sequences: a dense run per seed, then short pruning fine-tunes (minutes each on 2 cores)
-TEXT_EXTRA = ["experiment=stdlib_lm", "dataset.seq_len=64", "trainer.epochs=3"]
+TEXT_EXTRA = ["experiment=stdlib_lm", "dataset.seq_len=64", "trainer.epochs=2"]
 METRICS = {"digits": ("accuracy", "acc %", 100.0), "text": ("perplexity", "ppl", 1.0)}
 
 
@@ -73,9 +73,13 @@ def run_sweep(variants: dict[str, list[str]], sparsities: list[float], seeds: li
 
 
 def text_rows(variants: dict[str, list[str]], sparsities: list[float], seeds: list[int], extra: list[str],
-              out: Path, pretrain_epochs: int) -> list[dict]:
-    """Per seed: a dense tiny_lm run, then every variant fine-tuning its weights while pruning."""
+              out: Path, pretrain_epochs: int, dense: Path | None = None) -> list[dict]:
+    """Per seed: a dense tiny_lm run, then every variant fine-tuning its weights while pruning; with ``dense`` (a
+    run dir), every seed starts from that one run's weights (the seeds then vary fine-tuning and pruning only)."""
     base = TEXT_EXTRA + extra
+    if dense is not None:
+        weights = dense / "checkpoint" / "last" / "model.safetensors"
+        return run_sweep(variants, sparsities, seeds, [*base, f"model.weights={weights}"], out, "perplexity")
     rows = []
     for seed in seeds:
         dense = run_sweep({"dense@0": ["level", "trainer.epochs=0", f"trainer.pretrain_epochs={pretrain_epochs}"]},
@@ -129,6 +133,7 @@ def main() -> None:
                         "0.75 0.9)")
     parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
     parser.add_argument("--pretrain-epochs", type=int, default=12, help="text: epochs of each seed's dense run")
+    parser.add_argument("--dense", type=Path, help="text: the run dir of a dense run every seed starts from")
     parser.add_argument("--extra", nargs="*", default=[], help="overrides for every run, e.g. trainer.epochs=6")
     args = parser.parse_args()
     text = args.task == "text"
@@ -142,7 +147,7 @@ def main() -> None:
     metric, unit, SCALE = METRICS[args.task]
     with tempfile.TemporaryDirectory() as tmp:
         if text:
-            rows = text_rows(variants, sparsities, args.seeds, args.extra, Path(tmp), args.pretrain_epochs)
+            rows = text_rows(variants, sparsities, args.seeds, args.extra, Path(tmp), args.pretrain_epochs, args.dense)
         else:
             rows = run_sweep(variants, sparsities, args.seeds, args.extra, Path(tmp))
     what = f"stdlib_text, tiny_lm ({' '.join(TEXT_EXTRA)})" if text else "digits, cnn"
