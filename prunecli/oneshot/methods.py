@@ -85,10 +85,10 @@ class SparseGPT:
             raise ConfigError("pruner.blocksize", self.blocksize, "an integer >= 1")
         if not isinstance(self.percdamp, (int, float)) or not 0 <= self.percdamp < 1:
             raise ConfigError("pruner.percdamp", self.percdamp, "a float in [0, 1)")
-        self._hessians = Hessians(self.dtype)
+        self.hessians = Hessians(self.dtype)
 
     def observe_input(self, names: tuple[str, ...], x: Tensor) -> None:
-        self._hessians.observe_input(names, x)
+        self.hessians.observe_input(names, x)
 
     def prune(self, sites: dict[str, Site], sparsity: float, target: Target) -> dict[str, Tensor]:
         if not isinstance(target, (Unstructured, NM)):
@@ -105,9 +105,9 @@ class SparseGPT:
             weight = site.weight
             if len(site.members) != 1 or weight.dim() != 2 or not isinstance(site.members[0].layout, ElementLayout):
                 raise ConfigError("pruner.method", "sparsegpt", "linear layers", f"{name} is not a 2-D weight")
-            key = self._hessians.shared(name)
+            key = self.hessians.shared(name)
             if key not in factors:  # q/k/v (and gate/up) read one input: one factorisation
-                factors[key] = inverse_factor(self._hessians.get(name).to(weight.device), self.percdamp)
+                factors[key] = inverse_factor(self.hessians.get(name).to(weight.device), self.percdamp)
             select, columns = column_selector(min(max(sparsity, low), high, site.max_sparsity), group, nm)
             new, keep = sparsegpt(weight, *factors[key], select, columns, self.blocksize)
             weight.data.copy_(new)
@@ -115,7 +115,7 @@ class SparseGPT:
         return masks
 
     def clear(self) -> None:
-        self._hessians.clear()
+        self.hessians.clear()
 
 
 def parse_method(spec: Any, allocation: Any = None) -> Method:
@@ -130,6 +130,9 @@ def parse_method(spec: Any, allocation: Any = None) -> Method:
     default = "per_row" if name == "wanda" else "local"
     chosen = parse_allocation(allocation if allocation is not None else default)
     if name == "sparsegpt":
+        for option, value in options.items():
+            if option not in ("blocksize", "percdamp"):
+                raise ConfigError(f"pruner.method.{option}", value, "blocksize, percdamp")
         return SparseGPT(chosen, **options)
     if options:
         raise ConfigError(f"pruner.method.{next(iter(options))}", next(iter(options.values())),

@@ -75,7 +75,7 @@ def _prune_block(model: nn.Module, block: nn.Module, name: str, inputs: Any, met
     home = next(block.parameters()).device
     if device is not None:
         block.to(device)
-    modules = {f"{name}.{n}": m for n, m in block.named_modules() if isinstance(m, PRUNABLE)}
+    modules = {f"{name}.{n}" if n else name: m for n, m in block.named_modules() if isinstance(m, PRUNABLE)}
     sites, skipped = target.sites(model, modules)
     sites = {s.name: s for s in sites}
     if method.needs_inputs:

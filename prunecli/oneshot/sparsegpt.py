@@ -62,6 +62,10 @@ class Hessians:
     def __contains__(self, name: str) -> bool:
         return name in self._sums
 
+    def names(self) -> list[str]:
+        """The parameter names with a Hessian."""
+        return list(self._sums)
+
     def get(self, name: str) -> Tensor:
         """The Hessian ``2 X^T X / tokens`` of ``name``'s inputs (a new tensor)."""
         return self._sums[name] * (2.0 / self._counts[name][0])
