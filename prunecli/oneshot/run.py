@@ -12,16 +12,18 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any, Iterable
 
 import torch
 from torch import Tensor, nn
 
 from prunecli.errors import ConfigError
-from prunecli.oneshot.blocks import PRUNABLE, capture_inputs, find_blocks, run_block
+from prunecli.oneshot.blocks import PRUNABLE, BlockInputs, capture_inputs, find_blocks, run_block
 from prunecli.oneshot.feeds import InputFeeds
 from prunecli.oneshot.methods import Method, parse_method
-from prunecli.targets import parse_target
+from prunecli.sites import Site
+from prunecli.targets import Target, parse_target
 
 log = logging.getLogger(__name__)
 
@@ -57,12 +59,12 @@ def prune_oneshot(model: nn.Module, batches: Iterable[Any], method: Any = "wanda
     was_training = model.training
     model.eval()
     started = time.perf_counter()
+    run = _BlockPass(model, method, target, sparsity, sequential, device)
     try:
         inputs = capture_inputs(model, layers[0], batches, device)
         masks: dict[str, Tensor] = {}
         for index, block in enumerate(layers):
-            masks.update(_prune_block(model, block, f"{prefix}.{index}" if prefix else str(index), inputs,
-                                      method, target, sparsity, sequential, device))
+            masks.update(run.prune(block, f"{prefix}.{index}" if prefix else str(index), inputs))
     finally:
         model.train(was_training)
     log.info("one-shot pruned %d tensors in %d blocks in %.2f s", len(masks), len(layers),
@@ -70,31 +72,50 @@ def prune_oneshot(model: nn.Module, batches: Iterable[Any], method: Any = "wanda
     return masks
 
 
-def _prune_block(model: nn.Module, block: nn.Module, name: str, inputs: Any, method: Method, target: Any,
-                 sparsity: float, sequential: bool, device: torch.device | None) -> dict[str, Tensor]:
-    home = next(block.parameters()).device
-    if device is not None:
-        block.to(device)
-    modules = {f"{name}.{n}" if n else name: m for n, m in block.named_modules() if isinstance(m, PRUNABLE)}
-    sites, skipped = target.sites(model, modules)
-    sites = {s.name: s for s in sites}
-    if method.needs_inputs:
-        with InputFeeds(block, name, set(sites), method.observe_input) as feeds:
-            run_block(block, inputs, replace=not sequential)
-        for unseen in set(sites) - feeds.observed:
-            skipped[unseen] = "no calibration input reached it"
-            del sites[unseen]
-    elif not sequential:
-        run_block(block, inputs, replace=True)
-    for module, reason in skipped.items():
-        log.warning("%s: not pruned: %s", module, reason)
-    masks = method.prune(sites, sparsity, target) if sites else {}
-    method.clear()
-    with torch.no_grad():
-        for fqn, mask in masks.items():
-            model.get_parameter(fqn).mul_(mask)
-    if sequential:
-        run_block(block, inputs, replace=True)
-    if device is not None:
-        block.to(home)
-    return {fqn: mask.to(home) for fqn, mask in masks.items()}
+@dataclass(frozen=True)
+class _BlockPass:
+    """What is done to every block: its statistics collected, its layers pruned, its outputs computed."""
+
+    model: nn.Module
+    method: Method
+    target: Target
+    sparsity: float
+    sequential: bool
+    device: torch.device | None
+
+    def prune(self, block: nn.Module, name: str, inputs: BlockInputs) -> dict[str, Tensor]:
+        """Prune the linear layers of ``block`` (FQN ``name``) whose inputs are ``inputs``; leaves the next
+        block's inputs in ``inputs`` and returns the masks, on the device the block was on."""
+        home = next(block.parameters()).device
+        if self.device is not None:
+            block.to(self.device)
+        sites = self._sites(block, name, inputs)
+        masks = self.method.prune(sites, self.sparsity, self.target) if sites else {}
+        self.method.clear()
+        with torch.no_grad():
+            for fqn, mask in masks.items():
+                self.model.get_parameter(fqn).mul_(mask)
+        if self.sequential:
+            run_block(block, inputs, replace=True)
+        if self.device is not None:
+            block.to(home)
+        return {fqn: mask.to(home) for fqn, mask in masks.items()}
+
+    def _sites(self, block: nn.Module, name: str, inputs: BlockInputs) -> dict[str, Site]:
+        """The target's sites in ``block``, after the pass that feeds the method their inputs (and, when not
+        sequential, computes the next block's inputs from the dense block); layers no input reached are left
+        out."""
+        modules = {f"{name}.{n}" if n else name: m for n, m in block.named_modules() if isinstance(m, PRUNABLE)}
+        found, skipped = self.target.sites(self.model, modules)
+        sites = {s.name: s for s in found}
+        if self.method.needs_inputs:
+            with InputFeeds(block, name, set(sites), self.method.observe_input) as feeds:
+                run_block(block, inputs, replace=not self.sequential)
+            for unseen in set(sites) - feeds.observed:
+                skipped[unseen] = "no calibration input reached it"
+                del sites[unseen]
+        elif not self.sequential:
+            run_block(block, inputs, replace=True)
+        for module, reason in skipped.items():
+            log.warning("%s: not pruned: %s", module, reason)
+        return sites

@@ -124,3 +124,19 @@ def test_find_blocks_and_bad_calls():
         find_blocks(nn.Linear(2, 2))
     with pytest.raises(ConfigError, match=r"^calibration.samples=0 is not allowed"):
         prune_oneshot(model, [], "wanda")
+
+
+def test_multihead_attention_inputs_reach_in_and_out_projections():
+    """nn.MultiheadAttention never calls out_proj: its input is recomputed, and must reproduce the output."""
+    from prunecli.oneshot import InputFeeds
+
+    attn = _tiny_lm().blocks[0].attn.eval()
+    x = torch.randn(2, 8, 64)
+    mask = torch.ones(8, 8, dtype=torch.bool).triu(1)
+    seen = {}
+    params = {"a.in_proj_weight", "a.out_proj.weight"}
+    with torch.no_grad(), InputFeeds(attn, "a", params, lambda names, t: seen.update(dict.fromkeys(names, t))):
+        out = attn(x, x, x, attn_mask=mask, need_weights=False)[0]
+    assert set(seen) == params and seen["a.in_proj_weight"] is x
+    rebuilt = attn.out_proj(seen["a.out_proj.weight"])
+    assert torch.allclose(rebuilt, out, atol=1e-6)
