@@ -4,12 +4,14 @@ Model and calibration batches in, masks out; the model's weights are pruned (and
 in place::
 
     import torch
+    from prunecli.models import build_model
     from prunecli.oneshot import prune_oneshot
 
-    model = ...  # e.g. transformers.AutoModelForCausalLM.from_pretrained(...), or prunecli's tiny_lm
-    batches = [{"input_ids": torch.randint(0, 256, (8, 64))} for _ in range(16)]  # use real text
-    masks = prune_oneshot(model, batches, "sparsegpt", sparsity=0.5)            # or "wanda", "magnitude"
-    masks = prune_oneshot(model, batches, "wanda", target="2:4")                 # N:M along the input dim
+    model = build_model("tiny_lm", vocab_size=256, seq_len=64)  # or a transformers model you loaded
+    batches = [{"input_ids": torch.randint(0, 256, (8, 64))} for _ in range(4)]  # real text in practice
+    masks = prune_oneshot(model, batches, "sparsegpt", sparsity=0.5)  # or "wanda", "magnitude"
+    kept = sum(int(m.sum()) for m in masks.values()) / sum(m.numel() for m in masks.values())  # 0.5
+    masks_24 = prune_oneshot(build_model("tiny_lm", seq_len=64), batches, "wanda", target="2:4")
 
 ``masks`` maps each pruned parameter's FQN to a bool keep mask. The parts:
 

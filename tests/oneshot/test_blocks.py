@@ -140,3 +140,14 @@ def test_multihead_attention_inputs_reach_in_and_out_projections():
     assert set(seen) == params and seen["a.in_proj_weight"] is x
     rebuilt = attn.out_proj(seen["a.out_proj.weight"])
     assert torch.allclose(rebuilt, out, atol=1e-6)
+
+
+def test_module_docstring_example_runs():
+    import prunecli.oneshot as oneshot
+
+    doc = oneshot.__doc__
+    code = doc[doc.index("::\n") + 3:doc.index("``masks`` maps")]
+    scope: dict = {}
+    exec(compile("\n".join(line[4:] for line in code.splitlines()), "oneshot-example", "exec"), scope)
+    assert scope["kept"] == 0.5 and len(scope["masks"]) == 8
+    assert all(m.reshape(m.shape[0], -1, 4).sum(-1).eq(2).all() for m in scope["masks_24"].values())
