@@ -76,3 +76,21 @@ def test_wanda_without_calibration_input_names_the_layer():
     site = parse_target("unstructured").sites(None, {"fc": torch.nn.Linear(4, 2)})[0][0]
     with pytest.raises(ConfigError, match=r"\(no calibration input was observed for fc.weight\)$"):
         Wanda().score(site)
+
+
+def test_per_row_drives_the_training_time_pruner_too():
+    """``pruner.allocation=per_row`` in a gradual run: every output row of every layer at the same sparsity,
+    already-pruned weights (score -inf) staying pruned."""
+    from prunecli import build_pruner
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.Flatten(), torch.nn.Linear(8 * 36, 10))
+    schedule = {"name": "agp", "final_sparsity": 0.5, "start_step": 0, "end_step": 10, "frequency": 1}
+    pruner = build_pruner(model, {"target": "unstructured", "allocation": "per_row", "schedule": schedule})
+    pruner.prune_to(0.25)
+    first = {n: m.clone() for n, m in pruner.masks.items()}
+    pruner.prune_to(0.5)
+    for fqn, mask in pruner.masks.items():
+        rows = mask.reshape(mask.shape[0], -1)
+        assert rows.sum(1).eq(rows.shape[1] // 2).all(), fqn
+        assert not (mask & ~first[fqn]).any(), fqn
