@@ -22,7 +22,7 @@ from torch import Tensor
 from prunecli.allocation import Allocation, Local, PerRow, parse_allocation
 from prunecli.criteria import Criterion, Magnitude, Wanda
 from prunecli.errors import ConfigError
-from prunecli.oneshot.sparsegpt import Hessians, column_selector, inverse_factor, sparsegpt
+from prunecli.oneshot.sparsegpt import Hessians, column_selector, inverse_factor, prune_columns
 from prunecli.sites import ElementLayout, Site
 from prunecli.targets import NM, Target, Unstructured
 
@@ -109,7 +109,7 @@ class SparseGPT:
             if key not in factors:  # q/k/v (and gate/up) read one input: one factorisation
                 factors[key] = inverse_factor(self.hessians.get(name).to(weight.device), self.percdamp)
             select, columns = column_selector(min(max(sparsity, low), high, site.max_sparsity), group, nm)
-            new, keep = sparsegpt(weight, *factors[key], select, columns, self.blocksize)
+            new, keep = prune_columns(weight, *factors[key], select, columns, self.blocksize)
             weight.data.copy_(new)
             masks[name] = keep
         return masks

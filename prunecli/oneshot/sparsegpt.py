@@ -30,7 +30,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-__all__ = ["Hessians", "inverse_factor", "column_selector", "sparsegpt"]
+__all__ = ["Hessians", "inverse_factor", "column_selector", "prune_columns"]
 
 Selector = Callable[[Tensor, int], Tensor]  # (saliency [rows, c], first column) -> prune mask [rows, c]
 
@@ -127,7 +127,7 @@ def column_selector(sparsity: float, group: str = "layer", nm: tuple[int, int] |
 
 
 @torch.no_grad()
-def sparsegpt(weight: Tensor, factor: Tensor, dead: Tensor, select: Selector, columns: int | None = None,
+def prune_columns(weight: Tensor, factor: Tensor, dead: Tensor, select: Selector, columns: int | None = None,
               blocksize: int = 128) -> tuple[Tensor, Tensor]:
     """Prune ``weight`` ``[rows, cols]`` column by column with OBS updates; returns ``(new weight, keep mask)``.
 
@@ -138,25 +138,24 @@ def sparsegpt(weight: Tensor, factor: Tensor, dead: Tensor, select: Selector, co
         columns: Width of a mask group (``None``: one block, the paper's adaptive mask selection).
         blocksize: Columns updated together before the lazy update of the rest (a multiple of ``columns``).
     """
-    w = weight.detach().to(factor.dtype).clone()
-    w[:, dead] = 0
-    rows, cols = w.shape
-    keep = torch.ones(rows, cols, dtype=torch.bool, device=w.device)
+    # Work on the transpose: a column of the weight is a contiguous row, and each OBS step is one rank-1 update.
+    wt = weight.detach().to(factor.dtype).T.clone()
+    wt[dead] = 0
+    cols, rows = wt.shape
+    keep = torch.ones(cols, rows, dtype=torch.bool, device=wt.device)
     width = columns or blocksize
     for start in range(0, cols, blocksize):
         end = min(start + blocksize, cols)
-        block, u = w[:, start:end].clone(), factor[start:end, start:end]
+        block, u = wt[start:end], factor[start:end, start:end]
         errors = torch.zeros_like(block)
         diag = torch.diagonal(u)
         for i in range(end - start):
             if i % width == 0:
                 group = slice(i, min(i + width, end - start))
-                saliency = block[:, group].square() / diag[group].square()
-                keep[:, start + group.start:start + group.stop] = ~select(saliency, start + group.start)
-            q = block[:, i] * keep[:, start + i]
-            errors[:, i] = (block[:, i] - q) / u[i, i]
-            block[:, i:].sub_(errors[:, i:i + 1] * u[i:i + 1, i:])
-            block[:, i] = q
-        w[:, start:end] = block
-        w[:, end:].sub_(errors @ factor[start:end, end:])
-    return w.to(weight.dtype), keep
+                saliency = block[group].square() / diag[group, None].square()
+                keep[start + group.start:start + group.stop] = ~select(saliency.T, start + group.start).T
+            torch.mul(block[i], ~keep[start + i], out=errors[i]).div_(u[i, i])
+            block[i + 1:].addr_(u[i, i + 1:], errors[i], alpha=-1)
+            block[i].mul_(keep[start + i])
+        wt[end:].sub_(factor[start:end, end:].T @ errors)
+    return wt.T.to(weight.dtype), keep.T

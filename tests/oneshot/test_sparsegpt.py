@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from prunecli.errors import ConfigError
-from prunecli.oneshot import column_selector, inverse_factor, prune_oneshot, sparsegpt
+from prunecli.oneshot import column_selector, inverse_factor, prune_columns, prune_oneshot
 
 from _layers import OneLinear, outlier_inputs, relative_error
 
@@ -47,7 +47,7 @@ def _global_lstsq(x, w, keep):
 def test_own_mask_matches_sequential_least_squares(group):
     x, w, h = _problem()
     select, columns = column_selector(0.5, group)
-    new, keep = sparsegpt(w, *inverse_factor(h, percdamp=0.0), select, columns, blocksize=128)
+    new, keep = prune_columns(w, *inverse_factor(h, percdamp=0.0), select, columns, blocksize=128)
     assert float(1 - keep.double().mean()) == pytest.approx(0.5)
     if group == "row":
         assert keep.sum(1).tolist() == [12] * 6
@@ -63,7 +63,7 @@ def test_mask_with_pruned_prefix_matches_global_least_squares():
     for r, k in enumerate([3, 12, 7, 20, 1, 15]):
         keep[r, :k] = False
     select, columns = column_selector(0.5, mask=keep)
-    new, got = sparsegpt(w, *inverse_factor(h, percdamp=0.0), select, columns, blocksize=128)
+    new, got = prune_columns(w, *inverse_factor(h, percdamp=0.0), select, columns, blocksize=128)
     assert torch.equal(got, keep)
     reference = _global_lstsq(x, w, keep)
     assert float((new - reference).norm() / reference.norm()) < 1e-9
@@ -73,7 +73,7 @@ def test_float32_blocked_lazy_updates_match_float64_reference():
     """blocksize 8 (three lazy updates over 24 columns) in float32 against the float64 least-squares solves."""
     x, w, h = _problem()
     select, columns = column_selector(0.5, "row")
-    new, keep = sparsegpt(w.float(), *inverse_factor(h.float(), percdamp=0.0), select, columns, blocksize=8)
+    new, keep = prune_columns(w.float(), *inverse_factor(h.float(), percdamp=0.0), select, columns, blocksize=8)
     reference = _sequential_lstsq(x, w, keep)
     assert new.dtype == torch.float32
     assert float((new.double() - reference).norm() / reference.norm()) < 1e-4
@@ -83,7 +83,7 @@ def test_float32_blocked_lazy_updates_match_float64_reference():
 def test_two_four_exact_in_every_group_of_four(group):
     x, w, h = _problem(rows=8, cols=32)
     select, columns = column_selector(0.5, group, nm=(2, 4))
-    new, keep = sparsegpt(w, *inverse_factor(h), select, columns, blocksize=16)
+    new, keep = prune_columns(w, *inverse_factor(h), select, columns, blocksize=16)
     assert keep.reshape(8, 8, 4).sum(-1).eq(2).all()
     assert torch.equal(new == 0, ~keep)
 
@@ -92,7 +92,7 @@ def test_dead_input_columns_are_pruned_first():
     x, w, _ = _problem()
     x[:, [2, 5]] = 0
     select, columns = column_selector(0.25, "row")
-    new, keep = sparsegpt(w, *inverse_factor(2 * x.T @ x / len(x)), select, columns)
+    new, keep = prune_columns(w, *inverse_factor(2 * x.T @ x / len(x)), select, columns)
     assert not keep[:, [2, 5]].any() and (new[:, [2, 5]] == 0).all()
 
 
