@@ -43,7 +43,7 @@ def find_blocks(model: nn.Module, name: str | None = None) -> tuple[str, nn.Modu
             if params > size:
                 best, size = (fqn, module), params
     if best is None:
-        raise ConfigError("oneshot.blocks", None, "a model with a ModuleList of transformer blocks",
+        raise ConfigError("oneshot.blocks", None, "a model with a ModuleList of blocks holding nn.Linear layers",
                           f"{type(model).__name__} has none")
     return best
 

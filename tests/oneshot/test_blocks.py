@@ -115,12 +115,23 @@ def test_one_block_of_inputs_and_statistics_at_a_time(build, prefix):
     assert len(counts) == 3 + 12 and max(counts) == 3 and stale == []
 
 
+def test_global_allocation_spreads_each_block_budget_over_its_layers():
+    model = _tiny_lm()
+    masks = prune_oneshot(model, _batches(), "wanda", allocation="global", device="cpu")
+    for b in range(2):
+        block = [m for n, m in masks.items() if n.startswith(f"blocks.{b}.")]
+        pruned = sum(int((~m).sum()) for m in block) / sum(m.numel() for m in block)
+        assert pruned == pytest.approx(0.5, abs=1e-4)
+        assert len({round(float((~m).float().mean()), 3) for m in block}) > 1  # layers differ
+
+
 def test_find_blocks_and_bad_calls():
     model = _tiny_lm()
     assert find_blocks(model)[0] == "blocks"
     with pytest.raises(ConfigError, match=r"^oneshot.blocks='head' is not allowed"):
         prune_oneshot(model, _batches(), "wanda", blocks="head")
-    with pytest.raises(ConfigError, match=r"^oneshot.blocks=None is not allowed.*Linear has none\)$"):
+    with pytest.raises(ConfigError, match=r"^oneshot.blocks=None is not allowed: expected a model with a ModuleList of blocks holding "
+                       r"nn.Linear layers \(Linear has none\)$"):
         find_blocks(nn.Linear(2, 2))
     with pytest.raises(ConfigError, match=r"^calibration.samples=0 is not allowed"):
         prune_oneshot(model, [], "wanda")
