@@ -14,7 +14,8 @@ from prunecli.models import build_model
 from prunecli.oneshot import SparseGPT, find_blocks, prune_oneshot
 
 TINY_LM_WEIGHTS = ["attn.in_proj_weight", "attn.out_proj.weight", "mlp.0.weight", "mlp.2.weight"]
-LLAMA_WEIGHTS = [f"self_attn.{p}_proj.weight" for p in "qkvo"] + [f"mlp.{p}_proj.weight" for p in ("gate", "up", "down")]
+LLAMA_WEIGHTS = ([f"self_attn.{p}_proj.weight" for p in "qkvo"]
+                 + [f"mlp.{p}_proj.weight" for p in ("gate", "up", "down")])
 
 
 def _batches(count=3, size=4, length=64, seed=0):
@@ -130,8 +131,8 @@ def test_find_blocks_and_bad_calls():
     assert find_blocks(model)[0] == "blocks"
     with pytest.raises(ConfigError, match=r"^oneshot.blocks='head' is not allowed"):
         prune_oneshot(model, _batches(), "wanda", blocks="head")
-    with pytest.raises(ConfigError, match=r"^oneshot.blocks=None is not allowed: expected a model with a ModuleList of blocks holding "
-                       r"nn.Linear layers \(Linear has none\)$"):
+    with pytest.raises(ConfigError, match=r"^oneshot.blocks=None is not allowed: expected a model with a "
+                       r"ModuleList of blocks holding nn.Linear layers \(Linear has none\)$"):
         find_blocks(nn.Linear(2, 2))
     with pytest.raises(ConfigError, match=r"^calibration.samples=0 is not allowed"):
         prune_oneshot(model, [], "wanda")

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _layers import OneLinear, outlier_inputs, relative_error
 
 from prunecli.errors import ConfigError
 from prunecli.oneshot import column_selector, inverse_factor, prune_columns, prune_oneshot
 
-from _layers import OneLinear, outlier_inputs, relative_error
-
 
 def _problem(rows=6, cols=24, tokens=400, seed=0):
     gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(tokens, cols, generator=gen, dtype=torch.float64) * torch.linspace(0.2, 3, cols, dtype=torch.float64)
+    scale = torch.linspace(0.2, 3, cols, dtype=torch.float64)
+    x = torch.randn(tokens, cols, generator=gen, dtype=torch.float64) * scale
     w = torch.randn(rows, cols, generator=gen, dtype=torch.float64)
     return x, w, 2 * x.T @ x / tokens
 

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _layers import OneLinear, outlier_inputs
 
 from prunecli.allocation import PerRow, parse_allocation
 from prunecli.criteria import Wanda, parse_criterion
 from prunecli.errors import ConfigError
 from prunecli.oneshot import prune_oneshot
 from prunecli.targets import parse_target
-
-from _layers import OneLinear, outlier_inputs
 
 
 def _brute_force_keep(w, x, sparsity):
