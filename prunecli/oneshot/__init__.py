@@ -25,12 +25,12 @@ in place::
 
 from __future__ import annotations
 
-from prunecli.oneshot.blocks import BlockInputs, capture_inputs, find_blocks, run_block
+from prunecli.oneshot.blocks import BlockInputs, block_kinds, capture_inputs, find_blocks, run_block
 from prunecli.oneshot.feeds import InputFeeds
 from prunecli.oneshot.methods import METHODS, Method, Ranked, SparseGPT, parse_method
 from prunecli.oneshot.run import prune_oneshot
 from prunecli.oneshot.sparsegpt import Hessians, column_selector, inverse_factor, prune_columns
 
-__all__ = ["prune_oneshot", "find_blocks", "capture_inputs", "run_block", "BlockInputs", "InputFeeds",
+__all__ = ["prune_oneshot", "find_blocks", "capture_inputs", "run_block", "BlockInputs", "block_kinds", "InputFeeds",
            "METHODS", "Method", "Ranked", "SparseGPT", "parse_method", "Hessians", "inverse_factor",
            "column_selector", "prune_columns"]

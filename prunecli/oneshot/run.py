@@ -61,10 +61,10 @@ def prune_oneshot(model: nn.Module, batches: Iterable[Any], method: Any = "wanda
     started = time.perf_counter()
     run = _BlockPass(model, method, target, sparsity, sequential, device)
     try:
-        inputs = capture_inputs(model, layers[0], batches, device)
+        inputs = capture_inputs(model, layers, batches, device)
         masks: dict[str, Tensor] = {}
         for index, block in enumerate(layers):
-            masks.update(run.prune(block, f"{prefix}.{index}" if prefix else str(index), inputs))
+            masks.update(run.prune(block, index, f"{prefix}.{index}" if prefix else str(index), inputs))
     finally:
         model.train(was_training)
     log.info("one-shot pruned %d tensors in %d blocks in %.2f s", len(masks), len(layers),
@@ -83,25 +83,25 @@ class _BlockPass:
     sequential: bool
     device: torch.device | None
 
-    def prune(self, block: nn.Module, name: str, inputs: BlockInputs) -> dict[str, Tensor]:
-        """Prune the linear layers of ``block`` (FQN ``name``) whose inputs are ``inputs``; leaves the next
-        block's inputs in ``inputs`` and returns the masks, on the device the block was on."""
+    def prune(self, block: nn.Module, index: int, name: str, inputs: BlockInputs) -> dict[str, Tensor]:
+        """Prune the linear layers of ``block`` (the ``index``-th, FQN ``name``) whose inputs are ``inputs``;
+        leaves the next block's inputs in ``inputs`` and returns the masks, on the device the block was on."""
         home = next(block.parameters()).device
         if self.device is not None:
             block.to(self.device)
-        sites = self._sites(block, name, inputs)
+        sites = self._sites(block, index, name, inputs)
         masks = self.method.prune(sites, self.sparsity, self.target) if sites else {}
         self.method.clear()
         with torch.no_grad():
             for fqn, mask in masks.items():
                 self.model.get_parameter(fqn).mul_(mask)
         if self.sequential:
-            run_block(block, inputs, replace=True)
+            run_block(block, index, inputs, replace=True)
         if self.device is not None:
             block.to(home)
         return {fqn: mask.to(home) for fqn, mask in masks.items()}
 
-    def _sites(self, block: nn.Module, name: str, inputs: BlockInputs) -> dict[str, Site]:
+    def _sites(self, block: nn.Module, index: int, name: str, inputs: BlockInputs) -> dict[str, Site]:
         """The target's sites in ``block``, after the pass that feeds the method their inputs (and, when not
         sequential, computes the next block's inputs from the dense block); layers no input reached are left
         out."""
@@ -110,12 +110,12 @@ class _BlockPass:
         sites = {s.name: s for s in found}
         if self.method.needs_inputs:
             with InputFeeds(block, name, set(sites), self.method.observe_input) as feeds:
-                run_block(block, inputs, replace=not self.sequential)
+                run_block(block, index, inputs, replace=not self.sequential)
             for unseen in set(sites) - feeds.observed:
                 skipped[unseen] = "no calibration input reached it"
                 del sites[unseen]
         elif not self.sequential:
-            run_block(block, inputs, replace=True)
+            run_block(block, index, inputs, replace=True)
         for module, reason in skipped.items():
             log.warning("%s: not pruned: %s", module, reason)
         return sites

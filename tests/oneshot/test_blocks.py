@@ -163,3 +163,41 @@ def test_module_docstring_example_runs():
     exec(compile("\n".join(line[4:] for line in code.splitlines()), "oneshot-example", "exec"), scope)
     assert scope["kept"] == 0.5 and len(scope["masks"]) == 8
     assert all(m.reshape(m.shape[0], -1, 4).sum(-1).eq(2).all() for m in scope["masks_24"].values())
+
+
+def _qwen2_sliding():
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    config = transformers.Qwen2Config(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                                      num_key_value_heads=2, vocab_size=256, use_sliding_window=True, sliding_window=4,
+                                      layer_types=["sliding_attention", "full_attention"])
+    return transformers.Qwen2ForCausalLM(config)
+
+
+@pytest.mark.parametrize("build, final", [(_tiny_lm, "ln"), (_llama, "model.norm"), (_qwen2_sliding, "model.norm")])
+def test_replaying_the_blocks_reproduces_the_model(build, final):
+    """Captured inputs run through every block give the hidden states the model itself hands its final norm,
+    also when sliding-window and full-attention layers get different masks."""
+    from prunecli.oneshot import capture_inputs, run_block
+
+    model, batches = build().eval(), _batches(count=2, length=16)
+    expected = []
+    handle = model.get_submodule(final).register_forward_pre_hook(lambda m, args: expected.append(args[0]))
+    with torch.no_grad():
+        for batch in batches:
+            model(**batch)
+    handle.remove()
+    blocks = find_blocks(model)[1]
+    inputs = capture_inputs(model, blocks, batches)
+    for index, block in enumerate(blocks):
+        run_block(block, index, inputs, replace=True)
+    for got, want in zip(inputs.hidden, expected):
+        assert torch.allclose(got, want, atol=1e-5)
+    if build is _qwen2_sliding:
+        assert inputs.kinds == ["sliding_attention", "full_attention"] and len(inputs.extras) == 2
+        # the full-attention layer replayed with the sliding layer's mask would not match
+        wrong = capture_inputs(model, blocks, batches)
+        wrong.extras["full_attention"] = wrong.extras["sliding_attention"]
+        for index, block in enumerate(blocks):
+            run_block(block, index, wrong, replace=True)
+        assert not torch.allclose(wrong.hidden[0], expected[0], atol=1e-3)
