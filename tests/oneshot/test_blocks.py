@@ -201,3 +201,12 @@ def test_replaying_the_blocks_reproduces_the_model(build, final):
         for index, block in enumerate(blocks):
             run_block(block, index, wrong, replace=True)
         assert not torch.allclose(wrong.hidden[0], expected[0], atol=1e-3)
+
+
+@pytest.mark.parametrize("method", ["wanda", "sparsegpt"])
+def test_half_precision_model_keeps_its_dtype(method):
+    """Statistics and the SparseGPT sweep run in float32; the bfloat16 weights are written back as bfloat16."""
+    model = _llama().to(torch.bfloat16)
+    masks = prune_oneshot(model, _batches(count=2, length=16), method)
+    _check_half_of_every_linear(model, masks, "model.layers", LLAMA_WEIGHTS)
+    assert all(model.get_parameter(n).dtype == torch.bfloat16 for n in masks)
