@@ -5,6 +5,8 @@ prune) and returns one keep vector per site. Names in ``pruner.allocation``:
 
 - ``local`` (:class:`Local`), ``global`` (:class:`Global`): the criterion's scores ranked per layer or over all
   layers (:mod:`prunecli.allocation.ranked`), selected by :func:`select_lowest`;
+- ``per_row`` (:class:`PerRow`): the same share of every output row (Wanda's comparison group,
+  :mod:`prunecli.allocation.rows`);
 - ``sensitivity``, ``simulated_annealing``, ``amc``: searched allocations (:mod:`prunecli.allocation.search`)
   that evaluate candidate per-layer sparsities with ``evaluator(model) -> float``.
 """
@@ -16,13 +18,14 @@ from typing import Any
 from prunecli._parts import build_part
 from prunecli.allocation.base import Allocation, check_caps, unit_caps
 from prunecli.allocation.ranked import Global, Local
+from prunecli.allocation.rows import PerRow
 from prunecli.allocation.search import AMC, Sensitivity, SimulatedAnnealing
 from prunecli.allocation.select import select_lowest
 
-__all__ = ["Allocation", "Local", "Global", "Sensitivity", "SimulatedAnnealing", "AMC", "ALLOCATIONS",
+__all__ = ["Allocation", "Local", "Global", "PerRow", "Sensitivity", "SimulatedAnnealing", "AMC", "ALLOCATIONS",
            "parse_allocation", "check_caps", "unit_caps", "select_lowest"]
 
-ALLOCATIONS = {"local": Local, "global": Global, "sensitivity": Sensitivity,
+ALLOCATIONS = {"local": Local, "global": Global, "per_row": PerRow, "sensitivity": Sensitivity,
                "simulated_annealing": SimulatedAnnealing, "amc": AMC}
 
 

@@ -7,7 +7,9 @@ that need data say so and collect it through hooks the pruner installs and remov
   optimizer step, only inside the pruning window;
 - activations (``needs_activations``, optional): ``observe_activation(site, output)`` is called from a forward
   hook on ``site.output_module``, installed only while a mask update is due within the next ``batches``
-  training forward passes (see :class:`ActivationCriterion`).
+  training forward passes (see :class:`ActivationCriterion`);
+- layer inputs (``wanda``): ``observe_input(names, x)`` is called by the one-shot runner
+  (:mod:`prunecli.oneshot`) with the calibration inputs of the linear layers whose weights are ``names``.
 
 A mask update due before the criterion is ``ready`` waits until it is. ``bind(sites)`` (optional) lets a
 criterion refuse sites it cannot score, with a :class:`~prunecli.errors.ConfigError`, before anything changes.
@@ -27,12 +29,13 @@ from torch import Tensor, nn
 from prunecli.criteria._activation import APoZ, MeanActivation
 from prunecli.criteria._base import CRITERIA, WeightCriterion, norm_weight
 from prunecli.criteria._gradient import Gradient, Movement, SnipMomentum, Taylor
+from prunecli.criteria._wanda import Wanda
 from prunecli.criteria._weight import FPGM, L1, L2, BNScale, Magnitude, Random
 from prunecli.sites import Site
 
 __all__ = ["Criterion", "ActivationCriterion", "WeightCriterion", "CRITERIA", "norm_weight",
            "Magnitude", "L1", "L2", "Random", "FPGM", "BNScale", "Taylor",
-           "Movement", "SnipMomentum", "Gradient", "APoZ", "MeanActivation", "parse_criterion", "name_of"]
+           "Movement", "SnipMomentum", "Gradient", "APoZ", "MeanActivation", "Wanda", "parse_criterion", "name_of"]
 
 
 @runtime_checkable

@@ -73,7 +73,7 @@ def test_every_axis_keeps_its_config_names():
     from prunecli.targets import TARGETS
 
     assert CRITERIA.names() == ["apoz", "bn_scale", "fpgm", "gradient", "l1", "l2", "magnitude", "mean_activation",
-                                "movement", "random", "snip_momentum", "taylor"]
+                                "movement", "random", "snip_momentum", "taylor", "wanda"]
     assert OBJECTIVES.names() == ["flops", "latency", "params", "sparsity"]
     assert REGULARIZERS.names() == ["admm", "group_lasso", "l1_bn"]
     assert FORMULAS.names() == ["agp", "cos", "exp", "linear", "none", "oneshot"]
