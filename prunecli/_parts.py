@@ -51,7 +51,7 @@ def _no_state() -> dict[str, Any]:
 DEFAULTS: dict[str, Any] = {
     "needs_example_inputs": False, "unit_name": None, "needs_activations": False, "batches": 1, "per_unit": False,
     "bind": _nothing, "report": _no_report, "share_allocation": _nothing, "state_dict": _no_state,
-    "load_state_dict": _nothing,
+    "load_state_dict": _nothing, "calibration_only": False,
 }
 
 

@@ -110,6 +110,11 @@ def parse_pruner_config(cfg: Mapping[str, Any], total_steps: int | None = None) 
         regularizer=regularizer, window=window, progressive=parse_progressive(cfg.get("progressive")),
         initial_masks=cfg.get("initial_masks", "dense"), reapply=cfg.get("reapply", "auto"))
     check_options(parts.initial_masks, parts.reapply)
+    if optional(parts.criterion, "calibration_only"):
+        # scored from calibration inputs that only the one-shot runner feeds: a training run would end waiting
+        raise ConfigError("pruner.criterion", str(cfg.get("criterion")), "a criterion a training run feeds",
+                          reason="it scores from calibration inputs: prune one-shot with "
+                                 "prunecli.oneshot.prune_oneshot(model, batches, 'wanda')")
     return parts
 
 

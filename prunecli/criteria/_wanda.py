@@ -31,6 +31,7 @@ class Wanda:
 
     needs_grad = False
     needs_activations = False
+    calibration_only = True  # fed by prunecli.oneshot only: the training-time pruner refuses it up front
     _squares: dict[str, Tensor] = field(default_factory=dict, repr=False)
     _counts: dict[str, list[int]] = field(default_factory=dict, repr=False)
 

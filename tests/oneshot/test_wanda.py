@@ -93,3 +93,14 @@ def test_per_row_drives_the_training_time_pruner_too():
         rows = mask.reshape(mask.shape[0], -1)
         assert rows.sum(1).eq(rows.shape[1] // 2).all(), fqn
         assert not (mask & ~first[fqn]).any(), fqn
+
+
+def test_the_training_time_pruner_refuses_wanda_up_front():
+    from prunecli import build_pruner
+    from prunecli.config import check_pruner_config
+
+    cfg = {"criterion": "wanda", "allocation": "per_row", "schedule": {"name": "oneshot", "final_sparsity": 0.5}}
+    with pytest.raises(ConfigError, match=r"pruner.criterion='wanda' .*prune_oneshot"):
+        check_pruner_config(cfg)  # before any training: a run would otherwise end waiting for calibration data
+    with pytest.raises(ConfigError, match="calibration inputs"):
+        build_pruner(torch.nn.Sequential(torch.nn.Linear(4, 4)), cfg)
