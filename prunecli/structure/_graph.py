@@ -9,7 +9,7 @@ only module that imports ``torch_pruning``.
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -38,6 +38,15 @@ def _record_attention_ops(model: nn.Module, internal: set) -> list:
             if isinstance(m, nn.MultiheadAttention)]
 
 
+def _output_tensors(out: Any) -> list[Tensor]:
+    """The tensors among a model's outputs (a Hugging Face output also holds a key/value cache object, which
+    Torch-Pruning cannot flatten)."""
+    if isinstance(out, Tensor):
+        return [out]
+    values = out.values() if isinstance(out, Mapping) else out if isinstance(out, (list, tuple)) else ()
+    return [t for v in values for t in _output_tensors(v)]
+
+
 def dependency_graph(model: nn.Module, example_inputs: Any, key: str = "pruner.target") -> Any:
     """Torch-Pruning's dependency graph of ``model`` traced (in eval mode) on ``example_inputs``; its
     ``attention_ops`` attribute holds the autograd nodes computed inside attention modules.
@@ -53,7 +62,8 @@ def dependency_graph(model: nn.Module, example_inputs: Any, key: str = "pruner.t
     handles = _record_attention_ops(model, internal)
     try:
         with torch.enable_grad():
-            graph = tp.DependencyGraph().build_dependency(model, example_inputs=example_inputs, verbose=False)
+            graph = tp.DependencyGraph().build_dependency(model, example_inputs=example_inputs, verbose=False,
+                                                         output_transform=_output_tensors)
     except Exception as exc:  # tracing raises many types for unsupported ops
         raise ConfigError(key, "channel", "a model Torch-Pruning's DependencyGraph can trace",
                           reason=f"tracing {type(model).__name__} failed: {type(exc).__name__}: {exc}") from None
@@ -65,9 +75,13 @@ def dependency_graph(model: nn.Module, example_inputs: Any, key: str = "pruner.t
     return graph
 
 
-def root_groups(graph: Any) -> Iterator[tuple[nn.Module, Any]]:
-    """``(root module, group over all its output channels)`` for every conv/linear layer."""
-    for group in graph.get_all_groups(root_module_types=ROOT_TYPES):
+def root_groups(graph: Any, skip: Iterable[str] = ()) -> Iterator[tuple[nn.Module, Any]]:
+    """``(root module, group over all its output channels)`` for every conv/linear layer but those named in
+    ``skip`` (FQNs: layers whose outputs are pruned otherwise, e.g. as attention heads; Torch-Pruning's group of
+    a grouped-query attention's v projection takes minutes to build)."""
+    names = set(skip)
+    ignored = [m for m, name in graph._module2name.items() if name in names]
+    for group in graph.get_all_groups(ignored_layers=ignored, root_module_types=ROOT_TYPES):
         yield group[0].dep.target.module, group
 
 

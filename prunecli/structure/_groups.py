@@ -16,7 +16,7 @@ layers of unknown types.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from torch import nn
 
@@ -93,7 +93,7 @@ def _param(module: nn.Module, pname: str) -> nn.Parameter | None:
         return None
 
 
-def _index_member(name: str, param: nn.Parameter, dim: int, units: int, scored: bool, chunks: int = 1) -> Member:
+def index_member(name: str, param: nn.Parameter, dim: int, units: int, scored: bool, chunks: int = 1) -> Member:
     """A member of ``units`` equal slices along ``dim`` (``chunks`` packed copies, e.g. q/k/v) as an IndexLayout."""
     size = param.shape[dim]
     per = size // (chunks * units)
@@ -165,11 +165,12 @@ def group_site(graph: Any, group: Any, selected: dict[str, nn.Module] | None, ro
                 norm=norm, unit_dim=unit_dim, round_to=round_to)
 
 
-def traced_groups(graph: Any, selected: dict[str, nn.Module] | None = None,
-                  round_to: int = 1) -> Iterator[tuple[nn.Module, ChannelGroup]]:
-    """``(root module, group)`` for every conv/linear root of ``graph`` (only those in ``selected`` unless None)."""
+def traced_groups(graph: Any, selected: dict[str, nn.Module] | None = None, round_to: int = 1,
+                  skip: Iterable[str] = ()) -> Iterator[tuple[nn.Module, ChannelGroup]]:
+    """``(root module, group)`` for every conv/linear root of ``graph`` (only those in ``selected`` unless None,
+    none of those in ``skip``)."""
     names = graph._module2name
-    for root, group in root_groups(graph):
+    for root, group in root_groups(graph, skip):
         name = names[root]
         if selected is not None and name not in selected:
             continue
@@ -183,7 +184,7 @@ def traced_groups(graph: Any, selected: dict[str, nn.Module] | None = None,
 
 
 def channel_groups(model: nn.Module, example_inputs: Any, selected: dict[str, nn.Module] | None = None,
-                   round_to: int = 1, key: str = "pruner.target") -> list[ChannelGroup]:
+                   round_to: int = 1, key: str = "pruner.target", skip: Iterable[str] = ()) -> list[ChannelGroup]:
     """The coupled channel groups of ``model``, traced on ``example_inputs``, in graph order.
 
     Args:
@@ -191,8 +192,10 @@ def channel_groups(model: nn.Module, example_inputs: Any, selected: dict[str, nn
             conv/linear/attention layer outside it also produces is refused; None: every group.
         round_to: Each site's ``round_to`` (kept channel counts a multiple of it).
         key: The config key a tracing failure names.
+        skip: FQNs of layers not to root a group at (their output channels are pruned otherwise).
     """
-    return [group for _, group in traced_groups(dependency_graph(model, example_inputs, key), selected, round_to)]
+    graph = dependency_graph(model, example_inputs, key)
+    return [group for _, group in traced_groups(graph, selected, round_to, skip)]
 
 
 def mha_head_site(name: str, mha: nn.MultiheadAttention, member: Callable[..., Member], round_to: int = 1) -> Site:
@@ -216,4 +219,4 @@ def mha_head_site(name: str, mha: nn.MultiheadAttention, member: Callable[..., M
 
 def head_site(name: str, mha: nn.MultiheadAttention) -> Site | str:
     """The head site of ``mha`` with index layouts (as the channel groups have), or why it cannot be compacted."""
-    return attention_unsupported(mha, name) or mha_head_site(name, mha, _index_member)
+    return attention_unsupported(mha, name) or mha_head_site(name, mha, index_member)
