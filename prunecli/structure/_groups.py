@@ -28,7 +28,7 @@ NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 OWNERS = (*ROOT_TYPES, nn.MultiheadAttention)
 # Ops (grad_fn names, lower case) that mix the values of different channels: a zeroed channel changes the others.
 MIXING_OPS = ("layernorm", "groupnorm", "softmax", "normbackward", "varbackward", "stdbackward", "sortbackward",
-              "topkbackward", "cumsum", "logsumexp", "multiheadattention", "mha")
+              "topkbackward", "cumsum", "logsumexp", "multiheadattention", "mha", "sqrt")
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,8 @@ def _module_dims(module: nn.Module, name: str, out: bool) -> dict[str, int] | st
         return {"weight": 0, "bias": 0} if out else {"weight": 1}
     if isinstance(module, NORMS):
         return {"weight": 0, "bias": 0}
+    if isinstance(module, nn.Embedding) and out:
+        return {"weight": 1}
     if isinstance(module, (nn.LayerNorm, nn.GroupNorm)):
         return _norm_dims(module, name)
     if isinstance(module, nn.MultiheadAttention):
@@ -145,6 +147,10 @@ def group_site(graph: Any, group: Any, selected: dict[str, nn.Module] | None, ro
                     consumers.add(f"{name}.{pname}")
                 slices.setdefault((f"{name}.{pname}", dim), {}).update(zip(map(int, item.idxs),
                                                                            map(int, item.root_idxs)))
+    tied = {}
+    for fqn, p in params.items():
+        if tied.setdefault(id(p), fqn) != fqn:
+            return f"{tied[id(p)]} and {fqn} are one tied parameter, which compaction cannot cut as two"
     fqns = [fqn for fqn, _ in slices]
     if len(set(fqns)) < len(fqns):
         return f"a parameter of it is coupled along two dims ({sorted(f for f in fqns if fqns.count(f) > 1)[0]})"

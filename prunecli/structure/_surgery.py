@@ -100,6 +100,8 @@ def _refit(module: nn.Module) -> None:
             module.in_channels = module.groups = module.out_channels
         else:
             module.in_channels = module.weight.shape[1] * module.groups
+    elif isinstance(module, nn.Embedding):
+        module.num_embeddings, module.embedding_dim = module.weight.shape
     elif isinstance(module, nn.modules.batchnorm._BatchNorm):
         module.num_features = module.weight.shape[0]
 

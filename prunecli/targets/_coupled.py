@@ -92,8 +92,10 @@ class CoupledChannel:
 
     A channel's mask covers every coupled slice (see :mod:`prunecli.structure`), so the masked model computes
     what the compacted model computes (``prunecli export format=compact``). Selected ``nn.MultiheadAttention``
-    modules add one head site each, scored and allocated like the channel groups (``heads: false`` keeps heads
-    whole, e.g. for criteria that read output channels). ``round_to`` keeps each group's channel count a multiple
+    modules and Hugging Face attention modules (:func:`prunecli.structure.find_attention`, selected through
+    their q/k/v projections) add one head site each, scored and allocated like the channel groups
+    (``heads: false`` keeps heads whole, e.g. for criteria that read output channels); their q/k/v dims are
+    never free channels. Feed-forward blocks (:func:`prunecli.structure.find_ffn`) add their intermediate width. ``round_to`` keeps each group's channel count a multiple
     of e.g. 8. Without example inputs (``build_pruner(..., example_inputs=None)``) it falls
     back to :class:`~prunecli.targets.LayerChannel` (layer + following norm, no coupling) with a warning.
     """

@@ -104,19 +104,21 @@ def test_channel_target_never_splits_a_head(family):
     model = build(family)
     pruner = pruned(model, "channel")
     q_weight = f"{module}.{q}.weight"
-    holders = [s.name for s in pruner.sites.values() if s.member(q_weight)]
+    rows = 1 if family == "gpt2" else 0  # GPT-2's Conv1D stores [in, 3 * inner]
+    holders = [s.name for s in pruner.sites.values() if (m := s.member(q_weight)) and m.layout.dim == rows]
     assert holders == [module]  # q's rows belong to the head site alone, never to a channel group
-    kept = pruner.masks[q_weight].all(0 if family == "gpt2" else 1)  # GPT-2's Conv1D stores [in, 3 * inner]
+    kept = pruner.masks[q_weight].any(1 - rows)  # a row with any kept weight is kept (BERT masks q's columns too)
     per_unit = kept.reshape(-1, 8)  # one row per head (of q, k and v for GPT-2)
     assert bool((per_unit.all(1) | ~per_unit.any(1)).all())  # each head's dims are all kept or all pruned
     assert 0 < int((~per_unit.any(1)).sum()) < per_unit.shape[0]
 
 
 # Parameters dense -> compact: half the heads (head) or half of each site's units (channel: heads, feed-forward
-# widths and BERT's pooler / DistilBERT's pre-classifier); the residual width is kept in every family.
+# widths, BERT's pooler / DistilBERT's pre-classifier, and the residual width of BERT and DistilBERT, which
+# GPT-2 (untraceable) and Llama (RMSNorm) keep).
 COMPACT = {("bert", "head"): (24482, 20290), ("distilbert", "head"): (24418, 20226),
            ("gpt2", "head"): (31616, 27424), ("llama", "head"): (26784, 23712),
-           ("bert", "channel"): (24482, 15570), ("distilbert", "channel"): (24418, 15506),
+           ("bert", "channel"): (24482, 7890), ("distilbert", "channel"): (24418, 7858),
            ("gpt2", "channel"): (31616, 19104), ("llama", "channel"): (26784, 17568)}
 
 
@@ -156,12 +158,29 @@ def test_bert_compaction_keeps_head_counts_true():
     assert (self_attn.num_attention_heads, self_attn.all_head_size, self_attn.attention_head_size) == (2, 16, 8)
 
 
-@pytest.mark.parametrize("family, reason", [("bert", "(Embedding) mixes or rescales channels"),
+@pytest.mark.parametrize("family, reason", [("llama", "op _ElementWiseOp_7(RsqrtBackward0) mixes channels"),
                                             ("gpt2", "its residual channels are kept: tracing GPT2LMHeadModel failed")])
 def test_residual_width_is_kept_with_a_reason(family, reason):
     pruner = pruned(build(family), "channel")
-    out = "bert.encoder.layer.0.output.dense" if family == "bert" else "transformer.h.0.mlp.c_proj"
+    out = "model.layers.0.mlp.down_proj" if family == "llama" else "transformer.h.0.mlp.c_proj"
     assert reason in pruner.skipped[out]
+
+
+def test_bert_residual_width_shrinks_through_embeddings_and_layer_norms():
+    from prunecli.structure import CountedLayerNorm
+
+    model = build("bert")
+    pruner = pruned(model, "channel")
+    assert pruner.skipped == {}
+    residual = next(s for s in pruner.sites.values() if s.member("bert.embeddings.word_embeddings.weight"))
+    assert {"bert.embeddings.position_embeddings.weight", "bert.encoder.layer.1.output.LayerNorm.bias",
+            "bert.encoder.layer.0.attention.self.key.weight", "bert.pooler.dense.weight"} <= \
+        {m.name for m in residual.members}
+    small = copy.deepcopy(model)
+    compact(small, pruner.masks, tokens(1, 8))
+    emb = small.bert.embeddings
+    assert emb.word_embeddings.embedding_dim == 16 and emb.word_embeddings.weight.shape == (128, 16)
+    assert isinstance(emb.LayerNorm, CountedLayerNorm) and emb.LayerNorm.count == 32
 
 
 def test_attention_without_a_head_size_is_refused_with_the_reason():
