@@ -56,7 +56,7 @@ def _module_dims(module: nn.Module, name: str, out: bool) -> dict[str, int] | st
         return {"weight": 0, "bias": 0} if out else {"weight": 1}
     if isinstance(module, NORMS):
         return {"weight": 0, "bias": 0}
-    if isinstance(module, nn.Embedding) and out:
+    if isinstance(module, nn.Embedding) and out and module.max_norm is None:  # max_norm rescales whole rows
         return {"weight": 1}
     if isinstance(module, (nn.LayerNorm, nn.GroupNorm)):
         return _norm_dims(module, name)

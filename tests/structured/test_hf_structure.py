@@ -204,3 +204,10 @@ def test_heads_false_keeps_hf_heads_whole_and_prunes_feed_forward_widths():
                                    example_inputs=tokens(1, 8))
     assert sorted(pruner.sites) == ["model.layers.0.mlp.gate_proj.weight", "model.layers.1.mlp.gate_proj.weight"]
     assert pruner.skipped["model.layers.0.self_attn.q_proj"] == "its heads are kept whole (pruner.target.heads: false)"
+
+
+def test_layer_rules_select_hf_heads_through_their_projections():
+    model = build("gpt2")
+    pruner = prunecli.build_pruner(model, {"target": "head", "layers": {"include": [r"transformer\.h\.1\..*"]},
+                                           "schedule": {"name": "oneshot", "final_sparsity": 0.5}})
+    assert list(pruner.sites) == ["transformer.h.1.attn"] and pruner.sites["transformer.h.1.attn"].num_units == 4
