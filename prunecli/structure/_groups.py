@@ -2,14 +2,15 @@
 
 Each Torch-Pruning group (:mod:`prunecli.structure._graph`) rooted at a conv/linear layer becomes one
 :class:`~prunecli.sites.Site` of index-layout members, when masking its channels computes exactly what
-removing them computes. A channel masked wherever it is produced (conv/linear rows and bias, bare parameters
-such as a ViT's ``class_token`` sliced along their channel dim, norm weight and bias) is zero at every later
-layer, including LayerNorm and GroupNorm (their statistics still count it: the compact model keeps that count,
-see :mod:`prunecli.structure._modules`) and ``nn.MultiheadAttention`` (its ``in_proj`` columns and ``out_proj``
-rows are members). Each ``nn.MultiheadAttention`` also has a head site (:func:`head_site`). A group is refused,
-with the layer or op that caused it, when it reaches the model's output, passes an op that mixes channels
-(softmax over channels, a functional norm...), holds grouped (non-depthwise) convolutions, LayerNorm subclasses
-or norms without affine parameters, attention with separate q/k/v sizes, ``bias_k`` or ``add_zero_attn``, or
+removing them computes. A channel masked wherever it is produced (conv/linear rows and bias, embedding
+columns, bare parameters such as a ViT's ``class_token`` sliced along their channel dim, norm weight and bias)
+is zero at every later layer, including LayerNorm and GroupNorm (their statistics still count it: the compact
+model keeps that count, see :mod:`prunecli.structure._modules`) and ``nn.MultiheadAttention`` (its ``in_proj``
+columns and ``out_proj`` rows are members). Each ``nn.MultiheadAttention`` also has a head site
+(:func:`head_site`). A group is refused, with the layer or op that caused it, when it reaches the model's
+output, passes an op that mixes channels (softmax over channels, a functional norm such as RMSNorm's
+``rsqrt``...), holds one tied parameter twice, grouped (non-depthwise) convolutions, LayerNorm subclasses or
+norms without affine parameters, attention with separate q/k/v sizes, ``bias_k`` or ``add_zero_attn``, or
 layers of unknown types.
 """
 
