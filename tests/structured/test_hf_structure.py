@@ -213,3 +213,24 @@ def test_layer_rules_select_hf_heads_through_their_projections():
     pruner = prunecli.build_pruner(model, {"target": "head", "layers": {"include": [r"transformer\.h\.1\..*"]},
                                            "schedule": {"name": "oneshot", "final_sparsity": 0.5}})
     assert list(pruner.sites) == ["transformer.h.1.attn"] and pruner.sites["transformer.h.1.attn"].num_units == 4
+
+
+def test_qwen2_heads_take_their_q_k_v_biases_along():
+    t = transformers
+    torch.manual_seed(0)
+    model = t.Qwen2ForCausalLM(t.Qwen2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                             num_key_value_heads=2, intermediate_size=64, **SIZES)).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("_proj.bias"):
+                p.normal_(0, 0.3)
+    pruner = pruned(model, "head")
+    assert pruner.sites["model.layers.0.self_attn"].member("model.layers.0.self_attn.k_proj.bias") is not None
+    x = tokens(3, 10)
+    with torch.no_grad():
+        masked = call_model(model, x)
+    small = copy.deepcopy(model)
+    compact(small, pruner.masks, tokens(1, 8))
+    with torch.no_grad():
+        assert (call_model(small, x) - masked).abs().max() <= 1e-4
+    assert small.model.layers[0].self_attn.k_proj.bias.shape == (8,) and params(small) == params(model) - 2 * 1568
