@@ -122,7 +122,6 @@ def _attention_at(model: nn.Module, name: str, module: nn.Module) -> AttentionHe
     """The heads of ``module`` if it is a known attention module, the reason it cannot be pruned, or None."""
     if isinstance(module, nn.MultiheadAttention):
         return AttentionHeads(name, name, name, name, name, module.num_heads, module.num_heads, module.head_dim)
-    linear = (nn.Linear, *conv1d_types())
     for roles in SEPARATE:
         layers = [_child(module, r) for r in roles]
         if all(isinstance(layer, nn.Linear) for layer in layers):
@@ -133,7 +132,7 @@ def _attention_at(model: nn.Module, name: str, module: nn.Module) -> AttentionHe
             return _checked(name, fqns, (q.out_features, k.out_features, v.out_features, o.in_features), head_dim)
     for qkv_name, o_name in FUSED:
         qkv, o = _child(module, qkv_name), _child(module, o_name)
-        if isinstance(qkv, linear) and isinstance(o, linear) and qkv is not o:
+        if isinstance(qkv, (nn.Linear, *conv1d_types())) and isinstance(o, (nn.Linear, *conv1d_types())):
             if not (isinstance(qkv, conv1d_types()) and isinstance(o, conv1d_types())):
                 return f"{name}: fused {qkv_name} is not a transformers Conv1D"
             if _child(module, "q_attn") is not None:
@@ -259,6 +258,8 @@ def refit_blocks(model: nn.Module) -> None:
             continue  # nn.MultiheadAttention: compacted by prunecli.structure.Attention
         module = model.get_submodule(heads.module)
         holder = model.get_submodule(heads.q.rpartition(".")[0]) if not heads.fused else module
+        if not any(isinstance(getattr(holder, attr, None), int) for attr in HEAD_SIZE_ATTRS):
+            continue  # its head size came from a (now stale) head count: the counts cannot be recomputed
         inner = heads.num_heads * heads.head_dim
         for target in {id(module): module, id(holder): holder}.values():
             for attr in HEAD_COUNT_ATTRS:
