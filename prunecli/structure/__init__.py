@@ -30,13 +30,21 @@ training loop::
 
 from __future__ import annotations
 
-from prunecli.structure._blocks import (AttentionHeads, FeedForward, attention_site, conv1d_types, ffn_site,
-                                        find_attention, find_ffn, producers, site_keys,
-                                        transformer_sites)
+from prunecli.structure._blocks import (
+    AttentionHeads,
+    FeedForward,
+    attention_site,
+    conv1d_types,
+    ffn_site,
+    find_attention,
+    find_ffn,
+    producers,
+    site_keys,
+    transformer_sites,
+)
 from prunecli.structure._compact import compact, replay
 from prunecli.structure._fx import following_norms
-from prunecli.structure._groups import (OWNERS, ChannelGroup, channel_groups, head_site, index_member,
-                                        mha_head_site)
+from prunecli.structure._groups import OWNERS, ChannelGroup, channel_groups, head_site, index_member, mha_head_site
 from prunecli.structure._modules import Attention, CountedGroupNorm, CountedLayerNorm
 
 __all__ = ["compact", "replay", "channel_groups", "ChannelGroup", "head_site", "mha_head_site",

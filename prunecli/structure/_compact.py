@@ -17,7 +17,7 @@ from prunecli.errors import ConfigError
 from prunecli.sites import Site
 from prunecli.structure._blocks import producers, site_keys, transformer_sites
 from prunecli.structure._graph import CONV, dependency_graph, history, load_history, prune_out_channels
-from prunecli.structure._groups import NORMS, index_member, head_site, traced_groups
+from prunecli.structure._groups import NORMS, head_site, index_member, traced_groups
 from prunecli.structure._surgery import apply_cuts, site_cuts, sliced_sites
 
 # Layers whose channel removal Torch-Pruning performs exactly; groups holding anything else are sliced.

@@ -16,8 +16,17 @@ from torch import nn
 
 from prunecli.errors import ConfigError
 from prunecli.sites import Site
-from prunecli.structure import (OWNERS, ChannelGroup, channel_groups, conv1d_types, head_site, index_member,
-                                producers, site_keys, transformer_sites)
+from prunecli.structure import (
+    OWNERS,
+    ChannelGroup,
+    channel_groups,
+    conv1d_types,
+    head_site,
+    index_member,
+    producers,
+    site_keys,
+    transformer_sites,
+)
 from prunecli.targets._structured import selected_by
 
 log = logging.getLogger(__name__)
@@ -95,9 +104,9 @@ class CoupledChannel:
     modules and Hugging Face attention modules (:func:`prunecli.structure.find_attention`, selected through
     their q/k/v projections) add one head site each, scored and allocated like the channel groups
     (``heads: false`` keeps heads whole, e.g. for criteria that read output channels); their q/k/v dims are
-    never free channels. Feed-forward blocks (:func:`prunecli.structure.find_ffn`) add their intermediate width. ``round_to`` keeps each group's channel count a multiple
-    of e.g. 8. Without example inputs (``build_pruner(..., example_inputs=None)``) it falls
-    back to :class:`~prunecli.targets.LayerChannel` (layer + following norm, no coupling) with a warning.
+    never free channels. Feed-forward blocks (:func:`prunecli.structure.find_ffn`) add their intermediate width.
+    ``round_to`` keeps each group's channel count a multiple of e.g. 8. Without example inputs
+    (``build_pruner(..., example_inputs=None)``) it falls back to :class:`~prunecli.targets.LayerChannel` (layer + following norm, no coupling) with a warning.
     """
 
     round_to: int = 1
