@@ -106,7 +106,8 @@ class CoupledChannel:
     (``heads: false`` keeps heads whole, e.g. for criteria that read output channels); their q/k/v dims are
     never free channels. Feed-forward blocks (:func:`prunecli.structure.find_ffn`) add their intermediate width.
     ``round_to`` keeps each group's channel count a multiple of e.g. 8. Without example inputs
-    (``build_pruner(..., example_inputs=None)``) it falls back to :class:`~prunecli.targets.LayerChannel` (layer + following norm, no coupling) with a warning.
+    (``build_pruner(..., example_inputs=None)``) it falls back to :class:`~prunecli.targets.LayerChannel`
+    (layer + following norm, no coupling) with a warning.
     """
 
     round_to: int = 1
