@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from prunecli.errors import ConfigError
+from prunecli.structure._modules import is_rms_norm
 
 CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 ROOT_TYPES = (*CONV, nn.Linear)
@@ -22,11 +23,14 @@ ROOT_TYPES = (*CONV, nn.Linear)
 
 def _record_attention_ops(model: nn.Module, internal: set) -> list:
     """Forward hooks adding to ``internal`` the autograd nodes computed inside each ``nn.MultiheadAttention``
-    (its softmax is over keys, not channels: the attention's channels are its in_proj columns and out_proj rows)."""
+    (its softmax is over keys, not channels: the attention's channels are its in_proj columns and out_proj rows)
+    and each Llama-style RMSNorm (its mean of squares counts a masked channel as zero, as its compact
+    replacement :class:`~prunecli.structure.CountedRMSNorm` does)."""
     def hook(module, args, kwargs, output):
         inputs = [t for t in (*args, *kwargs.values()) if isinstance(t, Tensor)]
         stop = {t.grad_fn for t in inputs if t.grad_fn is not None}
-        todo = [t.grad_fn for t in output if isinstance(t, Tensor) and t.grad_fn is not None]
+        outputs = [output] if isinstance(output, Tensor) else output
+        todo = [t.grad_fn for t in outputs if isinstance(t, Tensor) and t.grad_fn is not None]
         while todo:
             fn = todo.pop()
             if fn in stop or fn in internal:
@@ -35,7 +39,7 @@ def _record_attention_ops(model: nn.Module, internal: set) -> list:
             todo.extend(nxt for nxt, _ in fn.next_functions if nxt is not None)
 
     return [m.register_forward_hook(hook, with_kwargs=True) for m in model.modules()
-            if isinstance(m, nn.MultiheadAttention)]
+            if isinstance(m, nn.MultiheadAttention) or is_rms_norm(m)]
 
 
 def _output_tensors(out: Any) -> list[Tensor]:
@@ -49,7 +53,7 @@ def _output_tensors(out: Any) -> list[Tensor]:
 
 def dependency_graph(model: nn.Module, example_inputs: Any, key: str = "pruner.target") -> Any:
     """Torch-Pruning's dependency graph of ``model`` traced (in eval mode) on ``example_inputs``; its
-    ``attention_ops`` attribute holds the autograd nodes computed inside attention modules.
+    ``attention_ops`` attribute holds the autograd nodes computed inside attention modules and RMSNorms.
 
     Raises:
         ConfigError: (at ``key``) the model cannot be traced.
