@@ -249,3 +249,15 @@ def test_qwen2_heads_take_their_q_k_v_biases_along():
     with torch.no_grad():
         assert (call_model(small, x) - masked).abs().max() <= 1e-4
     assert small.model.layers[0].self_attn.k_proj.bias.shape == (8,) and params(small) == params(model) - 2 * 1568
+
+
+def test_tied_embeddings_keep_the_residual_width_with_the_reason():
+    t = transformers
+    torch.manual_seed(0)
+    model = t.LlamaForCausalLM(t.LlamaConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                             num_key_value_heads=2, intermediate_size=64, tie_word_embeddings=True,
+                                             **SIZES)).eval()
+    pruner = pruned(model, "channel")
+    assert pruner.skipped["model.layers.0.mlp.down_proj"] == ("lm_head.weight and model.embed_tokens.weight are one "
+                                                              "tied parameter, which compaction cannot cut as two")
+    assert "model.layers.0.self_attn" in pruner.sites and "model.layers.0.mlp.gate_proj.weight" in pruner.sites
