@@ -18,17 +18,38 @@ training loop::
   channel groups Torch-Pruning's ``DependencyGraph`` finds, each with its site (every coupled slice, index
   layouts) or the reason masks cannot make it exact; :func:`head_site` / :func:`mha_head_site`: an
   ``nn.MultiheadAttention``'s heads as one site.
+- :func:`find_attention` ``(model) -> ([AttentionHeads], {module: reason})``: the attention modules of common
+  Hugging Face models (BERT/RoBERTa, DistilBERT, GPT-2, Llama/Mistral/Qwen2 with grouped-query attention) and
+  ``nn.MultiheadAttention``, with their q/k/v/o projection FQNs and head counts; :func:`attention_site`: one's
+  heads as a site (a unit = one key/value head with its query heads). :func:`find_ffn` / :func:`ffn_site`:
+  feed-forward blocks' intermediate width; :func:`transformer_sites`: all of them, as compaction sees them.
 - :func:`following_norms` ``(model) -> {layer: norm}``: the one graph fact found without example inputs.
-- :class:`CountedLayerNorm`, :class:`CountedGroupNorm`, :class:`Attention`: the modules a compacted model uses
-  where stock layers cannot hold "masked channels removed" (see :mod:`prunecli.structure._modules`).
+- :class:`CountedLayerNorm`, :class:`CountedGroupNorm`, :class:`CountedRMSNorm`, :class:`Attention`: the
+  modules a compacted model uses where stock layers cannot hold "masked channels removed" (see
+  :mod:`prunecli.structure._modules`).
 """
 
 from __future__ import annotations
 
+from prunecli.structure._blocks import (
+    AttentionHeads,
+    FeedForward,
+    attention_site,
+    conv1d_types,
+    ffn_site,
+    find_attention,
+    find_ffn,
+    producers,
+    site_keys,
+    transformer_sites,
+)
 from prunecli.structure._compact import compact, replay
 from prunecli.structure._fx import following_norms
-from prunecli.structure._groups import OWNERS, ChannelGroup, channel_groups, head_site, mha_head_site
-from prunecli.structure._modules import Attention, CountedGroupNorm, CountedLayerNorm
+from prunecli.structure._groups import OWNERS, ChannelGroup, channel_groups, head_site, index_member, mha_head_site
+from prunecli.structure._modules import Attention, CountedGroupNorm, CountedLayerNorm, CountedRMSNorm
 
 __all__ = ["compact", "replay", "channel_groups", "ChannelGroup", "head_site", "mha_head_site",
-           "following_norms", "OWNERS", "Attention", "CountedLayerNorm", "CountedGroupNorm"]
+           "following_norms", "OWNERS", "Attention", "CountedLayerNorm", "CountedGroupNorm", "CountedRMSNorm",
+           "find_attention",
+           "AttentionHeads", "attention_site", "find_ffn", "FeedForward", "ffn_site", "transformer_sites",
+           "site_keys", "producers", "conv1d_types", "index_member"]

@@ -13,9 +13,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from prunecli.errors import ConfigError
 from prunecli.sites import Site
+from prunecli.structure._blocks import producers, site_keys, transformer_sites
 from prunecli.structure._graph import CONV, dependency_graph, history, load_history, prune_out_channels
-from prunecli.structure._groups import NORMS, head_site, traced_groups
+from prunecli.structure._groups import NORMS, head_site, index_member, traced_groups
 from prunecli.structure._surgery import apply_cuts, site_cuts, sliced_sites
 
 # Layers whose channel removal Torch-Pruning performs exactly; groups holding anything else are sliced.
@@ -42,13 +44,21 @@ def compact(model: nn.Module, masks: dict[str, Tensor], example_inputs: Any) -> 
     ``{"history": Torch-Pruning's pruning history ([[root FQN, True, [indices]], ...]), "cuts": slices removed
     by slicing ([[parameter FQN, dim, [indices]], ...], dense index space)}``.
     """
-    graph = dependency_graph(model, example_inputs, key="format")
+    blocks, _ = transformer_sites(model, index_member)
+    removals = [(site, idxs) for site in blocks if (idxs := removable(site, masks))]
+    claimed = set().union(*(site_keys(site) for site in blocks))
+    try:
+        graph = dependency_graph(model, example_inputs, key="format")
+    except ConfigError:
+        if not blocks:
+            raise
+        graph = None  # heads and feed-forward widths are cut without the graph (GPT-2's Conv1D defeats it)
     planned = []
-    for root, group in traced_groups(graph):
-        if group.site is not None and (idxs := removable(group.site, masks)):
+    for root, group in traced_groups(graph, skip=producers(blocks)) if graph is not None else ():
+        if group.site is not None and not site_keys(group.site) & claimed and (idxs := removable(group.site, masks)):
             planned.append((root, group.site, idxs))
     own = sliced_sites(model, [site for _, site, _ in planned], TP_EXACT)
-    removals = [(site, idxs) for i, (_, site, idxs) in enumerate(planned) if i in own]
+    removals += [(site, idxs) for i, (_, site, idxs) in enumerate(planned) if i in own]
     for name, mha in model.named_modules():
         if isinstance(mha, nn.MultiheadAttention):
             site = head_site(name, mha)
@@ -58,7 +68,7 @@ def compact(model: nn.Module, masks: dict[str, Tensor], example_inputs: Any) -> 
         if i not in own:
             prune_out_channels(graph, root, idxs)
     cuts = site_cuts(removals)
-    plan = {"history": history(graph), "cuts": cuts}
+    plan = {"history": history(graph) if graph is not None else [], "cuts": cuts}
     apply_cuts(model, cuts)
     return plan
 

@@ -9,12 +9,13 @@ only module that imports ``torch_pruning``.
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator, Mapping
 
 import torch
 from torch import Tensor, nn
 
 from prunecli.errors import ConfigError
+from prunecli.structure._modules import is_rms_norm
 
 CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 ROOT_TYPES = (*CONV, nn.Linear)
@@ -22,11 +23,14 @@ ROOT_TYPES = (*CONV, nn.Linear)
 
 def _record_attention_ops(model: nn.Module, internal: set) -> list:
     """Forward hooks adding to ``internal`` the autograd nodes computed inside each ``nn.MultiheadAttention``
-    (its softmax is over keys, not channels: the attention's channels are its in_proj columns and out_proj rows)."""
+    (its softmax is over keys, not channels: the attention's channels are its in_proj columns and out_proj rows)
+    and each Llama-style RMSNorm (its mean of squares counts a masked channel as zero, as its compact
+    replacement :class:`~prunecli.structure.CountedRMSNorm` does)."""
     def hook(module, args, kwargs, output):
         inputs = [t for t in (*args, *kwargs.values()) if isinstance(t, Tensor)]
         stop = {t.grad_fn for t in inputs if t.grad_fn is not None}
-        todo = [t.grad_fn for t in output if isinstance(t, Tensor) and t.grad_fn is not None]
+        outputs = [output] if isinstance(output, Tensor) else output
+        todo = [t.grad_fn for t in outputs if isinstance(t, Tensor) and t.grad_fn is not None]
         while todo:
             fn = todo.pop()
             if fn in stop or fn in internal:
@@ -35,12 +39,21 @@ def _record_attention_ops(model: nn.Module, internal: set) -> list:
             todo.extend(nxt for nxt, _ in fn.next_functions if nxt is not None)
 
     return [m.register_forward_hook(hook, with_kwargs=True) for m in model.modules()
-            if isinstance(m, nn.MultiheadAttention)]
+            if isinstance(m, nn.MultiheadAttention) or is_rms_norm(m)]
+
+
+def _output_tensors(out: Any) -> list[Tensor]:
+    """The tensors among a model's outputs (a Hugging Face output also holds a key/value cache object, which
+    Torch-Pruning cannot flatten)."""
+    if isinstance(out, Tensor):
+        return [out]
+    values = out.values() if isinstance(out, Mapping) else out if isinstance(out, (list, tuple)) else ()
+    return [t for v in values for t in _output_tensors(v)]
 
 
 def dependency_graph(model: nn.Module, example_inputs: Any, key: str = "pruner.target") -> Any:
     """Torch-Pruning's dependency graph of ``model`` traced (in eval mode) on ``example_inputs``; its
-    ``attention_ops`` attribute holds the autograd nodes computed inside attention modules.
+    ``attention_ops`` attribute holds the autograd nodes computed inside attention modules and RMSNorms.
 
     Raises:
         ConfigError: (at ``key``) the model cannot be traced.
@@ -53,7 +66,8 @@ def dependency_graph(model: nn.Module, example_inputs: Any, key: str = "pruner.t
     handles = _record_attention_ops(model, internal)
     try:
         with torch.enable_grad():
-            graph = tp.DependencyGraph().build_dependency(model, example_inputs=example_inputs, verbose=False)
+            graph = tp.DependencyGraph().build_dependency(model, example_inputs=example_inputs, verbose=False,
+                                                         output_transform=_output_tensors)
     except Exception as exc:  # tracing raises many types for unsupported ops
         raise ConfigError(key, "channel", "a model Torch-Pruning's DependencyGraph can trace",
                           reason=f"tracing {type(model).__name__} failed: {type(exc).__name__}: {exc}") from None
@@ -65,9 +79,13 @@ def dependency_graph(model: nn.Module, example_inputs: Any, key: str = "pruner.t
     return graph
 
 
-def root_groups(graph: Any) -> Iterator[tuple[nn.Module, Any]]:
-    """``(root module, group over all its output channels)`` for every conv/linear layer."""
-    for group in graph.get_all_groups(root_module_types=ROOT_TYPES):
+def root_groups(graph: Any, skip: Iterable[str] = ()) -> Iterator[tuple[nn.Module, Any]]:
+    """``(root module, group over all its output channels)`` for every conv/linear layer but those named in
+    ``skip`` (FQNs: layers whose outputs are pruned otherwise, e.g. as attention heads; Torch-Pruning's group of
+    a grouped-query attention's v projection takes minutes to build)."""
+    names = set(skip)
+    ignored = [m for m, name in graph._module2name.items() if name in names]
+    for group in graph.get_all_groups(ignored_layers=ignored, root_module_types=ROOT_TYPES):
         yield group[0].dep.target.module, group
 
 

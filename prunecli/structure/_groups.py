@@ -2,21 +2,22 @@
 
 Each Torch-Pruning group (:mod:`prunecli.structure._graph`) rooted at a conv/linear layer becomes one
 :class:`~prunecli.sites.Site` of index-layout members, when masking its channels computes exactly what
-removing them computes. A channel masked wherever it is produced (conv/linear rows and bias, bare parameters
-such as a ViT's ``class_token`` sliced along their channel dim, norm weight and bias) is zero at every later
-layer, including LayerNorm and GroupNorm (their statistics still count it: the compact model keeps that count,
-see :mod:`prunecli.structure._modules`) and ``nn.MultiheadAttention`` (its ``in_proj`` columns and ``out_proj``
-rows are members). Each ``nn.MultiheadAttention`` also has a head site (:func:`head_site`). A group is refused,
-with the layer or op that caused it, when it reaches the model's output, passes an op that mixes channels
-(softmax over channels, a functional norm...), holds grouped (non-depthwise) convolutions, LayerNorm subclasses
-or norms without affine parameters, attention with separate q/k/v sizes, ``bias_k`` or ``add_zero_attn``, or
+removing them computes. A channel masked wherever it is produced (conv/linear rows and bias, embedding
+columns, bare parameters such as a ViT's ``class_token`` sliced along their channel dim, norm weight and bias)
+is zero at every later layer, including LayerNorm and GroupNorm (their statistics still count it: the compact
+model keeps that count, see :mod:`prunecli.structure._modules`) and ``nn.MultiheadAttention`` (its ``in_proj``
+columns and ``out_proj`` rows are members). Each ``nn.MultiheadAttention`` also has a head site
+(:func:`head_site`). A group is refused, with the layer or op that caused it, when it reaches the model's
+output, passes an op that mixes channels (softmax over channels, a functional norm such as RMSNorm's
+``rsqrt``...), holds one tied parameter twice, grouped (non-depthwise) convolutions, LayerNorm subclasses or
+norms without affine parameters, attention with separate q/k/v sizes, ``bias_k`` or ``add_zero_attn``, or
 layers of unknown types.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from torch import nn
 
@@ -28,7 +29,7 @@ NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 OWNERS = (*ROOT_TYPES, nn.MultiheadAttention)
 # Ops (grad_fn names, lower case) that mix the values of different channels: a zeroed channel changes the others.
 MIXING_OPS = ("layernorm", "groupnorm", "softmax", "normbackward", "varbackward", "stdbackward", "sortbackward",
-              "topkbackward", "cumsum", "logsumexp", "multiheadattention", "mha")
+              "topkbackward", "cumsum", "logsumexp", "multiheadattention", "mha", "sqrt")
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,8 @@ def _module_dims(module: nn.Module, name: str, out: bool) -> dict[str, int] | st
         return {"weight": 0, "bias": 0} if out else {"weight": 1}
     if isinstance(module, NORMS):
         return {"weight": 0, "bias": 0}
+    if isinstance(module, nn.Embedding) and out and module.max_norm is None:  # max_norm rescales whole rows
+        return {"weight": 1}
     if isinstance(module, (nn.LayerNorm, nn.GroupNorm)):
         return _norm_dims(module, name)
     if isinstance(module, nn.MultiheadAttention):
@@ -93,7 +96,7 @@ def _param(module: nn.Module, pname: str) -> nn.Parameter | None:
         return None
 
 
-def _index_member(name: str, param: nn.Parameter, dim: int, units: int, scored: bool, chunks: int = 1) -> Member:
+def index_member(name: str, param: nn.Parameter, dim: int, units: int, scored: bool, chunks: int = 1) -> Member:
     """A member of ``units`` equal slices along ``dim`` (``chunks`` packed copies, e.g. q/k/v) as an IndexLayout."""
     size = param.shape[dim]
     per = size // (chunks * units)
@@ -145,6 +148,10 @@ def group_site(graph: Any, group: Any, selected: dict[str, nn.Module] | None, ro
                     consumers.add(f"{name}.{pname}")
                 slices.setdefault((f"{name}.{pname}", dim), {}).update(zip(map(int, item.idxs),
                                                                            map(int, item.root_idxs)))
+    tied = {}
+    for fqn, p in params.items():
+        if tied.setdefault(id(p), fqn) != fqn:
+            return f"{tied[id(p)]} and {fqn} are one tied parameter, which compaction cannot cut as two"
     fqns = [fqn for fqn, _ in slices]
     if len(set(fqns)) < len(fqns):
         return f"a parameter of it is coupled along two dims ({sorted(f for f in fqns if fqns.count(f) > 1)[0]})"
@@ -165,11 +172,12 @@ def group_site(graph: Any, group: Any, selected: dict[str, nn.Module] | None, ro
                 norm=norm, unit_dim=unit_dim, round_to=round_to)
 
 
-def traced_groups(graph: Any, selected: dict[str, nn.Module] | None = None,
-                  round_to: int = 1) -> Iterator[tuple[nn.Module, ChannelGroup]]:
-    """``(root module, group)`` for every conv/linear root of ``graph`` (only those in ``selected`` unless None)."""
+def traced_groups(graph: Any, selected: dict[str, nn.Module] | None = None, round_to: int = 1,
+                  skip: Iterable[str] = ()) -> Iterator[tuple[nn.Module, ChannelGroup]]:
+    """``(root module, group)`` for every conv/linear root of ``graph`` (only those in ``selected`` unless None,
+    none of those in ``skip``)."""
     names = graph._module2name
-    for root, group in root_groups(graph):
+    for root, group in root_groups(graph, skip):
         name = names[root]
         if selected is not None and name not in selected:
             continue
@@ -183,7 +191,7 @@ def traced_groups(graph: Any, selected: dict[str, nn.Module] | None = None,
 
 
 def channel_groups(model: nn.Module, example_inputs: Any, selected: dict[str, nn.Module] | None = None,
-                   round_to: int = 1, key: str = "pruner.target") -> list[ChannelGroup]:
+                   round_to: int = 1, key: str = "pruner.target", skip: Iterable[str] = ()) -> list[ChannelGroup]:
     """The coupled channel groups of ``model``, traced on ``example_inputs``, in graph order.
 
     Args:
@@ -191,8 +199,10 @@ def channel_groups(model: nn.Module, example_inputs: Any, selected: dict[str, nn
             conv/linear/attention layer outside it also produces is refused; None: every group.
         round_to: Each site's ``round_to`` (kept channel counts a multiple of it).
         key: The config key a tracing failure names.
+        skip: FQNs of layers not to root a group at (their output channels are pruned otherwise).
     """
-    return [group for _, group in traced_groups(dependency_graph(model, example_inputs, key), selected, round_to)]
+    graph = dependency_graph(model, example_inputs, key)
+    return [group for _, group in traced_groups(graph, selected, round_to, skip)]
 
 
 def mha_head_site(name: str, mha: nn.MultiheadAttention, member: Callable[..., Member], round_to: int = 1) -> Site:
@@ -216,4 +226,4 @@ def mha_head_site(name: str, mha: nn.MultiheadAttention, member: Callable[..., M
 
 def head_site(name: str, mha: nn.MultiheadAttention) -> Site | str:
     """The head site of ``mha`` with index layouts (as the channel groups have), or why it cannot be compacted."""
-    return attention_unsupported(mha, name) or mha_head_site(name, mha, _index_member)
+    return attention_unsupported(mha, name) or mha_head_site(name, mha, index_member)

@@ -65,6 +65,40 @@ class CountedLayerNorm(nn.Module):
         return f"{self.weight.shape[0]} of {self.count} channels, eps={self.eps}"
 
 
+def is_rms_norm(module: nn.Module) -> bool:
+    """Whether ``module`` is a Llama-style RMSNorm (``weight * x / sqrt(mean(x^2) + variance_epsilon)``, computed
+    in float32): transformers' ``LlamaRMSNorm``, ``MistralRMSNorm``, ``Qwen2RMSNorm``..."""
+    weight = getattr(module, "weight", None)
+    return (isinstance(weight, nn.Parameter) and weight.dim() == 1 and isinstance(
+        getattr(module, "variance_epsilon", None), float) and getattr(module, "bias", None) is None
+        and len(list(module.parameters())) == 1)
+
+
+class CountedRMSNorm(nn.Module):
+    """Llama-style RMSNorm over the last dim that keeps the dense layer's element count: the mean of squares
+    divides by ``count`` (removed channels are zeros), ``y = weight * x / sqrt(sum(x^2) / count + eps)``."""
+
+    def __init__(self, weight: Tensor, count: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(weight.detach().clone())
+        self.count = int(count)
+        self.variance_epsilon = float(eps)
+
+    @classmethod
+    def from_dense(cls, norm: nn.Module) -> "CountedRMSNorm":
+        assert is_rms_norm(norm), "checked by the caller"
+        return cls(norm.weight, norm.weight.shape[0], norm.variance_epsilon)
+
+    def forward(self, x: Tensor) -> Tensor:
+        dtype = x.dtype
+        h = x.to(torch.float32)
+        var = h.pow(2).sum(-1, keepdim=True) / self.count
+        return self.weight * (h * torch.rsqrt(var + self.variance_epsilon)).to(dtype)
+
+    def extra_repr(self) -> str:
+        return f"{self.weight.shape[0]} of {self.count} channels, eps={self.variance_epsilon}"
+
+
 class CountedGroupNorm(nn.Module):
     """GroupNorm whose groups keep the dense layer's channel count (see the module docstring).
 

@@ -11,8 +11,10 @@ dense model's index space, one per parameter and dim.
    its exact dense equivalent from :mod:`prunecli.structure._modules` (same parameter names, widths taken from
    the parameters' shapes, the norms keeping the dense channel count);
 2. slices every cut parameter (and the per-channel buffers of norm layers);
-3. updates the shape attributes of Linear, Conv and BatchNorm layers, and the one width a known model's
-   ``forward`` reads from an attribute (torchvision's ``VisionTransformer.hidden_dim``).
+3. updates the shape attributes of Linear, Conv and BatchNorm layers, and the widths a known model's
+   ``forward`` reads from attributes (torchvision's ``VisionTransformer.hidden_dim``; transformers' ``Conv1D``
+   sizes and GPT-2's ``split_size``, with the head counts of attention modules kept true:
+   :func:`prunecli.structure._blocks.refit_blocks`).
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ import torch
 from torch import nn
 
 from prunecli.sites import Site
-from prunecli.structure._modules import Attention, CountedGroupNorm, CountedLayerNorm
+from prunecli.structure._blocks import refit_blocks
+from prunecli.structure._modules import Attention, CountedGroupNorm, CountedLayerNorm, CountedRMSNorm, is_rms_norm
 
 CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 SWAPS = {nn.LayerNorm: CountedLayerNorm.from_dense, nn.GroupNorm: CountedGroupNorm.from_dense,
@@ -81,8 +84,9 @@ def _swap_owners(model: nn.Module, cuts: list[list]) -> None:
         for i in range(len(parts) - 1, 0, -1):
             name = ".".join(parts[:i])
             module = model.get_submodule(name)
-            if type(module) in SWAPS:
-                _set_module(model, name, SWAPS[type(module)](module))
+            if type(module) in SWAPS or is_rms_norm(module):
+                swap = SWAPS.get(type(module), CountedRMSNorm.from_dense)
+                _set_module(model, name, swap(module))
                 break
 
 
@@ -97,6 +101,8 @@ def _refit(module: nn.Module) -> None:
             module.in_channels = module.groups = module.out_channels
         else:
             module.in_channels = module.weight.shape[1] * module.groups
+    elif isinstance(module, nn.Embedding):
+        module.num_embeddings, module.embedding_dim = module.weight.shape
     elif isinstance(module, nn.modules.batchnorm._BatchNorm):
         module.num_features = module.weight.shape[0]
 
@@ -108,6 +114,7 @@ def _refit_model(model: nn.Module) -> None:
         for module in model.modules():
             if isinstance(module, vit.VisionTransformer):  # reshapes the patch embedding with self.hidden_dim
                 module.hidden_dim = module.class_token.shape[-1]
+    refit_blocks(model)  # transformers' attention head counts (GPT-2's split_size) and Conv1D sizes
 
 
 @torch.no_grad()

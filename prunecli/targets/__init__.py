@@ -9,10 +9,13 @@ map from their elements to prunable units). Strings are parsed once, here:
 ``RxC``            blocks of R output rows by C input columns (``4x1``, ``1x4``, ``8x8``)
 ``channel``        coupled channel groups (producers, norms incl. LayerNorm/GroupNorm, bare parameters,
                    attention in/out projections, consumers, residual adds, concats), found by Torch-Pruning
-                   on example inputs, plus the heads of each ``nn.MultiheadAttention``;
+                   on example inputs, plus the heads of each attention module (``nn.MultiheadAttention``
+                   and Hugging Face BERT/DistilBERT/GPT-2/Llama-style attention: q/k/v dims are never
+                   pruned apart from their head) and the intermediate width of each feed-forward block;
                    ``{name: channel, round_to: 8}``. Without example inputs: whole output channels with
                    bias and a directly following norm layer
-``head``           whole attention heads (``nn.MultiheadAttention`` or q/k/v/o quartets)
+``head``           whole attention heads (``nn.MultiheadAttention`` and the attention modules
+                   :func:`prunecli.structure.find_attention` finds, or q/k/v/o quartets)
 =================  ===============================================================
 
 The named targets are registered in :data:`TARGETS` (a :class:`~prunecli.registry.Registry`); ``N:M`` and ``RxC``

@@ -16,27 +16,64 @@ from torch import nn
 
 from prunecli.errors import ConfigError
 from prunecli.sites import Site
-from prunecli.structure import OWNERS, channel_groups, head_site
+from prunecli.structure import (
+    OWNERS,
+    ChannelGroup,
+    channel_groups,
+    conv1d_types,
+    head_site,
+    index_member,
+    producers,
+    site_keys,
+    transformer_sites,
+)
+from prunecli.targets._structured import selected_by
 
 log = logging.getLogger(__name__)
 
 
+def _traced(model: nn.Module, modules: dict[str, nn.Module], example_inputs: Any, round_to: int,
+            blocks: list[Site]) -> tuple[list[ChannelGroup], str]:
+    """The coupled groups of the selected modules but those rooted at a producer of ``blocks`` (heads,
+    feed-forward widths), or, where the model cannot be traced and has ``blocks`` (found without the graph),
+    none and the reason."""
+    try:
+        return channel_groups(model, example_inputs, modules, round_to, skip=producers(blocks)), ""
+    except ConfigError as err:
+        if not blocks:
+            raise
+        return [], f"its residual channels are kept: {err.reason or err}"
+
+
 def coupled_sites(model: nn.Module, modules: dict[str, nn.Module], example_inputs: Any,
                   round_to: int = 1, heads: bool = True) -> tuple[list[Site], dict[str, str]]:
-    """Sites of the coupled groups rooted at the selected ``modules`` and (with ``heads``) the heads of the
-    selected attention modules, and ``{module FQN: reason}`` for the rest."""
+    """Sites of the coupled groups rooted at the selected ``modules``, the heads of the selected attention
+    modules (with ``heads``) and the intermediate width of selected feed-forward blocks, and ``{module FQN:
+    reason}`` for the rest. A traced group that holds a slice of an attention's heads or of a feed-forward
+    block is not a site of its own: its channels are pruned as whole heads (q/k/v dims never split a head)."""
     attention = [n for n, m in model.named_modules() if isinstance(m, nn.MultiheadAttention)]
     # An attention module's out_proj is pruned through the attention module (heads, residual channels).
     modules = {n: m for n, m in modules.items() if not any(n.startswith(f"{a}.") for a in attention)}
-    sites, skipped = [], {}
-    for group in channel_groups(model, example_inputs, modules, round_to):
-        if group.site is not None:
+    blocks, refused = transformer_sites(model, index_member, round_to)
+    head_keys = {key: site.name for site in blocks if site.unit_dim is None for key in site_keys(site)}
+    claimed = set().union(*(site_keys(site) for site in blocks))
+    sites = [s for s in blocks if selected_by(s, modules) and (heads or s.unit_dim is not None)]
+    skipped = {name: reason for name, reason in refused.items()
+               if any(m.startswith(f"{name}.") for m in modules)}
+    groups, untraced = _traced(model, modules, example_inputs, round_to, blocks)
+    for group in groups:
+        keys = site_keys(group.site) if group.site is not None else set()
+        if group.site is not None and not keys & claimed:
             sites.append(group.site)
             continue
-        log.info("%s: channel group skipped: %s", group.root, group.reason)
-        for producer in group.producers:  # every selected layer whose output channels are in the group
-            if producer in modules:
-                skipped[producer] = group.reason
+        owner = next((head_keys[k] for k in sorted(keys) if k in head_keys), None)
+        reason = group.reason or (f"its channels are head dims of {owner}, pruned as whole heads" if owner else "")
+        if reason:
+            log.info("%s: channel group skipped: %s", group.root, reason)
+        for producer in group.producers or ((group.root,) if reason else ()):
+            if producer in modules:  # every selected layer whose output channels are in the group
+                skipped[producer] = reason
+    produced_by = {m.name.rpartition(".")[0]: s for s in blocks for m in s.members if not m.consumer}
     for name, module in modules.items():
         if isinstance(module, nn.MultiheadAttention) and not heads:
             skipped.setdefault(name, "its heads are kept whole (pruner.target.heads: false)")
@@ -47,6 +84,12 @@ def coupled_sites(model: nn.Module, modules: dict[str, nn.Module], example_input
                 skipped.pop(name, None)  # its heads are pruned even where the residual channels through it stay dense
             else:
                 skipped[name] = site
+        elif name in produced_by and produced_by[name].unit_dim is None and not heads:
+            skipped[name] = "its heads are kept whole (pruner.target.heads: false)"
+        elif name in produced_by:
+            skipped.pop(name, None)  # it produces a head or feed-forward site's units
+        elif untraced and name not in skipped:
+            skipped[name] = untraced  # e.g. an attention's output projection: its output channels stay
         elif name not in skipped and not any(s.member(f"{name}.weight") for s in sites):
             skipped[name] = "not reached by the traced forward pass"
     return sites, skipped
@@ -58,17 +101,24 @@ class CoupledChannel:
 
     A channel's mask covers every coupled slice (see :mod:`prunecli.structure`), so the masked model computes
     what the compacted model computes (``prunecli export format=compact``). Selected ``nn.MultiheadAttention``
-    modules add one head site each, scored and allocated like the channel groups (``heads: false`` keeps heads
-    whole, e.g. for criteria that read output channels). ``round_to`` keeps each group's channel count a multiple
-    of e.g. 8. Without example inputs (``build_pruner(..., example_inputs=None)``) it falls
-    back to :class:`~prunecli.targets.LayerChannel` (layer + following norm, no coupling) with a warning.
+    modules and Hugging Face attention modules (:func:`prunecli.structure.find_attention`, selected through
+    their q/k/v projections) add one head site each, scored and allocated like the channel groups
+    (``heads: false`` keeps heads whole, e.g. for criteria that read output channels); their q/k/v dims are
+    never free channels. Feed-forward blocks (:func:`prunecli.structure.find_ffn`) add their intermediate width.
+    ``round_to`` keeps each group's channel count a multiple of e.g. 8. Without example inputs
+    (``build_pruner(..., example_inputs=None)``) it falls back to :class:`~prunecli.targets.LayerChannel`
+    (layer + following norm, no coupling) with a warning.
     """
 
     round_to: int = 1
     heads: bool = True
-    module_types = OWNERS
     needs_example_inputs = True
     unit_name = "channels"  # what a goal counts (the summary's "channels 0.50 removed")
+
+    @property
+    def module_types(self) -> tuple[type[nn.Module], ...]:
+        """Conv/Linear/attention layers, and transformers' Conv1D (GPT-2) once transformers is loaded."""
+        return (*OWNERS, *conv1d_types())
 
     def __post_init__(self) -> None:
         if not isinstance(self.round_to, int) or isinstance(self.round_to, bool) or self.round_to < 1:

@@ -9,7 +9,7 @@ from torch import nn
 
 from prunecli.errors import ConfigError
 from prunecli.sites import AxisLayout, Member, Site
-from prunecli.structure import following_norms, mha_head_site
+from prunecli.structure import attention_site, conv1d_types, find_attention, following_norms, mha_head_site
 from prunecli.targets._weights import WEIGHT_TYPES, weight_sites
 
 log = logging.getLogger(__name__)
@@ -59,31 +59,50 @@ class LayerChannel:
         return "channel"
 
 
+def selected_by(site: Site, modules: dict[str, nn.Module]) -> bool:
+    """Whether the layer rules select ``site``: its module, or a layer producing its units (not a consumer)."""
+    return site.module in modules or any(m.name.rpartition(".")[0] in modules for m in site.members if not m.consumer)
+
+
 @dataclass(frozen=True)
 class Head:
     """Whole attention heads.
 
-    Covers every ``torch.nn.MultiheadAttention`` selected by the layer rules, and q/k/v/o Linear quartets
-    named in config (``quartets: [{q: attn.q_proj, k: attn.k_proj, v: attn.v_proj, o: attn.out_proj}]``
-    with ``num_heads``). A head's mask covers its rows of q, k, v (weights and biases) and its columns of the
-    output projection, so the head contributes exactly zero (Michel et al., "Are Sixteen Heads Really Better
-    than One?", 2019, https://arxiv.org/abs/1905.10650). At least one head per module is kept.
+    Covers every ``torch.nn.MultiheadAttention`` selected by the layer rules and the attention modules of
+    common Hugging Face models that :func:`prunecli.structure.find_attention` recognises (BERT/RoBERTa,
+    DistilBERT, GPT-2, Llama/Mistral/Qwen2; selected through their q/k/v projection layers), or instead the
+    q/k/v/o Linear quartets named in config (``quartets: [{q: attn.q_proj, k: attn.k_proj, v: attn.v_proj,
+    o: attn.out_proj}]`` with ``num_heads``). A head's mask covers its rows of q, k, v (weights and biases) and
+    its columns of the output projection, so the head contributes exactly zero (Michel et al., "Are Sixteen
+    Heads Really Better than One?", 2019, https://arxiv.org/abs/1905.10650). With grouped-query attention one
+    unit is a key/value head together with its query heads. At least one head per module is kept.
     """
 
     num_heads: int | None = None
     quartets: tuple[dict, ...] = field(default_factory=tuple)
-    module_types = (nn.MultiheadAttention,)
     unit_name = "heads"  # what a goal counts (the summary's "heads 0.50 removed")
+
+    @property
+    def module_types(self) -> tuple[type[nn.Module], ...]:
+        """Attention modules and the projection layers through which other attention modules are selected."""
+        return (nn.MultiheadAttention, nn.Linear, *conv1d_types())
 
     def sites(self, model: nn.Module, modules: dict[str, nn.Module]) -> tuple[list[Site], dict[str, str]]:
         sites, skipped = [], {}
         for name, module in modules.items():
             if isinstance(module, nn.MultiheadAttention):
                 sites.append(mha_head_site(name, module, _axis_member))
-            else:
-                skipped[name] = f"{type(module).__name__} is not an nn.MultiheadAttention"
-        for i, quartet in enumerate(self.quartets):
-            sites.append(self._quartet_site(model, i, quartet))
+        if self.quartets:
+            return sites + [self._quartet_site(model, i, q) for i, q in enumerate(self.quartets)], skipped
+        found, refused = find_attention(model)
+        for heads in found:
+            site = attention_site(model, heads, _axis_member) if heads.module != heads.q else None
+            if site is not None and selected_by(site, modules):
+                sites.append(site)
+        for name, reason in refused.items():
+            if any(m == name or m.startswith(f"{name}.") for m in modules):
+                skipped[name] = reason
+                log.info("%s: skipped: %s", name, reason)
         return sites, skipped
 
     def _quartet_site(self, model: nn.Module, index: int, quartet: dict) -> Site:
