@@ -54,6 +54,7 @@ def check_options(options: Mapping[str, Any]) -> dict[str, Any]:
 def export(model: nn.Module, checkpoint: Any, output: Path, options: dict[str, Any]) -> dict[str, Any]:
     from safetensors.torch import save
 
+    from prunecli.checkpoint import fold_masks
     from prunecli.export.dense import spec_beside
     from prunecli.structure import compact
 
@@ -73,7 +74,7 @@ def export(model: nn.Module, checkpoint: Any, output: Path, options: dict[str, A
         raise ConfigError("format", "compact", f"a model whose masked and compacted outputs agree within {atol}",
                           reason=f"they differ by {diff:.3g}: an op in {type(model).__name__} mixes pruned "
                                  "channels into kept ones; use format=dense")
-    data = save({k: v.detach().cpu().contiguous() for k, v in small.state_dict().items()})
+    data = save(fold_masks(small.state_dict(), {}))  # own copies: tied weights (GPT-2's lm_head) share memory
     params = (sum(p.numel() for p in model.parameters()), sum(p.numel() for p in small.parameters()))
     spec = {"format": FORMAT, "version": VERSION, "weights": output.name,
             "model": checkpoint.spec, "history": plan["history"], "cuts": plan["cuts"],

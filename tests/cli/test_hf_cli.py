@@ -177,3 +177,24 @@ def test_a_compact_export_of_an_hf_model_is_rebuilt_from_its_spec(cli, llama_run
     assert result.exit_code == 0, (result.stdout, result.stderr, result.exception)
     report = json.loads((tmp_path / "e" / "evaluate.json").read_text())
     assert report["compact"] and report["params_total"] == 34976 - 3 * 32 * 32
+
+
+@pytest.mark.parametrize("model, target, kept", [
+    (LLAMA, "channel", (0.2, 0.6)),   # FFN and residual widths, and whole KV-head groups
+    (LLAMA, "head", (0.8, 0.95)),     # one of each layer's two KV heads with its two query heads
+    ("gpt2", "head", (0.8, 0.95)),    # fused c_attn: q, k and v rows of a head cut together
+])
+def test_a_structured_hf_run_exports_compact_and_evaluates_alike(cli, gpt2_dir, tmp_path, model, target, kept):
+    source = f"model.path={gpt2_dir}" if model == "gpt2" else model
+    summary = _prune(cli, tmp_path / "run", source, "trainer.pretrain_epochs=1", "pruner=l1_norm",
+                     f"pruner.target={target}")
+    assert summary["unit_sparsity"] == pytest.approx(0.5, abs=1e-6)
+    result = cli("export", f"checkpoint={tmp_path / 'run'}", "format=compact", f"hydra.run.dir={tmp_path / 'x'}")
+    assert result.exit_code == 0, (result.stdout, result.stderr, result.exception)
+    info = json.loads((tmp_path / "x" / "export.json").read_text())
+    assert info["max_abs_diff"] < 1e-4
+    result = cli("evaluate", f"checkpoint={tmp_path / 'x' / 'model.json'}", f"hydra.run.dir={tmp_path / 'e'}")
+    assert result.exit_code == 0, (result.stdout, result.stderr, result.exception)
+    report = json.loads((tmp_path / "e" / "evaluate.json").read_text())
+    assert report["perplexity"] == pytest.approx(summary["perplexity"], rel=1e-5)
+    assert report["compact"] is True and kept[0] < report["params_ratio"] < kept[1]
