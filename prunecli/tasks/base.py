@@ -60,3 +60,39 @@ class Task(Protocol):
     def example_inputs(self, spec: Mapping[str, Any], batch_size: int = 1, device: torch.device | str = "cpu",
                        seed: int = 0) -> Inputs:
         """Random inputs of ``batch_size`` samples that the spec's model takes (tracing, FLOPs, ONNX, compaction)."""
+
+
+def check_sizes(spec: Mapping[str, Any], origin: Any, key: str, limits: Mapping[str, int],
+                low: Mapping[str, int] | None = None) -> None:
+    """Each size ``spec[name]`` an int in ``[low[name] (default 1), limits[name]]``, else ``origin.error(...)``
+    naming ``<key>.<name>=<value>``."""
+    for name, limit in limits.items():
+        value, least = spec.get(name), (low or {}).get(name, 1)
+        if isinstance(value, bool) or not isinstance(value, int) or not least <= value <= limit:
+            raise origin.error(f"{key}.{name}={short(value)}", f"is not allowed: expected an integer in [{least}, "
+                                                                f"{limit}]")
+
+
+def classification_sums(logits: torch.Tensor, labels: torch.Tensor) -> Sums:
+    """Summed cross-entropy (float32 under autocast), correct top-1 predictions and samples of one batch."""
+    return {"loss": nn.functional.cross_entropy(logits.float(), labels, reduction="sum"),
+            "correct": (logits.argmax(dim=1) == labels).sum(), "samples": labels.numel()}
+
+
+def classification_step(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, Sums]:
+    """``(mean cross-entropy to back-propagate, detached sums as in :func:`classification_sums`)``."""
+    loss = nn.functional.cross_entropy(logits.float(), labels)
+    n = labels.numel()
+    return loss, {"loss": loss.detach() * n, "correct": (logits.argmax(dim=1) == labels).sum(), "samples": n}
+
+
+def classification_metrics(sums: Mapping[str, float]) -> dict[str, float]:
+    """Mean ``loss`` and ``accuracy`` over the summed samples."""
+    n = max(sums.get("samples", 0), 1)
+    return {"loss": float(sums.get("loss", 0.0)) / n, "accuracy": float(sums.get("correct", 0)) / n}
+
+
+def short(value: Any) -> str:
+    """``repr(value)``, cut to 60 characters for a one-line error."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

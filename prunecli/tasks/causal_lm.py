@@ -21,7 +21,7 @@ from torch import nn
 
 from prunecli.metrics import call_model
 from prunecli.tasks._registry import register_task
-from prunecli.tasks.base import Sums
+from prunecli.tasks.base import Sums, check_sizes
 
 # Upper bounds of the sizes a file-given spec may hold: example inputs and one sample's logits
 # (seq_len x vocab_size) are allocated from them before any weight is checked.
@@ -48,12 +48,7 @@ class CausalLM:
 
     def check_spec(self, spec: Mapping[str, Any], origin: Any, key: str) -> None:
         """Each size an int within :data:`SIZE_LIMITS` (``seq_len`` >= 2), one sample's logits bounded."""
-        for name, limit in SIZE_LIMITS.items():
-            value = spec.get(name)
-            low = MIN_SEQ_LEN if name == "seq_len" else 1
-            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= limit:
-                raise origin.error(f"{key}.{name}={_short(value)}",
-                                   f"is not allowed: expected an integer in [{low}, {limit}]")
+        check_sizes(spec, origin, key, SIZE_LIMITS, low={"seq_len": MIN_SEQ_LEN})
         if spec["vocab_size"] * spec["seq_len"] > MAX_SAMPLE_LOGITS:
             raise origin.error(f"{key}.seq_len={spec['seq_len']}", f"with vocab_size={spec['vocab_size']} "
                                f"is over {MAX_SAMPLE_LOGITS:,} logits per sample")
@@ -110,7 +105,3 @@ def takes_attention_mask(model: nn.Module) -> bool:
     params = inspect.signature(model.forward).parameters.values()
     return any(p.name == "attention_mask" or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
 
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."

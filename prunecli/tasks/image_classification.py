@@ -12,7 +12,13 @@ import torch
 from torch import nn
 
 from prunecli.tasks._registry import register_task
-from prunecli.tasks.base import Sums
+from prunecli.tasks.base import (
+    Sums,
+    check_sizes,
+    classification_metrics,
+    classification_step,
+    classification_sums,
+)
 
 # Upper bounds of the sizes a file-given spec may hold: example inputs (in_channels x image_size^2 per sample)
 # and the output layer are allocated from them before any weight is checked.
@@ -33,11 +39,7 @@ class ImageClassification:
 
     def check_spec(self, spec: Mapping[str, Any], origin: Any, key: str) -> None:
         """Each size a positive int within :data:`SIZE_LIMITS`, one sample within :data:`MAX_SAMPLE_ELEMENTS`."""
-        for name, limit in SIZE_LIMITS.items():
-            value = spec.get(name)
-            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= limit:
-                raise origin.error(f"{key}.{name}={_short(value)}",
-                                   f"is not allowed: expected an integer in [1, {limit}]")
+        check_sizes(spec, origin, key, SIZE_LIMITS)
         if spec["in_channels"] * spec["image_size"] ** 2 > MAX_SAMPLE_ELEMENTS:
             raise origin.error(f"{key}.image_size={spec['image_size']}", f"with in_channels={spec['in_channels']} "
                                f"is over {MAX_SAMPLE_ELEMENTS:,} input elements per sample")
@@ -52,20 +54,14 @@ class ImageClassification:
 
     def training_step(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, Sums]:
         images, labels = batch
-        logits = model(images)
-        loss = nn.functional.cross_entropy(logits.float(), labels)
-        n = labels.numel()
-        return loss, {"loss": loss.detach() * n, "correct": (logits.argmax(dim=1) == labels).sum(), "samples": n}
+        return classification_step(model(images), labels)
 
     def evaluation_step(self, model: nn.Module, batch: Any) -> Sums:
         images, labels = batch
-        logits = model(images)
-        return {"loss": nn.functional.cross_entropy(logits.float(), labels, reduction="sum"),
-                "correct": (logits.argmax(dim=1) == labels).sum(), "samples": labels.numel()}
+        return classification_sums(model(images), labels)
 
     def metrics(self, sums: Mapping[str, float]) -> dict[str, float]:
-        n = max(sums.get("samples", 0), 1)
-        return {"loss": sums.get("loss", 0.0) / n, "accuracy": sums.get("correct", 0) / n}
+        return classification_metrics(sums)
 
     def example_inputs(self, spec: Mapping[str, Any], batch_size: int = 1, device: torch.device | str = "cpu",
                        seed: int = 0) -> torch.Tensor:
@@ -75,7 +71,3 @@ class ImageClassification:
         g = torch.Generator().manual_seed(seed)
         return torch.randn(batch_size, spec["in_channels"], h, w, generator=g).to(device)
 
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."

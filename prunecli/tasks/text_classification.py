@@ -15,7 +15,7 @@ from torch import nn
 
 from prunecli.metrics import call_model
 from prunecli.tasks._registry import register_task
-from prunecli.tasks.base import Sums
+from prunecli.tasks.base import Sums, check_sizes, classification_metrics, classification_step, classification_sums
 
 # Upper bounds of the sizes a file-given spec may hold: example inputs (seq_len ids) and the embedding and output
 # layers are allocated from them before any weight is checked.
@@ -36,12 +36,7 @@ class TextClassification:
 
     def check_spec(self, spec: Mapping[str, Any], origin: Any, key: str) -> None:
         """Each size an int within :data:`SIZE_LIMITS` (``num_classes`` >= 2)."""
-        for name, limit in SIZE_LIMITS.items():
-            value = spec.get(name)
-            low = 2 if name == "num_classes" else 1
-            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= limit:
-                raise origin.error(f"{key}.{name}={_short(value)}",
-                                   f"is not allowed: expected an integer in [{low}, {limit}]")
+        check_sizes(spec, origin, key, SIZE_LIMITS, low={"num_classes": 2})
 
     def data_options(self, spec: Mapping[str, Any]) -> dict[str, Any]:
         """The dataset pads and cuts its texts to the model's ``seq_len`` tokens."""
@@ -51,19 +46,13 @@ class TextClassification:
         return {key: value.to(device, non_blocking=True) for key, value in batch.items()}
 
     def training_step(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, Sums]:
-        logits, labels = _logits(model, batch), batch["labels"]
-        loss = nn.functional.cross_entropy(logits.float(), labels)
-        n = labels.numel()
-        return loss, {"loss": loss.detach() * n, "correct": (logits.argmax(dim=1) == labels).sum(), "samples": n}
+        return classification_step(_logits(model, batch), batch["labels"])
 
     def evaluation_step(self, model: nn.Module, batch: Any) -> Sums:
-        logits, labels = _logits(model, batch), batch["labels"]
-        return {"loss": nn.functional.cross_entropy(logits.float(), labels, reduction="sum"),
-                "correct": (logits.argmax(dim=1) == labels).sum(), "samples": labels.numel()}
+        return classification_sums(_logits(model, batch), batch["labels"])
 
     def metrics(self, sums: Mapping[str, float]) -> dict[str, float]:
-        n = max(sums.get("samples", 0), 1)
-        return {"loss": float(sums.get("loss", 0.0)) / n, "accuracy": float(sums.get("correct", 0)) / n}
+        return classification_metrics(sums)
 
     def example_inputs(self, spec: Mapping[str, Any], batch_size: int = 1, device: torch.device | str = "cpu",
                        seed: int = 0) -> dict[str, torch.Tensor]:
@@ -78,7 +67,3 @@ def _logits(model: nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor
     """The model's ``[B, num_classes]`` logits of the batch's inputs (never its labels: the task owns the loss)."""
     return call_model(model, {key: batch[key] for key in MODEL_INPUTS if key in batch})
 
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
