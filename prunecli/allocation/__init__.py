@@ -9,6 +9,10 @@ prune) and returns one keep vector per site. Names in ``pruner.allocation``:
   :mod:`prunecli.allocation.rows`);
 - ``sensitivity``, ``simulated_annealing``, ``amc``: searched allocations (:mod:`prunecli.allocation.search`)
   that evaluate candidate per-layer sparsities with ``evaluator(model) -> float``.
+
+One-shot pruning (:mod:`prunecli.oneshot`) also takes a *layer sparsity*, the budget of each transformer block
+before the comparison group above splits it: ``uniform``, or ``owl`` (:class:`OWL`, outlier-weighted,
+:mod:`prunecli.allocation.owl`).
 """
 
 from __future__ import annotations
@@ -17,13 +21,15 @@ from typing import Any
 
 from prunecli._parts import build_part
 from prunecli.allocation.base import Allocation, check_caps, unit_caps
+from prunecli.allocation.owl import LAYER_SPARSITIES, OWL, parse_layer_sparsity
 from prunecli.allocation.ranked import Global, Local
 from prunecli.allocation.rows import PerRow
 from prunecli.allocation.search import AMC, Sensitivity, SimulatedAnnealing
 from prunecli.allocation.select import select_lowest
 
 __all__ = ["Allocation", "Local", "Global", "PerRow", "Sensitivity", "SimulatedAnnealing", "AMC", "ALLOCATIONS",
-           "parse_allocation", "check_caps", "unit_caps", "select_lowest"]
+           "parse_allocation", "check_caps", "unit_caps", "select_lowest", "OWL", "LAYER_SPARSITIES",
+           "parse_layer_sparsity"]
 
 ALLOCATIONS = {"local": Local, "global": Global, "per_row": PerRow, "sensitivity": Sensitivity,
                "simulated_annealing": SimulatedAnnealing, "amc": AMC}

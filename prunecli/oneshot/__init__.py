@@ -12,6 +12,8 @@ in place::
     masks = prune_oneshot(model, batches, "sparsegpt", sparsity=0.5)  # or "wanda", "magnitude"
     kept = sum(int(m.sum()) for m in masks.values()) / sum(m.numel() for m in masks.values())  # 0.5
     masks_24 = prune_oneshot(build_model("tiny_lm", seq_len=64), batches, "wanda", target="2:4")
+    masks_owl = prune_oneshot(build_model("tiny_lm", seq_len=64), batches, "wanda", sparsity=0.7,
+                              layer_sparsity={"name": "owl", "m": 5, "lam": 0.08})  # 0.7 over all blocks
 
 ``masks`` maps each pruned parameter's FQN to a bool keep mask. The parts:
 
@@ -20,7 +22,8 @@ in place::
 - :mod:`prunecli.oneshot.feeds`: hooks feeding each linear layer's inputs to the method's statistics;
 - :mod:`prunecli.oneshot.methods`: ``magnitude``, ``wanda`` (criterion :class:`~prunecli.criteria.Wanda`,
   allocation ``per_row``) and ``sparsegpt``;
-- :mod:`prunecli.oneshot.sparsegpt`: the SparseGPT solver (Hessians, inverse factor, column sweep).
+- :mod:`prunecli.oneshot.sparsegpt`: the SparseGPT solver (Hessians, inverse factor, column sweep);
+- :mod:`prunecli.oneshot.owl`: OWL's pass collecting every block's outlier ratio (``layer_sparsity="owl"``).
 """
 
 from __future__ import annotations
@@ -28,9 +31,10 @@ from __future__ import annotations
 from prunecli.oneshot.blocks import BlockInputs, block_kinds, capture_inputs, find_blocks, run_block
 from prunecli.oneshot.feeds import InputFeeds
 from prunecli.oneshot.methods import METHODS, Method, Ranked, SparseGPT, parse_method
+from prunecli.oneshot.owl import outlier_ratios, owl_sparsities
 from prunecli.oneshot.run import prune_oneshot
 from prunecli.oneshot.sparsegpt import Hessians, column_selector, inverse_factor, prune_columns
 
 __all__ = ["prune_oneshot", "find_blocks", "capture_inputs", "run_block", "BlockInputs", "block_kinds", "InputFeeds",
            "METHODS", "Method", "Ranked", "SparseGPT", "parse_method", "Hessians", "inverse_factor",
-           "column_selector", "prune_columns"]
+           "column_selector", "prune_columns", "outlier_ratios", "owl_sparsities"]

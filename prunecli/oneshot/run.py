@@ -6,6 +6,11 @@ the pruned weights, whose outputs are the next block's inputs. With ``sequential
 inputs are the outputs of the dense block (one pass per block: every statistic comes from the dense model's
 activations). Only one block's inputs and statistics are held at a time; with ``device`` only the current
 block is moved there.
+
+``layer_sparsity="owl"`` gives each block its own sparsity (:class:`~prunecli.allocation.OWL`), decided from
+every block's outlier ratio before the first block is pruned: a first pass over the dense blocks collects
+them (:mod:`prunecli.oneshot.owl`), then the block-by-block pass prunes every layer of block ``l`` to ``S_l``
+within the chosen comparison group (``allocation``).
 """
 
 from __future__ import annotations
@@ -13,24 +18,27 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import torch
 from torch import Tensor, nn
 
+from prunecli.allocation import parse_layer_sparsity
 from prunecli.errors import ConfigError
 from prunecli.oneshot.blocks import PRUNABLE, BlockInputs, capture_inputs, find_blocks, run_block
 from prunecli.oneshot.feeds import InputFeeds
 from prunecli.oneshot.methods import Method, parse_method
+from prunecli.oneshot.owl import owl_sparsities
 from prunecli.sites import Site
-from prunecli.targets import Target, parse_target
+from prunecli.targets import NM, Target, parse_target
 
 log = logging.getLogger(__name__)
 
 
 def prune_oneshot(model: nn.Module, batches: Iterable[Any], method: Any = "wanda", *, sparsity: float = 0.5,
                   target: Any = "unstructured", allocation: Any = None, sequential: bool = True,
-                  blocks: str | None = None, device: str | torch.device | None = None) -> dict[str, Tensor]:
+                  blocks: str | None = None, device: str | torch.device | None = None,
+                  layer_sparsity: Any = "uniform") -> dict[str, Tensor]:
     """Prune every linear layer of ``model``'s transformer blocks from calibration ``batches``.
 
     Args:
@@ -38,7 +46,7 @@ def prune_oneshot(model: nn.Module, batches: Iterable[Any], method: Any = "wanda
         batches: Calibration batches: mappings of keyword tensors (``{"input_ids": ...}``) or tensors.
         method: ``magnitude``, ``wanda``, ``sparsegpt`` (``{name: sparsegpt, blocksize: 128, percdamp: 0.01}``)
             or a :class:`~prunecli.oneshot.methods.Method`.
-        sparsity: Share of each layer's weights to prune.
+        sparsity: Share of each layer's weights to prune (with OWL: of all the blocks' weights).
         target: ``unstructured`` or ``N:M`` (``2:4``, along the input dim).
         allocation: The comparison group: ``local`` (per layer), ``per_row``, ``global`` (over one block;
             magnitude and wanda only). Default: ``per_row`` for wanda, ``local`` otherwise.
@@ -46,6 +54,9 @@ def prune_oneshot(model: nn.Module, batches: Iterable[Any], method: Any = "wanda
             or from the dense model.
         blocks: FQN of the block list, if the largest one is not it.
         device: Where each block runs while it is pruned (default: where it is).
+        layer_sparsity: How ``sparsity`` is spread over the blocks: ``uniform``, or ``owl`` /
+            ``{name: owl, m: 5, lam: 0.08}`` (:class:`~prunecli.allocation.OWL`; unstructured targets only,
+            with one more pass over the dense blocks first).
 
     Returns:
         Keep masks (bool, True = kept) keyed by parameter FQN; the model's weights are masked (and, for
@@ -54,17 +65,26 @@ def prune_oneshot(model: nn.Module, batches: Iterable[Any], method: Any = "wanda
     if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)) or not 0 <= sparsity < 1:
         raise ConfigError("sparsity", sparsity, "a float in [0, 1)")
     method, target = parse_method(method, allocation), parse_target(target)
+    owl = parse_layer_sparsity(layer_sparsity)
+    if owl is not None and isinstance(target, NM):
+        raise ConfigError("pruner.layer_sparsity", "owl", ["uniform"], f"an {target} target prunes every layer alike")
     prefix, layers = find_blocks(model, blocks)
+    names = [f"{prefix}.{i}" if prefix else str(i) for i in range(len(layers))]
+    if owl is not None:
+        batches = batches if isinstance(batches, Sequence) else list(batches)  # read twice: OWL's pass, pruning
+        per_block = owl_sparsities(model, batches, sparsity, owl, blocks, device)
+    else:
+        per_block = dict.fromkeys(names, sparsity)
     device = torch.device(device) if device is not None else None
     was_training = model.training
     model.eval()
     started = time.perf_counter()
-    run = _BlockPass(model, method, target, sparsity, sequential, device)
+    run = _BlockPass(model, method, target, sequential, device)
     try:
         inputs = capture_inputs(model, layers, batches, device)
         masks: dict[str, Tensor] = {}
-        for index, block in enumerate(layers):
-            masks.update(run.prune(block, index, f"{prefix}.{index}" if prefix else str(index), inputs))
+        for index, (block, name) in enumerate(zip(layers, names)):
+            masks.update(run.prune(block, index, name, inputs, per_block[name]))
     finally:
         model.train(was_training)
     log.info("one-shot pruned %d tensors in %d blocks in %.2f s", len(masks), len(layers),
@@ -79,18 +99,18 @@ class _BlockPass:
     model: nn.Module
     method: Method
     target: Target
-    sparsity: float
     sequential: bool
     device: torch.device | None
 
-    def prune(self, block: nn.Module, index: int, name: str, inputs: BlockInputs) -> dict[str, Tensor]:
-        """Prune the linear layers of ``block`` (the ``index``-th, FQN ``name``) whose inputs are ``inputs``;
-        leaves the next block's inputs in ``inputs`` and returns the masks, on the device the block was on."""
+    def prune(self, block: nn.Module, index: int, name: str, inputs: BlockInputs,
+              sparsity: float) -> dict[str, Tensor]:
+        """Prune the linear layers of ``block`` (the ``index``-th, FQN ``name``) whose inputs are ``inputs`` to
+        ``sparsity``; leaves the next block's inputs in ``inputs`` and returns the masks, on the device the block was on."""
         home = next(block.parameters()).device
         if self.device is not None:
             block.to(self.device)
         sites = self._sites(block, index, name, inputs)
-        masks = self.method.prune(sites, self.sparsity, self.target) if sites else {}
+        masks = self.method.prune(sites, sparsity, self.target) if sites else {}
         self.method.clear()
         with torch.no_grad():
             for fqn, mask in masks.items():
