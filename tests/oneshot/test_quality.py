@@ -18,44 +18,11 @@ seconds does not grow), so that comparison is reported, not asserted.
 from __future__ import annotations
 
 import copy
-import math
 
 import pytest
-import torch
-import torch.nn.functional as F
+from _lm import perplexity as _perplexity
 
-from prunecli.data.stdlib_text import stdlib_text
-from prunecli.models import build_model
 from prunecli.oneshot import prune_oneshot
-
-STEPS = 250
-
-
-def _loss(model, ids):
-    logits = model(ids[:, :-1])
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1))
-
-
-@pytest.fixture(scope="module")
-def trained():
-    data = stdlib_text(seq_len=64, max_train_sequences=4096, max_val_sequences=128)
-    train, val = data.train.ids, data.val.ids
-    torch.manual_seed(0)
-    model = build_model("tiny_lm", vocab_size=256, seq_len=64)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.0)
-    gen = torch.Generator().manual_seed(0)
-    for _ in range(STEPS):
-        loss = _loss(model, train[torch.randint(0, len(train), (32,), generator=gen)])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    calibration = [{"input_ids": train[i:i + 16]} for i in range(0, 128, 16)]
-    return model.eval(), calibration, val
-
-
-def _perplexity(model, val):
-    with torch.no_grad():
-        return math.exp(float(_loss(model, val)))
 
 
 def _pruned(trained, method, sparsity, target):
