@@ -67,7 +67,8 @@ def prune_oneshot(model: nn.Module, batches: Iterable[Any], method: Any = "wanda
     method, target = parse_method(method, allocation), parse_target(target)
     owl = parse_layer_sparsity(layer_sparsity)
     if owl is not None and isinstance(target, NM):
-        raise ConfigError("pruner.layer_sparsity", "owl", ["uniform"], f"an {target} target prunes every layer alike")
+        raise ConfigError("pruner.layer_sparsity", "owl", ["uniform"],
+                          f"an {target} target prunes every layer alike")
     prefix, layers = find_blocks(model, blocks)
     names = [f"{prefix}.{i}" if prefix else str(i) for i in range(len(layers))]
     if owl is not None:
@@ -105,7 +106,8 @@ class _BlockPass:
     def prune(self, block: nn.Module, index: int, name: str, inputs: BlockInputs,
               sparsity: float) -> dict[str, Tensor]:
         """Prune the linear layers of ``block`` (the ``index``-th, FQN ``name``) whose inputs are ``inputs`` to
-        ``sparsity``; leaves the next block's inputs in ``inputs`` and returns the masks, on the device the block was on."""
+        ``sparsity``; leaves the next block's inputs in ``inputs`` and returns the masks, on the device the block
+        was on."""
         home = next(block.parameters()).device
         if self.device is not None:
             block.to(self.device)

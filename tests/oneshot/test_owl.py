@@ -125,8 +125,10 @@ def test_masks_realise_the_block_sparsities(method):
 
 @pytest.mark.parametrize("spec, key", [
     ("owls", "pruner.layer_sparsity"), ({"name": "owl", "m": 0}, "pruner.layer_sparsity.m"),
-    ({"name": "owl", "lam": -0.1}, "pruner.layer_sparsity.lam"), ({"name": "owl", "lam": 0.5}, "pruner.layer_sparsity.lam"),
-    ({"name": "owl", "lambda": 0.1}, "pruner.layer_sparsity.lambda"), ({"name": "uniform", "m": 5}, "pruner.layer_sparsity.m"),
+    ({"name": "owl", "lam": -0.1}, "pruner.layer_sparsity.lam"),
+    ({"name": "owl", "lam": 0.5}, "pruner.layer_sparsity.lam"),  # 0.6 + 0.5 >= 1
+    ({"name": "owl", "lambda": 0.1}, "pruner.layer_sparsity.lambda"),
+    ({"name": "uniform", "m": 5}, "pruner.layer_sparsity.m"),
 ])
 def test_bad_options_one_line(spec, key):
     model = _stack()
