@@ -63,7 +63,7 @@ class OWL:
     def check(self, target: float) -> None:
         """Raise a one-line :class:`ConfigError` if ``lam`` would take a layer below 0 or to 1 at ``target``."""
         if not (self.lam <= target and target + self.lam < 1):
-            raise ConfigError(f"{KEY}.lam", self.lam, f"a float in [0, {min(target, 1 - target):g}) at sparsity "
+            raise ConfigError(f"{KEY}.lam", self.lam, f"at most {target:g} and below {1 - target:g} at sparsity "
                               f"{target:g}", "every layer's sparsity must stay in [0, 1)")
 
     def sparsities(self, ratios: Sequence[float], sizes: Sequence[int], target: float) -> list[float]:

@@ -68,7 +68,7 @@ def prune_oneshot(model: nn.Module, batches: Iterable[Any], method: Any = "wanda
     owl = parse_layer_sparsity(layer_sparsity)
     if owl is not None and isinstance(target, NM):
         raise ConfigError("pruner.layer_sparsity", "owl", ["uniform"],
-                          f"an {target} target prunes every layer alike")
+                          f"target {target} gives every layer the same sparsity")
     prefix, layers = find_blocks(model, blocks)
     names = [f"{prefix}.{i}" if prefix else str(i) for i in range(len(layers))]
     if owl is not None:

@@ -7,9 +7,9 @@ lambda = 0.08: outlier ratios 0.0022 and 0.0088, so block 0 is pruned to 78% and
     =========  =======  =====
     70%        uniform  OWL
     =========  =======  =====
-    wanda      9.94     12.20
-    sparsegpt  8.91     10.65
-    magnitude  11.09    15.19
+    wanda      9.95     12.19
+    sparsegpt  8.91     10.62
+    magnitude  11.11    15.17
     =========  =======  =====
 
 OWL loses on this model: the first block, with fewer outlier scores, is the one whose pruning costs most.
