@@ -166,3 +166,23 @@ def test_owl_vs_uniform_at_70_percent(trained, method):
         ppl[layers] = perplexity(pruned, val)
     dense = perplexity(model, val)
     assert all(dense < p < 2 * dense for p in ppl.values()), (dense, ppl)
+
+
+def test_llama_from_a_generator_of_batches():
+    """A Hugging Face Llama (GQA, fused rotary arguments) fed by a one-time iterator: OWL's pass and the
+    pruning pass both read it, and every layer of a block is pruned to that block's sparsity."""
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=3,
+                                      num_attention_heads=4, num_key_value_heads=2, vocab_size=256)
+    model = transformers.LlamaForCausalLM(config)
+    gen = torch.Generator().manual_seed(0)
+    batches = [{"input_ids": torch.randint(0, 256, (4, 32), generator=gen)} for _ in range(3)]
+    owl = OWL(m=3)  # a random model has almost no scores above 5x the mean
+    chosen = owl_sparsities(model, batches, 0.7, owl)
+    assert len(set(chosen.values())) == 3 and min(chosen.values()) == pytest.approx(0.7 - owl.lam)
+    masks = prune_oneshot(model, iter(batches), "sparsegpt", sparsity=0.7, layer_sparsity=owl)
+    assert len(masks) == 21
+    for fqn, mask in masks.items():
+        block = fqn.split(".self_attn")[0].split(".mlp")[0]
+        assert abs(float(1 - mask.float().mean()) - chosen[block]) < 1e-3, fqn
