@@ -71,6 +71,7 @@ def prune_oneshot(model: nn.Module, batches: Iterable[Any], method: Any = "wanda
                           f"target {target} gives every layer the same sparsity")
     prefix, layers = find_blocks(model, blocks)
     names = [f"{prefix}.{i}" if prefix else str(i) for i in range(len(layers))]
+    started = time.perf_counter()
     if owl is not None:
         batches = batches if isinstance(batches, Sequence) else list(batches)  # read twice: OWL's pass, pruning
         per_block = owl_sparsities(model, batches, sparsity, owl, blocks, device)
@@ -79,7 +80,6 @@ def prune_oneshot(model: nn.Module, batches: Iterable[Any], method: Any = "wanda
     device = torch.device(device) if device is not None else None
     was_training = model.training
     model.eval()
-    started = time.perf_counter()
     run = _BlockPass(model, method, target, sequential, device)
     try:
         inputs = capture_inputs(model, layers, batches, device)
