@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 
 import pytest
 import torch
@@ -58,6 +59,9 @@ def test_params_budget_counts_physically_removed_parameters():
 
 
 def test_latency_budget_met_within_5_percent():
+    if os.getloadavg()[0] > (os.cpu_count() or 1):
+        # the objective measures latency: with more runnable jobs than cores the timings are the neighbours'
+        pytest.skip(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores: latency is not measurable")
     dense, _, small, x = _compacted("resnet18", {"name": "latency", "keep": 0.5, "repeats": 21}, image_size=64)
     ratios = []
     for _ in range(5):  # shared CPUs: dense and compact timed in turns (as the objective does), best of five
