@@ -8,7 +8,8 @@ torch's ``SparseSemiStructuredTensor`` exists only on CUDA and cannot be saved w
 :func:`pack`'s portable form of a ``[out, in]`` weight: ``values`` ``[out, in/2]`` (the 2 kept weights of each
 group of 4, in order) and ``positions`` ``uint8 [out, ceil(in/8)]`` (each kept weight's index 0-3 in its group,
 2 bits each, 4 per byte, lowest bits first). A group with fewer than 2 non-zeros keeps zeros at its lowest free
-positions, so every weight packs to the same shapes and :func:`unpack` returns it bit for bit.
+positions, so every weight packs to the same shapes and :func:`unpack` returns it bit for bit (zeros as +0.0: a
+masked weight of either sign is 0).
 
 :func:`convert` swaps a model's packed layers for semi-structured tensors on a capable GPU; :func:`kernel_fit`
 and :func:`cuda_support` say why a layer or a device is left dense.
@@ -64,7 +65,7 @@ def pack(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     # Non-zeros first, then the lowest free positions, each pair in ascending position order.
     order = (groups != 0).to(torch.int8) * GROUP + torch.arange(GROUP - 1, -1, -1, dtype=torch.int8)
     index = order.topk(KEEP, dim=-1).indices.sort(dim=-1).values
-    values = groups.gather(-1, index).reshape(out, inputs // GROUP * KEEP)
+    values = groups.gather(-1, index).reshape(out, inputs // GROUP * KEEP) + 0.0  # -0.0 (masked) becomes +0.0
     return values.contiguous(), _pack_bits(index.reshape(out, -1).to(torch.uint8))
 
 
@@ -178,3 +179,38 @@ def convert(model: nn.Module, names: list[str]) -> None:
             module = linear
         module.weight = nn.Parameter(to_sparse_semi_structured(module.weight.detach().contiguous()),
                                      requires_grad=False)
+
+
+def matmul_times(out: int = 4096, inputs: int = 4096, batch: int = 4096, dtype: torch.dtype = torch.float16,
+                 repeats: int = 50) -> dict[str, float]:
+    """Median milliseconds of ``F.linear`` with a 2:4 ``[out, inputs]`` weight, dense and semi-structured, on the
+    current CUDA device, the speedup, and the max abs difference of their outputs (inputs and weights scaled so
+    outputs are of order 1). Needs a capable GPU (see :func:`cuda_support`)."""
+    import torch.nn.functional as F
+    from torch.sparse import to_sparse_semi_structured
+
+    g = torch.Generator(device="cuda").manual_seed(0)
+    weight = torch.randn(out, inputs, device="cuda", generator=g) / inputs ** 0.5
+    keep = weight.abs().reshape(out, -1, GROUP).topk(KEEP, dim=-1).indices
+    mask = torch.zeros(out, inputs // GROUP, GROUP, device="cuda", dtype=torch.bool).scatter_(-1, keep, True)
+    dense = (weight * mask.reshape(out, inputs)).to(dtype)
+    sparse = to_sparse_semi_structured(dense)
+    x = torch.randn(batch, inputs, device="cuda", generator=g).to(dtype)
+
+    def median_ms(w: torch.Tensor) -> float:
+        for _ in range(5):
+            F.linear(x, w)
+        times = []
+        for _ in range(repeats):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            F.linear(x, w)
+            end.record()
+            torch.cuda.synchronize()
+            times.append(start.elapsed_time(end))
+        return sorted(times)[len(times) // 2]
+
+    with torch.no_grad():
+        diff = float((F.linear(x, sparse).float() - F.linear(x, dense).float()).abs().max())
+        dense_ms, sparse_ms = median_ms(dense), median_ms(sparse)
+    return {"dense_ms": dense_ms, "sparse_ms": sparse_ms, "speedup": dense_ms / sparse_ms, "max_abs_diff": diff}
