@@ -97,8 +97,8 @@ def unpack_state(tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any], o
         want = two_four.packed_shapes(*shape)
         if values is None or positions is None or tuple(values.shape) != want[0] or values.dtype != dtype \
                 or tuple(positions.shape) != want[1] or positions.dtype != torch.uint8:
-            raise origin.error(f"layers[{short(key)}]", f"does not match its packed tensors in the weights file "
-                                                          f"(values {list(want[0])} {dtype}, positions {list(want[1])} uint8)")
+            raise origin.error(f"layers[{short(key)}]", "does not match its packed tensors in the weights file "
+                               f"(values {list(want[0])} {dtype}, positions {list(want[1])} uint8)")
         try:
             weight = two_four.unpack(values, positions, shape[1])
         except ValueError as err:

@@ -85,8 +85,9 @@ def test_plan_packs_2of4_layers_and_lists_the_rest_with_reasons():
 
 def test_conv1d_packs_along_its_input_dim_and_converts_to_the_linear_it_computes(monkeypatch):
     pytest.importorskip("transformers")
-    import prunecli  # noqa: F401  (before transformers: its model classes import torchvision)
     from transformers.pytorch_utils import Conv1D
+
+    import prunecli  # noqa: F401  (before transformers: its model classes import torchvision)
 
     layer = Conv1D(64, 128)                      # weight [in=128, out=64]
     with torch.no_grad():
@@ -112,7 +113,8 @@ def test_conv1d_packs_along_its_input_dim_and_converts_to_the_linear_it_computes
 
 
 def test_kernel_fit_reads_each_backends_min_shapes():
-    from torch.sparse import SparseSemiStructuredTensorCUSPARSELT as Lt, SparseSemiStructuredTensorCUTLASS as Cut
+    from torch.sparse import SparseSemiStructuredTensorCUSPARSELT as Lt
+    from torch.sparse import SparseSemiStructuredTensorCUTLASS as Cut
 
     assert two_four.kernel_fit((64, 128), torch.float16, Cut) is None
     assert two_four.kernel_fit((16, 16), torch.float16, Lt) is None
