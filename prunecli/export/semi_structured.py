@@ -4,8 +4,9 @@
 ``<weight FQN>:2of4.values`` (``[out, in/2]``, in ``semi_structured.dtype``) and ``<weight FQN>:2of4.positions``
 (``uint8 [out, ceil(in/8)]``), the portable form of :mod:`prunecli.export.two_four`; everything else keeps its
 dtype. ``<output stem>.json`` holds the model spec, ``dtype``, ``layers`` (``{weight FQN: {"shape": stored
-weight shape, "layout": "linear" | "conv1d"}}``), ``dense`` (``{layer FQN: why it stays dense}``: not 2:4, or
-tied), the dataset node and the weights' SHA-256. Both are written together, or not at all.
+weight shape, "layout": "linear" | "conv1d"}}``), ``dense`` (``{layer FQN: why it stays dense}``: not 2:4, tied,
+or ``nn.MultiheadAttention``'s input projection), the dataset node and the weights' SHA-256. Both are written
+together, or not at all.
 
 :func:`load` rebuilds the dense model (registered builders only, as for checkpoints; never pickle, never a
 ``_target_`` from the file) with the 2:4 weights unpacked bit for bit; given a CUDA ``device`` of compute
@@ -64,6 +65,8 @@ def plan(model: nn.Module) -> tuple[dict[str, str], dict[str, str]]:
         shared[id(p)] = shared.get(id(p), 0) + 1
     packed, dense = {}, {}
     for name, module in model.named_modules():
+        if isinstance(module, nn.MultiheadAttention):  # its out_proj is an nn.Linear, listed on its own
+            dense[name] = "nn.MultiheadAttention's input projection is a bare parameter, not a Linear layer"
         conv1d = two_four.is_conv1d(module)
         if not (conv1d or isinstance(module, nn.Linear)):
             continue

@@ -80,7 +80,8 @@ def test_plan_packs_2of4_layers_and_lists_the_rest_with_reasons():
     assert dense == {"dense": "4096 of 4096 groups of 4 inputs keep more than 2 weights",
                      "odd": "its 6 inputs are not a multiple of 4",
                      "tied_a": "its weight is tied to another parameter",
-                     "tied_b": "its weight is tied to another parameter"}
+                     "tied_b": "its weight is tied to another parameter",
+                     "attn": "nn.MultiheadAttention's input projection is a bare parameter, not a Linear layer"}
 
 
 def test_conv1d_packs_along_its_input_dim_and_converts_to_the_linear_it_computes(monkeypatch):
@@ -178,7 +179,9 @@ def test_portable_export_reloads_the_run_and_evaluates_to_its_perplexity(cli, tw
     spec = json.loads((tmp_path / "x" / "model.json").read_text())
     mlp = [f"blocks.{i}.{n}.weight" for i in (0, 1) for n in ("attn.out_proj", "mlp.0", "mlp.2")]
     assert sorted(spec["layers"]) == mlp and spec["dtype"] == "float16"
-    assert spec["dense"] == {"head": "4096 of 4096 groups of 4 inputs keep more than 2 weights"}
+    mha = "nn.MultiheadAttention's input projection is a bare parameter, not a Linear layer"
+    assert spec["dense"] == {"blocks.0.attn": mha, "blocks.1.attn": mha,
+                             "head": "4096 of 4096 groups of 4 inputs keep more than 2 weights"}
 
     # The reloaded model is the run's masked model with its 2:4 weights rounded to float16, bit for bit.
     ckpt = load_checkpoint(two_four_run)
