@@ -157,13 +157,24 @@ def _check_on_gpu(model: nn.Module, tensors: dict, spec: dict[str, Any], atol: f
     sparse.load_state_dict(unpack_state(tensors, spec, Origin("semi-structured export", "being written")))
     report = sparsify(sparse, spec, device)
     reference = copy.deepcopy(model).to(device, dtype).eval()
-    example = task_of(spec["model"]).example_inputs(spec["model"], 2, device)
-    with torch.no_grad():
-        diff = float((call_model(sparse, example).float() - call_model(reference, example).float()).abs().max())
+    example = _floats_as(task_of(spec["model"]).example_inputs(spec["model"], 2, device), dtype)
+    try:
+        with torch.no_grad():
+            diff = float((call_model(sparse, example).float() - call_model(reference, example).float()).abs().max())
+    except RuntimeError as err:  # the kernels refuse some inputs (a non-contiguous activation, a dtype)
+        raise ConfigError("format", "semi_structured", "a model whose converted layers run on this GPU",
+                          reason=f"its forward failed: {str(err).splitlines()[0] if str(err) else err!r}") from None
     if not diff <= atol:
         raise ConfigError("format", "semi_structured", f"a model whose sparse and dense {spec['dtype']} outputs "
                           f"agree within semi_structured.atol={atol}", reason=f"they differ by {diff:.3g}")
     return {**report, "max_abs_diff": diff, "atol": atol}
+
+
+def _floats_as(inputs: Any, dtype: torch.dtype) -> Any:
+    """Example inputs with their floating tensors (images) in ``dtype``; token ids stay integers."""
+    if isinstance(inputs, Mapping):
+        return {k: _floats_as(v, dtype) for k, v in inputs.items()}
+    return inputs.to(dtype) if torch.is_floating_point(inputs) else inputs
 
 
 def sparsify(model: nn.Module, meta: Mapping[str, Any], device: torch.device) -> dict[str, Any]:

@@ -226,3 +226,9 @@ def test_options_are_checked(key, value, allowed):
         semi_structured.check_options({key: value})
     with pytest.raises(ConfigError, match="a key of semi_structured"):
         semi_structured.check_options({"dtyp": "float16"})
+
+
+def test_example_images_are_cast_to_the_export_dtype_and_token_ids_are_not():
+    images = semi_structured._floats_as(torch.zeros(2, 3), torch.float16)
+    tokens = semi_structured._floats_as({"input_ids": torch.zeros(2, 3, dtype=torch.long)}, torch.float16)
+    assert images.dtype == torch.float16 and tokens["input_ids"].dtype == torch.long
