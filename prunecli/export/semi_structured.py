@@ -151,7 +151,7 @@ def _check_on_gpu(model: nn.Module, tensors: dict, spec: dict[str, Any], atol: f
     from prunecli.metrics import call_model
     from prunecli.tasks import task_of
 
-    device = torch.device("cuda", torch.cuda.current_device())
+    device = two_four.gpu()
     dtype = two_four.DTYPES[spec["dtype"]]
     sparse = copy.deepcopy(model)
     sparse.load_state_dict(unpack_state(tensors, spec, Origin("semi-structured export", "being written")))

@@ -106,7 +106,7 @@ def cuda_support(device: Optional[torch.device] = None) -> Optional[str]:
     """Why ``device`` (default: the current CUDA device) cannot run semi-structured matmuls, or None if it can."""
     if not torch.cuda.is_available():
         return "this machine has no CUDA device"
-    device = device or torch.device("cuda", torch.cuda.current_device())
+    device = device or gpu()
     if device.type != "cuda":
         return f"device {device} is not a CUDA device"
     capability = torch.cuda.get_device_capability(device)
@@ -114,6 +114,11 @@ def cuda_support(device: Optional[torch.device] = None) -> Optional[str]:
         return (f"{torch.cuda.get_device_name(device)} has compute capability {capability[0]}.{capability[1]}, "
                 f"below {MIN_CAPABILITY[0]}.{MIN_CAPABILITY[1]}")
     return None
+
+
+def gpu() -> torch.device:
+    """The current CUDA device (where exports convert and check)."""
+    return torch.device("cuda", torch.cuda.current_device())
 
 
 def backend() -> type:

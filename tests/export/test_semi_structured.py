@@ -232,3 +232,32 @@ def test_example_images_are_cast_to_the_export_dtype_and_token_ids_are_not():
     images = semi_structured._floats_as(torch.zeros(2, 3), torch.float16)
     tokens = semi_structured._floats_as({"input_ids": torch.zeros(2, 3, dtype=torch.long)}, torch.float16)
     assert images.dtype == torch.float16 and tokens["input_ids"].dtype == torch.long
+
+
+def test_the_gpu_export_path_converts_checks_outputs_and_writes_with_the_device_faked(two_four_run, tmp_path,
+                                                                                       monkeypatch):
+    """The export as it runs on a capable GPU, with the device check, the device (CPU) and the kernel (identity:
+    the dense float16 weight) faked: what it would convert, skip and compare."""
+    from torch.sparse import SparseSemiStructuredTensorCUTLASS
+
+    from prunecli.checkpoint import load_checkpoint
+    from prunecli.export import export
+
+    calls = []
+    monkeypatch.setattr(two_four, "cuda_support", lambda device=None: None)
+    monkeypatch.setattr(two_four, "gpu", lambda: torch.device("cpu"))
+    monkeypatch.setattr(two_four, "backend", lambda: SparseSemiStructuredTensorCUTLASS)
+    monkeypatch.setattr(torch.sparse, "to_sparse_semi_structured", lambda w: calls.append(tuple(w.shape)) or w)
+    report = export(load_checkpoint(two_four_run), "semi_structured", tmp_path / "m.safetensors")
+    mlp = [f"blocks.{i}.mlp.{j}" for i in (0, 1) for j in (0, 2)]
+    assert report["converted"] == mlp and calls == [(256, 64), (64, 256)] * 2
+    assert set(report["skipped"]) == {"blocks.0.attn.out_proj", "blocks.1.attn.out_proj"}
+    # the same float16 weights, dense on both sides: only summation order differs
+    assert report["max_abs_diff"] <= 1e-2 and report["atol"] == 1e-2
+    assert json.loads((tmp_path / "m.json").read_text())["dtype"] == "float16"
+
+    monkeypatch.setattr(torch.sparse, "to_sparse_semi_structured", lambda w: w * 2)  # a kernel that is wrong
+    with pytest.raises(ConfigError, match=r"sparse and dense float16 outputs agree within semi_structured\.atol=0\.01"
+                                          r" \(they differ by"):
+        export(load_checkpoint(two_four_run), "semi_structured", tmp_path / "bad.safetensors")
+    assert not (tmp_path / "bad.safetensors").exists()
