@@ -155,19 +155,24 @@ def _check_on_gpu(model: nn.Module, tensors: dict, spec: dict[str, Any], atol: f
     dtype = two_four.DTYPES[spec["dtype"]]
     sparse = copy.deepcopy(model)
     sparse.load_state_dict(unpack_state(tensors, spec, Origin("semi-structured export", "being written")))
-    report = sparsify(sparse, spec, device)
     reference = copy.deepcopy(model).to(device, dtype).eval()
     example = _floats_as(task_of(spec["model"]).example_inputs(spec["model"], 2, device), dtype)
     try:
+        report = sparsify(sparse, spec, device)
         with torch.no_grad():
             diff = float((call_model(sparse, example).float() - call_model(reference, example).float()).abs().max())
-    except RuntimeError as err:  # the kernels refuse some inputs (a non-contiguous activation, a dtype)
+    except RuntimeError as err:  # torch without the kernels, or kernels refusing an input (non-contiguous)
         raise ConfigError("format", "semi_structured", "a model whose converted layers run on this GPU",
-                          reason=f"its forward failed: {str(err).splitlines()[0] if str(err) else err!r}") from None
+                          reason=f"converting or running it failed: {_first_line(err)}") from None
     if not diff <= atol:
         raise ConfigError("format", "semi_structured", f"a model whose sparse and dense {spec['dtype']} outputs "
                           f"agree within semi_structured.atol={atol}", reason=f"they differ by {diff:.3g}")
     return {**report, "max_abs_diff": diff, "atol": atol}
+
+
+def _first_line(err: Exception) -> str:
+    """The first line of an exception's message, or its repr when it has none."""
+    return str(err).splitlines()[0] if str(err).strip() else repr(err)
 
 
 def _floats_as(inputs: Any, dtype: torch.dtype) -> Any:
@@ -265,7 +270,7 @@ def load(path: Path | str, *, model: Any = None, trust_checkpoint_code: bool = F
     try:
         tensors = load_tensors(data)
     except Exception as err:  # safetensors raises several types for a malformed file
-        raise CheckpointError(f"{weights} is corrupt: {str(err).splitlines()[0] if str(err) else err!r}") from None
+        raise CheckpointError(f"{weights} is corrupt: {_first_line(err)}") from None
     state = unpack_state(tensors, meta, origin)
     try:
         net.load_state_dict(state)

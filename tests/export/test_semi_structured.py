@@ -261,3 +261,19 @@ def test_the_gpu_export_path_converts_checks_outputs_and_writes_with_the_device_
                                           r" \(they differ by"):
         export(load_checkpoint(two_four_run), "semi_structured", tmp_path / "bad.safetensors")
     assert not (tmp_path / "bad.safetensors").exists()
+
+
+def test_a_kernel_failure_during_the_gpu_export_is_one_line(two_four_run, tmp_path, monkeypatch):
+    from prunecli.checkpoint import load_checkpoint
+    from prunecli.export import export
+
+    def refuse(weight):
+        raise RuntimeError("CUDA error: operation not supported\nmore detail")
+
+    monkeypatch.setattr(two_four, "cuda_support", lambda device=None: None)
+    monkeypatch.setattr(two_four, "gpu", lambda: torch.device("cpu"))
+    monkeypatch.setattr(torch.sparse, "to_sparse_semi_structured", refuse)
+    with pytest.raises(ConfigError, match=r"run on this GPU \(converting or running it failed: CUDA error: "
+                                          r"operation not supported\)$"):
+        export(load_checkpoint(two_four_run), "semi_structured", tmp_path / "m.safetensors")
+    assert not (tmp_path / "m.safetensors").exists()
