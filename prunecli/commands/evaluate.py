@@ -12,7 +12,8 @@ from prunecli.errors import ConfigError
 
 log = logging.getLogger("prunecli")
 
-_CHECKPOINT = "a checkpoint dir (.../checkpoint/last), a prune run dir or a compact export (model.safetensors)"
+_CHECKPOINT = ("a checkpoint dir (.../checkpoint/last), a prune run dir, or a compact or semi_structured export "
+               "(model.safetensors)")
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ def evaluate(cfg: Any) -> dict[str, Any]:
     from prunecli.engine import evaluate as evaluate_model
     from prunecli.engine.data import eval_loader
     from prunecli.engine.runtime import pick_device
-    from prunecli.export import compact
+    from prunecli.export import compact, semi_structured
     from prunecli.metrics import count_flops, measure_latency
     from prunecli.report import sparsity_report
     from prunecli.tasks import task_of
@@ -52,6 +53,8 @@ def evaluate(cfg: Any) -> dict[str, Any]:
     is_compact = compact.is_compact(path)
     if is_compact:
         ckpt, model = compact.load_for_evaluate(path, **rebuild)
+    elif semi_structured.is_semi_structured(path):  # the dense model of its unpacked 2:4 weights (same outputs)
+        ckpt, model = semi_structured.load_for_evaluate(path, **rebuild)
     else:
         ckpt = load_checkpoint(path)
         model = load_model(ckpt, **rebuild)

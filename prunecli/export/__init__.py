@@ -13,11 +13,11 @@ from types import ModuleType
 from typing import Any, Mapping
 
 from prunecli.errors import ConfigError
-from prunecli.export import compact, dense, onnx
+from prunecli.export import compact, dense, onnx, semi_structured
 from prunecli.registry import Registry
 
 FORMATS = Registry("export format")
-for _module in (dense, onnx, compact):
+for _module in (dense, onnx, compact, semi_structured):
     FORMATS.add(_module.__name__.rsplit(".", 1)[-1], _module)
 
 
