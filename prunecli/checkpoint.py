@@ -32,7 +32,7 @@ from torch import nn
 
 from prunecli._atomic import recover_dir, replace_dir, write_bytes, write_json
 from prunecli._flatten import flatten, unflatten
-from prunecli.errors import CheckpointError, ConfigError
+from prunecli.errors import CheckpointError, ConfigError, first_line
 from prunecli.models.meta import on_meta
 from prunecli.models.spec import Origin, check_spec, short, sizes
 from prunecli.models.spec import build as build_spec
@@ -260,7 +260,7 @@ def safetensors_header(data: bytes, name: Path | str) -> dict[str, Any]:
             raise ValueError("the header is not a mapping")
         return header
     except (ValueError, RecursionError) as err:
-        raise CheckpointError(f"{name} is not a safetensors file: {str(err).splitlines()[0] if str(err) else err!r}"
+        raise CheckpointError(f"{name} is not a safetensors file: {first_line(err)}"
                               ) from None
 
 
@@ -272,7 +272,7 @@ def safetensors_shapes(data: bytes, name: Path | str) -> dict[str, tuple[int, ..
         if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for s in shapes.values() for d in s):
             raise ValueError("a shape is not a list of sizes")
     except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as err:
-        raise CheckpointError(f"{name} is not a safetensors file: {str(err).splitlines()[0] if str(err) else err!r}"
+        raise CheckpointError(f"{name} is not a safetensors file: {first_line(err)}"
                               ) from None
     return shapes
 

@@ -31,3 +31,8 @@ class ConfigError(ValueError):
 
 class CheckpointError(RuntimeError):
     """A checkpoint or exported file that is missing, corrupt or tampered with."""
+
+
+def first_line(err: BaseException) -> str:
+    """The first non-empty line of ``err``'s message, or its repr when it has none (for one-line errors)."""
+    return next((line.strip() for line in str(err).splitlines() if line.strip()), repr(err))

@@ -29,7 +29,7 @@ from torch import nn
 
 from prunecli._atomic import json_bytes, staged
 from prunecli._checks import known_keys, number
-from prunecli.errors import CheckpointError, ConfigError
+from prunecli.errors import CheckpointError, ConfigError, first_line
 from prunecli.metrics import Inputs, call_model, to_device
 from prunecli.models.spec import Origin, check_spec, short
 
@@ -177,7 +177,7 @@ def load(path: Path | str, *, model: Any = None, trust_checkpoint_code: bool = F
         small.load_state_dict(load_tensors(data))
     except Exception as err:  # safetensors raises several types for a malformed file
         raise CheckpointError(f"{weights}: weights do not load into the rebuilt compact model: "
-                              f"{str(err).splitlines()[0] if str(err) else err!r}") from None
+                              f"{first_line(err)}") from None
     return small.eval()
 
 
