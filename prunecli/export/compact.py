@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import json
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -30,6 +29,7 @@ from torch import nn
 from prunecli._atomic import json_bytes, staged
 from prunecli._checks import known_keys, number
 from prunecli.errors import CheckpointError, ConfigError, first_line
+from prunecli.export.dense import spec_format, spec_path
 from prunecli.metrics import Inputs, call_model, to_device
 from prunecli.models.spec import Origin, check_spec, short
 
@@ -88,21 +88,9 @@ def export(model: nn.Module, checkpoint: Any, output: Path, options: dict[str, A
             "max_abs_diff": diff, "atol": atol}
 
 
-def spec_path(path: Path | str) -> Path:
-    """The JSON spec of a compact export given the export's ``.safetensors`` or ``.json`` path."""
-    return Path(path).expanduser().with_suffix(".json")
-
-
 def is_compact(path: Path | str) -> bool:
     """Whether ``path`` names a compact export (its JSON spec says so)."""
-    spec = spec_path(path)
-    if not spec.is_file() or Path(path).is_dir():
-        return False
-    try:
-        meta = json.loads(spec.read_text())
-    except (OSError, ValueError, RecursionError):
-        return False
-    return isinstance(meta, dict) and meta.get("format") == FORMAT
+    return spec_format(path) == FORMAT
 
 
 def load_spec(path: Path | str) -> dict[str, Any]:

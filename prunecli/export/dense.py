@@ -8,6 +8,7 @@ written to temp files and renamed into place together, or not at all.
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -33,6 +34,23 @@ def spec_beside(output: Path) -> Path:
         raise ConfigError("output", str(output), "a path not ending in .json",
                           reason="the model spec is written beside the weights as <stem>.json")
     return spec
+
+
+def spec_path(path: Path | str) -> Path:
+    """The JSON spec of an export given its ``.safetensors`` or ``.json`` path."""
+    return Path(path).expanduser().with_suffix(".json")
+
+
+def spec_format(path: Path | str) -> str | None:
+    """The ``format`` an export's JSON spec names (compact, semi-structured ...), or None for anything else."""
+    spec = spec_path(path)
+    if not spec.is_file() or Path(path).is_dir():
+        return None
+    try:
+        meta = json.loads(spec.read_text())
+    except (OSError, ValueError, RecursionError):
+        return None
+    return meta.get("format") if isinstance(meta, dict) else None
 
 
 def export(model: nn.Module, checkpoint: Any, output: Path, options: dict[str, Any]) -> dict[str, Any]:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import json
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
@@ -35,6 +34,7 @@ from prunecli._atomic import json_bytes, staged
 from prunecli._checks import known_keys, number
 from prunecli.errors import CheckpointError, ConfigError
 from prunecli.export import two_four
+from prunecli.export.dense import spec_format, spec_path
 from prunecli.models.spec import Origin, check_spec, short
 
 SUFFIX = ".safetensors"
@@ -194,21 +194,9 @@ def sparsify(model: nn.Module, meta: Mapping[str, Any], device: torch.device) ->
     return {"converted": ready, "skipped": skipped}
 
 
-def spec_path(path: Path | str) -> Path:
-    """The JSON spec of an export given its ``.safetensors`` or ``.json`` path."""
-    return Path(path).expanduser().with_suffix(".json")
-
-
 def is_semi_structured(path: Path | str) -> bool:
     """Whether ``path`` names a semi-structured export (its JSON spec says so)."""
-    spec = spec_path(path)
-    if not spec.is_file() or Path(path).is_dir():
-        return False
-    try:
-        meta = json.loads(spec.read_text())
-    except (OSError, ValueError, RecursionError):
-        return False
-    return isinstance(meta, dict) and meta.get("format") == FORMAT
+    return spec_format(path) == FORMAT
 
 
 def load_spec(path: Path | str) -> dict[str, Any]:
