@@ -30,7 +30,7 @@ from torch.utils.data import default_collate
 from prunecli._checks import integer
 from prunecli.config import check_pruner_config
 from prunecli.errors import ConfigError
-from prunecli.oneshot import find_blocks, prune_oneshot
+from prunecli.oneshot import find_blocks, parse_method, prune_oneshot
 from prunecli.oneshot.blocks import PRUNABLE
 from prunecli.targets import parse_target
 
@@ -86,6 +86,7 @@ def oneshot_settings(run: Any) -> OneShot | None:
     if objective != "sparsity":
         raise ConfigError("objective", objective, "sparsity with a one-shot preset")
     node = pruner_config(cfg)
+    parse_method(node["method"], node.get("allocation"))  # an unknown method or option fails before pre-training
     prefix = _blocks(run.model, node.get("blocks"), name)
     target = node.get("target", "unstructured")
     _check_target(run.model, prefix, target, float(cfg.sparsity))
@@ -111,7 +112,7 @@ def _blocks(model: Any, name: Any, method: Any) -> str:
             raise ConfigError("pruner.blocks", name, "the FQN of the model's nn.ModuleList of blocks") from None
         raise ConfigError("pruner", method, "a model with transformer blocks for one-shot pruning (an nn.ModuleList "
                           "of identical blocks holding nn.Linear layers: model=tiny_lm, model=hf, vit_*)",
-                          reason=str(err).split(": ", 1)[-1]) from None
+                          reason=err.reason) from None
     return prefix
 
 
