@@ -203,6 +203,8 @@ def oneshot_phase(run: Any, shot: OneShot) -> Any:
     from prunecli.config import build_pruner
     from prunecli.engine.setup import make_phase
 
+    if run.settings.epochs:
+        log.info("trainer.epochs=%d not used: a one-shot preset does not fine-tune", run.settings.epochs)
     masks = oneshot_masks(run, shot)
     phase = make_phase(run, "prune", 0)
     pruner = build_pruner(run.model, shot.pruner, total_steps=0, optimizer=phase.optimizer)

@@ -179,3 +179,12 @@ def test_empty_training_split_is_no_calibration_data():
         _calibration(run, {})
     run.data.train = [0]
     assert _calibration(run, {"seq_len": 16, "samples": 3}) == (3, 16, 8)
+
+
+def test_one_shot_preset_is_refused_by_build_pruner():
+    from prunecli import build_pruner
+    from prunecli.errors import ConfigError
+    from prunecli.presets import pruner_preset
+
+    with pytest.raises(ConfigError, match="pruner.method='wanda' is not allowed: expected a training preset"):
+        build_pruner(torch.nn.Linear(4, 4), pruner_preset("wanda", sparsity=0.5))
