@@ -188,3 +188,13 @@ def test_one_shot_preset_is_refused_by_build_pruner():
 
     with pytest.raises(ConfigError, match="pruner.method='wanda' is not allowed: expected a training preset"):
         build_pruner(torch.nn.Linear(4, 4), pruner_preset("wanda", sparsity=0.5))
+
+
+def test_statistics_from_the_dense_model_are_a_config_choice(cli, runs, dense, tmp_path):
+    weights = dense[0] / "checkpoint" / "last" / "model.safetensors"
+    summary = _run(cli, tmp_path, *TEXT, "pruner=sparsegpt", "pruner.sequential=false", "sparsity=0.5",
+                   f"model.weights={weights}")
+    assert summary["sparsity"] == pytest.approx(0.5, abs=1e-9)
+    sequential = runs("sparsegpt", "unstructured")[1]["perplexity"]
+    # block 1 sees other inputs than in the sequential run, so its weights are reconstructed differently
+    assert summary["perplexity"] != sequential and abs(summary["perplexity"] / sequential - 1) < 0.05
