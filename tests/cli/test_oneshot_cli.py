@@ -198,3 +198,19 @@ def test_statistics_from_the_dense_model_are_a_config_choice(cli, runs, dense, t
     sequential = runs("sparsegpt", "unstructured")[1]["perplexity"]
     # block 1 sees other inputs than in the sequential run, so its weights are reconstructed differently
     assert summary["perplexity"] != sequential and abs(summary["perplexity"] / sequential - 1) < 0.05
+
+
+def test_onnx_export_computes_the_masked_model(cli, runs, tmp_path):
+    import onnxruntime as ort
+
+    from prunecli.checkpoint import load_checkpoint, load_model
+
+    out, _ = runs("wanda", "unstructured")
+    result = cli("export", f"checkpoint={out}", "format=onnx", f"hydra.run.dir={tmp_path}")
+    assert result.exit_code == 0, (result.stdout, result.stderr, result.exception)
+    ids = torch.randint(0, 256, (2, 64), generator=torch.Generator().manual_seed(0))
+    session = ort.InferenceSession(str(tmp_path / "model.onnx"))
+    (got,) = session.run(None, {session.get_inputs()[0].name: ids.numpy()})
+    with torch.no_grad():
+        want = load_model(load_checkpoint(out))(ids)
+    assert float((torch.from_numpy(got) - want).abs().max()) < 1e-4
