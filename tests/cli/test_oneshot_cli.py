@@ -55,6 +55,7 @@ def test_dense_pretraining_runs_first_then_nothing_is_trained(dense):
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["phase"] for r in rows] == ["pretrain", "pretrain", "dense"]
     assert summary["steps"] == 0 and summary["pruner"] == "sparsegpt" and summary["sparsity"] == 0.0
+    assert summary["calibration"] == {"samples": 32, "seq_len": None, "batch_size": 8}
     assert 1 < summary["dense_perplexity"] < 40
     assert summary["perplexity"] == pytest.approx(summary["dense_perplexity"], rel=1e-6)
 
