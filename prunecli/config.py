@@ -88,6 +88,9 @@ def parse_pruner_config(cfg: Mapping[str, Any], total_steps: int | None = None) 
         ConfigError: For any bad key or value: an unknown part name, option or key, a bad schedule.
     """
     cfg = dict(cfg)
+    if cfg.get("method") is not None:  # a one-shot preset (conf/pruner/wanda.yaml ...): it has no training hooks
+        raise ConfigError("pruner.method", str(cfg["method"]), "a training preset (no method key)",
+                          reason="a one-shot preset runs with prunecli prune, or prunecli.oneshot.prune_oneshot")
     for key in cfg:
         if key not in KEYS:
             raise ConfigError(f"pruner.{key}", cfg[key], f"a key among {', '.join(KEYS)}")

@@ -47,6 +47,7 @@ def prune(cfg: Any) -> dict[str, Any]:
         "per_layer_kind": pruner.parameter_kinds() if pruner is not None else {},  # units, or inputs only
         "steps": result.steps,
         "rounds": plain(cfg.get("rounds")),
+        "calibration": plain(cfg.get("calibration")),  # a one-shot preset's calibration data, else None
         "wall_seconds": round(time.perf_counter() - start, 3),
         "run_dir": str(out), "checkpoint": str(out / "checkpoint" / "last"),
     }

@@ -21,6 +21,7 @@ from prunecli.config import build_pruner, check_pruner_config
 from prunecli.engine.data import start_epoch
 from prunecli.engine.evaluation import describe, evaluate
 from prunecli.engine.evaluator import run_evaluator
+from prunecli.engine.oneshot import oneshot_phase, oneshot_settings
 from prunecli.engine.progress import EpochBar
 from prunecli.engine.rounds import check_rewind_step, rewind, round_config, round_sparsity, snapshot
 from prunecli.engine.runtime import autocast
@@ -45,7 +46,9 @@ class TrainResult:
 
 
 def train(run: Run) -> TrainResult:
-    """Pre-train (dense), evaluate the dense model, then prune and fine-tune; resumes ``trainer.resume``."""
+    """Pre-train (dense), evaluate the dense model, then prune and fine-tune (a one-shot preset: prune from
+    calibration data, :mod:`prunecli.engine.oneshot`); resumes ``trainer.resume``."""
+    shot = oneshot_settings(run)  # None for a training preset; a one-shot one is checked before pre-training
     resume = run.settings.resume
     ckpt = load_checkpoint(resume, with_state=True, key="trainer.resume") if resume else None
     pos = Position.from_dict(ckpt.state["progress"]) if ckpt else Position()
@@ -57,13 +60,15 @@ def train(run: Run) -> TrainResult:
     elif run.rounds is not None and run.rounds.snapshot_at_start:
         run.rewound = snapshot(run.model)
     if pos.phase == "pretrain":
-        pretrain(run, pos, ckpt)
+        pretrain(run, pos, ckpt, check=shot is None)
         pos, ckpt = Position(phase="prune", metrics_rows=pos.metrics_rows), None
     if not pos.dense:
         pos.dense = evaluate(run.task, run.model, run.val_loader, run.device, run.amp)
         log.info("dense model: %s", describe(run.task, pos.dense))
         _write_metrics(run, pos, {"phase": "dense", **pos.dense})
-    if run.rounds is not None:
+    if shot is not None:
+        phase = oneshot_phase(run, shot)
+    elif run.rounds is not None:
         phase = train_rounds(run, pos, ckpt)
     else:
         phase = make_pruning_phase(run)
@@ -84,10 +89,12 @@ def train(run: Run) -> TrainResult:
                        report=sparsity_stats(run, phase), steps=pos.step, pruner=phase.hooks)
 
 
-def pretrain(run: Run, pos: Position, ckpt: Checkpoint | None) -> None:
-    """Dense epochs before pruning (no hooks), after checking the pruner config so a typo fails fast (what
-    needs the model, such as no layer selected, fails when the pruning phase builds the pruner)."""
-    check_pruner_config(pruner_config(run.cfg), phase_steps(run, run.settings.epochs)[2])
+def pretrain(run: Run, pos: Position, ckpt: Checkpoint | None, check: bool = True) -> None:
+    """Dense epochs before pruning (no hooks), after checking the pruner config (``check``; a one-shot preset's
+    was checked already) so a typo fails fast (what needs the model, such as no layer selected, fails when the
+    pruning phase builds the pruner)."""
+    if check:
+        check_pruner_config(pruner_config(run.cfg), phase_steps(run, run.settings.epochs)[2])
     phase = make_phase(run, "pretrain", pretrain_epochs(run))
     if run.rounds is not None and phase.total_steps > 0:
         check_rewind_step(run.rounds, phase.total_steps, "dense pre-training, trainer.pretrain_epochs")

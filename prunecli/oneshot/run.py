@@ -85,7 +85,10 @@ def prune_oneshot(model: nn.Module, batches: Iterable[Any], method: Any = "wanda
         inputs = capture_inputs(model, layers, batches, device)
         masks: dict[str, Tensor] = {}
         for index, (block, name) in enumerate(zip(layers, names)):
-            masks.update(run.prune(block, index, name, inputs, per_block[name]))
+            done = run.prune(block, index, name, inputs, per_block[name])
+            masks.update(done)
+            log.info("block %d/%d pruned: %d tensors, %.2f s", index + 1, len(layers), len(done),
+                     time.perf_counter() - started)
     finally:
         model.train(was_training)
     log.info("one-shot pruned %d tensors in %d blocks in %.2f s", len(masks), len(layers),

@@ -12,10 +12,18 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_import_linter_contracts_hold(tmp_path, monkeypatch, capsys):
     pytest.importorskip("importlinter")
+    import logging
+
     from importlinter.cli import lint_imports
 
     monkeypatch.chdir(ROOT)
-    code = lint_imports(config_filename=str(ROOT / "pyproject.toml"), cache_dir=str(tmp_path), no_logo=True)
+    loggers = [logging.getLogger(name) for name in list(logging.root.manager.loggerDict)]
+    enabled = [logger for logger in loggers if not logger.disabled]
+    try:
+        code = lint_imports(config_filename=str(ROOT / "pyproject.toml"), cache_dir=str(tmp_path), no_logo=True)
+    finally:  # import-linter configures logging with disable_existing_loggers: later tests read prunecli's logs
+        for logger in enabled:
+            logger.disabled = False
     out = capsys.readouterr().out
     assert code == 0, out
     assert "Contracts: 2 kept, 0 broken." in out, out
