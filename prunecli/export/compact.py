@@ -29,9 +29,9 @@ from torch import nn
 from prunecli._atomic import json_bytes, staged
 from prunecli._checks import known_keys, number
 from prunecli.errors import CheckpointError, ConfigError, first_line
-from prunecli.export.dense import spec_format, spec_path
+from prunecli.export.dense import read_spec, spec_format, spec_path
 from prunecli.metrics import Inputs, call_model, to_device
-from prunecli.models.spec import Origin, check_spec, short
+from prunecli.models.spec import Origin, short
 
 SUFFIX = ".safetensors"
 FORMAT = "prunecli-compact"
@@ -99,24 +99,7 @@ def load_spec(path: Path | str) -> dict[str, Any]:
     ``weights`` must be a bare file name (it is read from the spec's own directory); ``history`` and ``cuts``
     lists of ``[FQN, bool, [indices]]`` and ``[FQN, dim, [indices]]``. Anything else is a :class:`CheckpointError`.
     """
-    from prunecli.checkpoint import check_version, read_json
-
-    spec = spec_path(path)
-    meta = read_json(spec)
-    origin = Origin("compact export", str(spec))
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise CheckpointError(f"{spec} is not a {FORMAT} spec")
-    check_version(meta.get("version", 1), VERSION, origin)
-    meta.setdefault("weights", spec.with_suffix(SUFFIX).name)
-    name = meta["weights"]
-    if not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name \
-            or Path(name).is_absolute() or Path(name).name != name:
-        raise origin.error(f"weights={short(name)}", "is not a bare file name beside the spec")
-    if not isinstance(meta.get("sha256"), str):
-        raise origin.error("sha256", "is missing: expected the SHA-256 of the weights file")
-    check_spec(meta.get("model"), origin)
-    if meta.get("dataset") is not None and not isinstance(meta["dataset"], dict):
-        raise origin.error("dataset", "is not a mapping: expected the dataset node or null")
+    meta, origin = read_spec(path, FORMAT, VERSION, "compact export")
     meta.setdefault("cuts", [])
     _check_plan_shape(meta.get("history"), "history", bool, origin)
     _check_plan_shape(meta["cuts"], "cuts", int, origin)

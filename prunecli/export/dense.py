@@ -16,7 +16,8 @@ from torch import nn
 
 from prunecli._atomic import json_bytes, staged
 from prunecli._checks import known_keys
-from prunecli.errors import ConfigError
+from prunecli.errors import CheckpointError, ConfigError
+from prunecli.models.spec import Origin, check_spec, short
 
 SUFFIX = ".safetensors"
 
@@ -51,6 +52,35 @@ def spec_format(path: Path | str) -> str | None:
     except (OSError, ValueError, RecursionError):
         return None
     return meta.get("format") if isinstance(meta, dict) else None
+
+
+def read_spec(path: Path | str, fmt: str, version: int, label: str) -> tuple[dict[str, Any], Origin]:
+    """An export's JSON spec and its :class:`Origin`, with the fields every format writes checked: ``format``
+    is ``fmt``, a supported ``version``, ``weights`` a bare file name beside the spec (default
+    ``<stem>.safetensors``), ``sha256`` present, ``model`` a valid spec, ``dataset`` a mapping or null.
+
+    Raises:
+        CheckpointError: Any of them is not what an export writes.
+    """
+    from prunecli.checkpoint import check_version, read_json
+
+    spec = spec_path(path)
+    meta = read_json(spec)
+    origin = Origin(label, str(spec))
+    if not isinstance(meta, dict) or meta.get("format") != fmt:
+        raise CheckpointError(f"{spec} is not a {fmt} spec")
+    check_version(meta.get("version", 1), version, origin)
+    meta.setdefault("weights", spec.with_suffix(SUFFIX).name)
+    name = meta["weights"]
+    if not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name \
+            or Path(name).is_absolute() or Path(name).name != name:
+        raise origin.error(f"weights={short(name)}", "is not a bare file name beside the spec")
+    if not isinstance(meta.get("sha256"), str):
+        raise origin.error("sha256", "is missing: expected the SHA-256 of the weights file")
+    check_spec(meta.get("model"), origin)
+    if meta.get("dataset") is not None and not isinstance(meta["dataset"], dict):
+        raise origin.error("dataset", "is not a mapping: expected the dataset node or null")
+    return meta, origin
 
 
 def export(model: nn.Module, checkpoint: Any, output: Path, options: dict[str, Any]) -> dict[str, Any]:

@@ -34,8 +34,8 @@ from prunecli._atomic import json_bytes, staged
 from prunecli._checks import known_keys, number
 from prunecli.errors import CheckpointError, ConfigError
 from prunecli.export import two_four
-from prunecli.export.dense import spec_format, spec_path
-from prunecli.models.spec import Origin, check_spec, short
+from prunecli.export.dense import read_spec, spec_format, spec_path
+from prunecli.models.spec import Origin, short
 
 SUFFIX = ".safetensors"
 FORMAT = "prunecli-semi-structured"
@@ -202,24 +202,9 @@ def is_semi_structured(path: Path | str) -> bool:
 def load_spec(path: Path | str) -> dict[str, Any]:
     """The JSON spec of an export, checked field by field; anything :func:`export` would not write is a
     :class:`CheckpointError`."""
-    from prunecli.checkpoint import check_version, read_json
-
-    spec = spec_path(path)
-    meta = read_json(spec)
-    origin = Origin("semi-structured export", str(spec))
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise CheckpointError(f"{spec} is not a {FORMAT} spec")
-    check_version(meta.get("version", 1), VERSION, origin)
-    name = meta.get("weights")
-    if not isinstance(name, str) or not name or name in (".", "..") or Path(name).name != name or "\\" in name:
-        raise origin.error(f"weights={short(name)}", "is not a bare file name beside the spec")
-    if not isinstance(meta.get("sha256"), str):
-        raise origin.error("sha256", "is missing: expected the SHA-256 of the weights file")
+    meta, origin = read_spec(path, FORMAT, VERSION, "semi-structured export")
     if meta.get("dtype") not in two_four.DTYPES:
         raise origin.error(f"dtype={short(meta.get('dtype'))}", f"is not one of {', '.join(two_four.DTYPES)}")
-    check_spec(meta.get("model"), origin)
-    if meta.get("dataset") is not None and not isinstance(meta["dataset"], dict):
-        raise origin.error("dataset", "is not a mapping: expected the dataset node or null")
     layers = meta.get("layers")
     if not isinstance(layers, dict):
         raise origin.error("layers", "is not a mapping of weight FQN to shape and layout")
