@@ -28,6 +28,7 @@ import torch
 from torch.utils.data import default_collate
 
 from prunecli._checks import integer
+from prunecli.allocation import parse_layer_sparsity
 from prunecli.config import check_pruner_config
 from prunecli.errors import ConfigError
 from prunecli.oneshot import find_blocks, parse_method, prune_oneshot
@@ -37,7 +38,7 @@ from prunecli.targets import parse_target
 log = logging.getLogger(__name__)
 
 # Keys of a one-shot preset's pruner node that prune_oneshot takes; the rest builds the Pruner that holds masks.
-ONESHOT_KEYS = ("method", "allocation", "sequential", "blocks")
+ONESHOT_KEYS = ("method", "allocation", "sequential", "blocks", "layer_sparsity")
 MODEL_INPUTS = ("input_ids", "attention_mask")  # what a calibration batch passes the model (no labels)
 
 
@@ -49,6 +50,7 @@ class OneShot:
     allocation: Any
     sequential: bool
     blocks: str  # FQN of the model's block list
+    layer_sparsity: Any  # uniform, or OWL's per-block sparsities (prunecli.allocation.OWL)
     target: str
     samples: int
     seq_len: int | None  # None: not a token task (tensor batches)
@@ -87,9 +89,13 @@ def oneshot_settings(run: Any) -> OneShot | None:
         raise ConfigError("objective", objective, "sparsity with a one-shot preset")
     node = pruner_config(cfg)
     parse_method(node["method"], node.get("allocation"))  # an unknown method or option fails before pre-training
+    layer_sparsity = parse_layer_sparsity(node.get("layer_sparsity"))
     prefix = _blocks(run.model, node.get("blocks"), name)
     target = node.get("target", "unstructured")
     _check_target(run.model, prefix, target, float(cfg.sparsity))
+    if layer_sparsity is not None and target != "unstructured":
+        raise ConfigError("pruner.layer_sparsity", str(node.get("layer_sparsity")), "uniform with an N:M target",
+                          reason=f"target {target} gives every layer the same sparsity")
     samples, seq_len, batch_size = _calibration(run, plain(cfg.get("calibration")) or {})
     building = {k: v for k, v in node.items() if k not in ONESHOT_KEYS}
     # the Pruner holds masks for exactly the layers prune_oneshot prunes: every one of the blocks
@@ -99,8 +105,8 @@ def oneshot_settings(run: Any) -> OneShot | None:
     if not isinstance(sequential, bool):
         raise ConfigError("pruner.sequential", sequential, "true or false")
     return OneShot(method=node["method"], allocation=node.get("allocation"), sequential=sequential,
-                   blocks=prefix, target=target, samples=samples, seq_len=seq_len, batch_size=batch_size,
-                   pruner=building)
+                   blocks=prefix, layer_sparsity=layer_sparsity, target=target, samples=samples, seq_len=seq_len,
+                   batch_size=batch_size, pruner=building)
 
 
 def _blocks(model: Any, name: Any, method: Any) -> str:
@@ -190,7 +196,8 @@ def oneshot_masks(run: Any, shot: OneShot) -> dict[str, torch.Tensor]:
     log.info("one-shot %s to sparsity %g (%s): %d calibration samples%s", _name(shot.method), float(run.cfg.sparsity),
              shot.target, sum(len(b["input_ids"] if isinstance(b, Mapping) else b) for b in batches), tokens)
     return prune_oneshot(run.model, batches, shot.method, sparsity=float(run.cfg.sparsity), target=shot.target,
-                         allocation=shot.allocation, sequential=shot.sequential, blocks=shot.blocks)
+                         allocation=shot.allocation, sequential=shot.sequential, blocks=shot.blocks,
+                         layer_sparsity=shot.layer_sparsity)
 
 
 def _name(method: Any) -> str:

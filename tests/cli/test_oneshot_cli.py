@@ -143,6 +143,9 @@ BAD = [
     (["pruner.method=obc"], "pruner.method='obc' is not allowed: expected one of magnitude, wanda, sparsegpt"),
     (["pruner.method.percdamp=-1"], "percdamp=-1 is not allowed"),
     (["pruner.allocation=sideways"], "allocation"),
+    (["pruner.layer_sparsity=lumpy"], "pruner.layer_sparsity='lumpy' is not allowed: expected one of"),
+    (["pruner.layer_sparsity=owl", "pruner.target='2:4'", "sparsity=0.5"],
+     "pruner.layer_sparsity='owl' is not allowed: expected uniform with an N:M target"),
 ]
 
 
@@ -215,3 +218,15 @@ def test_onnx_export_computes_the_masked_model(cli, runs, tmp_path):
     with torch.no_grad():
         want = load_model(load_checkpoint(out))(ids)
     assert float((torch.from_numpy(got) - want).abs().max()) < 1e-4
+
+
+def test_owl_gives_the_blocks_their_own_sparsities(cli, dense, tmp_path):
+    weights = dense[0] / "checkpoint" / "last" / "model.safetensors"
+    summary = _run(cli, tmp_path / "run", *TEXT, "pruner=wanda", "pruner.layer_sparsity=owl", "sparsity=0.7",
+                   f"model.weights={weights}")
+    per_block = {b: {v for k, v in summary["per_layer"].items() if k.startswith(f"blocks.{b}.")} for b in (0, 1)}
+    # every layer of a block at its block's sparsity (per output row: rounding), the blocks apart by <= 2 lambda
+    spans = [max(v) - min(v) for v in per_block.values()]
+    assert max(spans) < 0.02 and 0.0 < abs(min(per_block[0]) - min(per_block[1])) <= 0.16 + 0.02
+    assert all(0.7 - 0.08 - 0.01 <= v <= 0.7 + 0.08 + 0.01 for v in summary["per_layer"].values())
+    assert summary["sparsity"] == pytest.approx(0.7, abs=0.01)
