@@ -60,3 +60,27 @@ def all_true(mask: torch.Tensor, idx: torch.Tensor) -> bool:
     if a is None or idx.device.type != "cpu":
         return bool(mask[idx.to(mask.device)].all())
     return bool(a[idx.numpy()].all())
+
+
+def pack(mask: torch.Tensor) -> torch.Tensor:
+    """A bool ``mask`` as bytes, 1 bit per element (row-major, lowest bit first): ``ceil(numel / 8)`` uint8.
+
+    The shape is not stored: :func:`unpack` takes it back. 8x smaller than a bool tensor, 32x than float32.
+    """
+    flat = mask.detach().reshape(-1).cpu()
+    return torch.from_numpy(np.packbits(flat.numpy(), bitorder="little"))
+
+
+def unpack(data: torch.Tensor, shape: tuple[int, ...] | torch.Size) -> torch.Tensor:
+    """The bool mask of ``shape`` that :func:`pack` wrote into the uint8 bytes ``data``.
+
+    Raises ValueError when ``data`` is not uint8 or 1-D, or holds another number of bytes than ``shape`` needs.
+    """
+    numel = 1
+    for size in shape:
+        numel *= int(size)
+    if data.dtype != torch.uint8 or data.dim() != 1 or data.numel() != -(-numel // 8):
+        raise ValueError(f"expected {-(-numel // 8)} packed bytes (uint8, 1-D) for a mask of shape {tuple(shape)}, "
+                         f"got {tuple(data.shape)} {data.dtype}")
+    bits = np.unpackbits(data.cpu().numpy(), count=numel, bitorder="little")
+    return torch.from_numpy(bits.view(np.bool_)).reshape(tuple(shape))
