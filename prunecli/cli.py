@@ -201,6 +201,47 @@ def export(overrides: Optional[list[str]] = _OVERRIDES) -> None:
     run_hydra("export", task, list(overrides or []))
 
 
+@app.command()
+def report(
+    dirs: list[str] = typer.Argument(..., help="A prune run dir, a multirun dir, or several dirs (evaluate run dirs "
+                                     "too: matched to runs by checkpoint).", show_default=False),
+    out: Optional[str] = typer.Option(None, "--out", "-o", help="Where to write (default: <first dir>/report)."),
+    open_: bool = typer.Option(False, "--open", help="Open report.html in the default browser, if there is one."),
+) -> None:
+    """Plots and tables of what pruning did: report.html (self-contained), report.md and the PNGs.
+
+    [dim]prunecli report outputs/prune/<date>/<time>   prunecli report multirun/prune/<date>/<time> --open[/]
+    """
+    from prunecli.commands import USER_ERROR_EXIT
+    from prunecli.errors import ConfigError
+    from prunecli.report.plots import missing_extra
+
+    missing = missing_extra()
+    if missing:
+        print(f"error: {missing}", file=sys.stderr)
+        raise typer.Exit(USER_ERROR_EXIT)
+    from prunecli.report.build import write_report
+
+    try:
+        path = write_report(dirs, out)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise typer.Exit(USER_ERROR_EXIT) from None
+    typer.echo(f"report: {path}")
+    if open_:
+        open_in_browser(path)
+
+
+def open_in_browser(path: Any) -> bool:
+    """Open ``path`` in the default browser; False (and no error) where there is none."""
+    import webbrowser
+
+    try:
+        return bool(webbrowser.open(path.resolve().as_uri()))
+    except webbrowser.Error:
+        return False
+
+
 def main() -> None:
     """Console-script entry point."""
     app()
