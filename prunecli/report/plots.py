@@ -86,7 +86,7 @@ def training_curves(c: Curves, trace: Optional[ScheduleTrace], metric: str, dens
     """Two panels on one step axis: loss (validation and training), then the metric; the sparsity (the schedule's
     target, and the sparsity measured at each evaluation) on a twin axis of each, mask updates as dots on the
     schedule, dense pre-training shaded."""
-    fig = _figure(8.0, 6.0)
+    fig = _figure(10.0, 6.0)
     top, bottom = fig.subplots(2, 1, sharex=True)
     for ax, keys, label in ((top, ("loss", "train_loss"), "loss"),
                             (bottom, (metric, f"train_{metric}"), metric)):
@@ -97,23 +97,25 @@ def training_curves(c: Curves, trace: Optional[ScheduleTrace], metric: str, dens
         ax.set_ylabel(label)
         if c.pretrain_end > 0:
             ax.axvspan(0, c.pretrain_end, color="#f3f3f3", zorder=0, label="dense pre-training")
-        _sparsity_axis(ax, c, trace)
-    if dense is not None:
-        bottom.axhline(dense, color="tab:green", ls=":", lw=1.2, label=f"dense {metric} {dense:.4g}")
+        if ax is bottom and dense is not None:
+            ax.axhline(dense, color="tab:green", ls=":", lw=1.2, label=f"dense {metric} {dense:.4g}")
+        twin = _sparsity_axis(ax, c, trace)
+        handles = [h for a in (ax, twin) for h in a.get_legend_handles_labels()[0]]
+        ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.1, 1.0))  # outside: no overlap
+        ax.grid(alpha=0.3)
     if metric == "perplexity":
         bottom.set_yscale("log")
-    for ax in (top, bottom):
-        ax.legend(fontsize=7, loc="center right")
-        ax.grid(alpha=0.3)
     bottom.set_xlabel("optimizer step")
     top.set_title(title, fontsize=10)
     return _save(fig, path)
 
 
-def _sparsity_axis(ax: Any, c: Curves, trace: Optional[ScheduleTrace]) -> None:
+def _sparsity_axis(ax: Any, c: Curves, trace: Optional[ScheduleTrace]) -> Any:
+    """A twin axis of ``ax`` with the schedule's target sparsity, its mask updates and the measured sparsity."""
     twin = ax.twinx()
     if trace is not None:
-        twin.plot(trace.steps, trace.sparsity, drawstyle="steps-post", color=_SPARSITY_COLOR, lw=1, alpha=0.8)
+        twin.plot(trace.steps, trace.sparsity, drawstyle="steps-post", color=_SPARSITY_COLOR, lw=1, alpha=0.8,
+                  label="scheduled sparsity")
         twin.plot(trace.updates, trace.update_sparsity, "|", color="tab:red", ms=8, mew=1,
                   label=f"mask updates ({len(trace.updates)})")
     xs, ys = c.series("sparsity", {"pretrain", "prune"})
@@ -122,8 +124,7 @@ def _sparsity_axis(ax: Any, c: Curves, trace: Optional[ScheduleTrace]) -> None:
     twin.set_ylim(0, 1)
     twin.set_ylabel("sparsity", color=_SPARSITY_COLOR)
     twin.tick_params(axis="y", colors=_SPARSITY_COLOR)
-    if trace is not None or xs:
-        twin.legend(fontsize=7, loc="upper left")
+    return twin
 
 
 def pareto(jobs: Sequence[Job], x_of: Any, x_label: str, x_higher: bool, metric: str, path: Path,

@@ -63,10 +63,16 @@ class Job:
         """The lines of ``metrics.jsonl`` (read on demand: a sweep's table does not need them)."""
         return read_jsonl(self.path / METRICS)
 
+    @property
+    def checkpoint(self) -> Path:
+        """``checkpoint/last`` in the run dir (where it is now, if the dir was moved), else where the summary
+        says it was written."""
+        here = self.path / "checkpoint" / "last"
+        return here if here.is_dir() else Path((self.summary or {}).get("checkpoint") or here)
+
     def meta_config(self) -> dict[str, Any]:
         """The resolved config the checkpoint keeps (``checkpoint/last/meta.json``), or ``{}``."""
-        ckpt = Path((self.summary or {}).get("checkpoint") or self.path / "checkpoint" / "last")
-        meta = _read_json(ckpt / "meta.json") if (ckpt / "meta.json").is_file() else None
+        meta = _read_json(self.checkpoint / "meta.json") if (self.checkpoint / "meta.json").is_file() else None
         return (meta or {}).get("config") or {}
 
 
@@ -105,7 +111,7 @@ def load_runs(paths: Iterable[str | Path]) -> Runs:
             raise ConfigError("report", str(path), _INPUT, "not a dir")
         if (path / SUMMARY).is_file():
             jobs.append(read_job(path, path.name))
-        elif (path / EVALUATE).is_file() and not is_job_dir(path):
+        elif (path / EVALUATE).is_file():   # an evaluate run dir (its own .hydra too, but no summary)
             evaluations.append(_read_json(path / EVALUATE) or {})
         else:
             jobs.extend(read_sweep(path))

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from prunecli.report.read import Job
@@ -79,8 +78,7 @@ def layer_sizes(job: Job) -> dict[str, int]:
     """Parameter FQN -> element count, from the checkpoint's ``model.safetensors`` header (no tensor is read)."""
     from safetensors import safe_open
 
-    ckpt = Path((job.summary or {}).get("checkpoint") or job.path / "checkpoint" / "last")
-    path = ckpt / "model.safetensors"
+    path = job.checkpoint / "model.safetensors"
     if not path.is_file():
         return {}
     try:
