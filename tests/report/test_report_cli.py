@@ -175,3 +175,57 @@ def test_a_run_missing_its_metrics_or_checkpoint_still_reports(cli, digits_run, 
     assert ("No training curves" in md) == (missing == "metrics.jsonl")
     size = "" if missing == "checkpoint" else "18,432"   # parameter counts come from the checkpoint
     assert re.search(rf"^\| 4\.weight \| {size} \| 0\.\d{{4}} \|", md, re.M)
+
+
+def _synthesize_sweep(run: Path, sweep: Path, n: int) -> None:
+    """``n`` job dirs copied from the real ``run`` (no checkpoint), each with its own numbers, evaluate.json and
+    overrides; then one failed job."""
+    import shutil
+
+    summary = json.loads((run / "summary.json").read_text())
+    evaluate = json.loads((run / "evaluate" / "evaluate.json").read_text())
+    presets = ["agp", "level", "l1_norm", "movement"]
+    for i in range(n):
+        job = sweep / str(i)
+        shutil.copytree(run, job, ignore=shutil.ignore_patterns("report", "checkpoint"))
+        sparsity, pruner = round(0.05 + 0.9 * (i % 25) / 25, 4), presets[i % 4]
+        (job / ".hydra" / "overrides.yaml").write_text(f"- pruner={pruner}\n- sparsity={sparsity}\n")
+        (job / "summary.json").write_text(json.dumps({
+            **summary, "pruner": pruner, "sparsity": sparsity, "accuracy": 0.99 - sparsity * (i % 7) / 20,
+            "params_nonzero": 1000 + 37 * i, "wall_seconds": 10.0 + i, "run_dir": str(job)}))
+        (job / "evaluate" / "evaluate.json").write_text(json.dumps({
+            **evaluate, "flops_effective": 100_000 + 997 * i, "latency_ms_median": 0.1 + i / 1000}))
+    failed = sweep / str(n)
+    (failed / ".hydra").mkdir(parents=True)
+    (failed / ".hydra" / "overrides.yaml").write_text("- pruner=agp\n- sparsity=1.5\n")
+    (failed / "error.txt").write_text("error: sparsity=1.5 is not allowed: expected a number in [0, 1)\n")
+
+
+def test_a_100_job_sweep_reports_in_under_10_s(digits_run, tmp_path):
+    """The whole command, in a fresh process (imports included); its CPU time, which the other processes of a
+    busy machine do not inflate as they do the wall-clock time."""
+    import os
+    import resource
+    import subprocess
+
+    sweep = tmp_path / "sweep"
+    _synthesize_sweep(digits_run, sweep, 100)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    done = subprocess.run([str(Path(sys.executable).with_name("prunecli")), "report", str(sweep)],
+                          capture_output=True, text=True, env={**os.environ, "MPLBACKEND": ""}, timeout=300)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    assert done.returncode == 0, done.stderr
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    assert cpu < 10.0, cpu
+    page = sweep / "report" / "report.html"
+    assert page.read_text().count(DATA_URI) == 3 == len(list(page.parent.glob("*.png")))  # the Pareto plots
+    md = page.with_name("report.md").read_text()
+    for i in (0, 37, 99):
+        s = json.loads((sweep / str(i) / "summary.json").read_text())
+        row = _md_row(md, str(i))
+        assert row[1:] == [f"pruner={s['pruner']} sparsity={s['sparsity']}", s["pruner"],
+                           f"{s['dense_accuracy']:.4f}", f"{s['accuracy']:.4f}", f"{s['sparsity']:.4f}",
+                           f"{s['params_nonzero']:,}", f"{100_000 + 997 * i:,}", f"{0.1 + i / 1000:.3f}",
+                           f"{s['wall_seconds']:.1f}", "ok"]
+    assert _md_row(md, "100")[-1].startswith("error: sparsity=1.5")
+    assert "Per-layer sparsity" not in md   # too many jobs for each one's own sections
