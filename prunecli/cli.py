@@ -21,7 +21,7 @@ CONFIG_MODULE = "prunecli.conf"
 
 app = typer.Typer(
     name="prunecli",
-    help="Prune PyTorch models: [bold]prune[/], [bold]evaluate[/] and [bold]export[/]. "
+    help="Prune PyTorch models: [bold]prune[/], [bold]evaluate[/], [bold]export[/]; [bold]report[/] plots runs. "
     "Arguments after a subcommand are Hydra overrides (key=value, group=option, -m for sweeps, --cfg job).",
     no_args_is_help=True,
     rich_markup_mode="rich",
@@ -201,6 +201,10 @@ def export(overrides: Optional[list[str]] = _OVERRIDES) -> None:
     run_hydra("export", task, list(overrides or []))
 
 
+# prunecli.commands.USER_ERROR_EXIT, without importing Hydra (which report does not use) to read it
+REPORT_USER_ERROR = 2
+
+
 @app.command()
 def report(
     dirs: list[str] = typer.Argument(..., help="A prune run dir, a multirun dir, or several dirs (evaluate run dirs "
@@ -212,21 +216,20 @@ def report(
 
     [dim]prunecli report outputs/prune/<date>/<time>   prunecli report multirun/prune/<date>/<time> --open[/]
     """
-    from prunecli.commands import USER_ERROR_EXIT
     from prunecli.errors import ConfigError
     from prunecli.report.plots import missing_extra
 
     missing = missing_extra()
     if missing:
         print(f"error: {missing}", file=sys.stderr)
-        raise typer.Exit(USER_ERROR_EXIT)
+        raise typer.Exit(REPORT_USER_ERROR)
     from prunecli.report.build import write_report
 
     try:
         path = write_report(dirs, out)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
-        raise typer.Exit(USER_ERROR_EXIT) from None
+        raise typer.Exit(REPORT_USER_ERROR) from None
     typer.echo(f"report: {path}")
     if open_:
         open_in_browser(path)

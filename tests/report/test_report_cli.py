@@ -229,3 +229,18 @@ def test_a_100_job_sweep_reports_in_under_10_s(digits_run, tmp_path):
                            f"{s['wall_seconds']:.1f}", "ok"]
     assert _md_row(md, "100")[-1].startswith("error: sparsity=1.5")
     assert "Per-layer sparsity" not in md   # too many jobs for each one's own sections
+
+
+def test_the_report_command_imports_neither_torch_nor_hydra(digits_run, tmp_path):
+    """A report reads JSON and draws: it starts fast (and its exit code 2 is the CLI's user-error code)."""
+    import subprocess
+
+    from prunecli.cli import REPORT_USER_ERROR
+    from prunecli.commands import USER_ERROR_EXIT
+
+    code = ("import sys; from prunecli.cli import app; from typer.testing import CliRunner; "
+            f"r = CliRunner().invoke(app, ['report', {str(digits_run)!r}, '-o', {str(tmp_path)!r}]); "
+            "print(r.exit_code, 'torch' in sys.modules, 'hydra' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["0", "False", "False"]
+    assert REPORT_USER_ERROR == USER_ERROR_EXIT
