@@ -132,7 +132,7 @@ def _run_table(job: Job) -> Table:
     rows += [["params non-zero / total", f"{_fmt(s.get('params_nonzero'))} / {_fmt(s.get('params_total'))}"],
              ["wall time", f"{_fmt(s.get('wall_seconds'), 1)} s"], ["overrides", " ".join(job.overrides)],
              ["run dir", str(job.path)]]
-    return Table(["", ""], [r for r in rows if r[1]])
+    return Table(["summary.json", ""], [r for r in rows if r[1]])
 
 
 def _metrics_table(s: dict[str, Any]) -> Table:

@@ -108,6 +108,21 @@ def test_a_one_shot_text_run_reports_perplexity_and_says_there_are_no_curves(cli
     assert rows == list(s["per_layer"]) and len(rows) == 8
 
 
+def test_a_text_run_with_fine_tuning_draws_perplexity_curves(cli, text_oneshot, tmp_path):
+    """The one-shot run's dir with the epoch lines a fine-tuned run would have written after it."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(text_oneshot, run, ignore=shutil.ignore_patterns("report"))
+    with open(run / "metrics.jsonl", "a") as f:
+        for step, ppl in ((10, 250.0), (20, 180.0)):
+            f.write(json.dumps({"phase": "prune", "epoch": step // 10, "step": step, "loss": 5.0,
+                                "perplexity": ppl, "train_perplexity": ppl + 5, "sparsity": 0.5}) + "\n")
+    page = _report(cli, str(run))
+    assert sorted(p.name for p in page.parent.glob("*.png")) == ["curves.png", "layers.png"]
+    _self_contained(page)
+
+
 def test_a_second_report_into_the_same_dir_drops_the_old_figures(cli, sweep, text_oneshot, tmp_path):
     _report(cli, str(sweep), "-o", str(tmp_path))
     page = _report(cli, str(text_oneshot), "-o", str(tmp_path))
