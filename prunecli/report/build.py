@@ -8,6 +8,7 @@ error, and Pareto plots of the metric against sparsity, FLOPs and latency (the l
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Any, Iterable, Optional
@@ -81,13 +82,13 @@ def _pareto_blocks(ok: list[Job], out: Path) -> list[Any]:
     if not ok:
         return [Note("No job finished: nothing to plot.")]
     metric = ok[0].metric
-    jobs = [j for j in ok if isinstance(j.value(metric), (int, float))]
+    jobs = [j for j in ok if _finite(j.value(metric))]
     blocks: list[Any] = []
     axes = [("sparsity", "sparsity", True, lambda j: j.value("sparsity"), False),
             ("flops", "FLOPs per sample (zeros skipped)", False, _flops, True),
             ("latency", "latency, median ms", False, lambda j: j.value("latency_ms_median"), True)]
     for name, label, higher, x_of, log_x in axes:
-        have = [j for j in jobs if isinstance(x_of(j), (int, float))]
+        have = [j for j in jobs if _finite(x_of(j))]
         if not have:
             blocks.append(Note(f"No {label} vs {metric} plot: no job has an evaluate.json (run {_EVALUATE_HINT})."))
             continue
@@ -97,6 +98,11 @@ def _pareto_blocks(ok: list[Job], out: Path) -> list[Any]:
         if len(have) < len(jobs):
             blocks.append(Note(f"{len(jobs) - len(have)} finished run(s) have no {label} (no evaluate.json)."))
     return blocks
+
+
+def _finite(value: Any) -> bool:
+    """A number that can be plotted (a diverged run's perplexity is inf; a missing value None)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _flops(job: Job) -> Any:
