@@ -114,16 +114,18 @@ def run_hydra(config_name: str, task: Any, overrides: list[str]) -> None:
     """Run ``task`` under ``hydra.main`` with ``overrides`` as its command line (``sys.argv`` restored after).
 
     With ``trainer.resume=<run dir>`` the killed run's saved overrides and run dir join the command line first
-    (:func:`prunecli.commands.resume_command`).
+    (:func:`prunecli.commands.resume_command`). A launcher, sweeper or logger whose extra is not installed, or an
+    unknown logger, is one ``error:`` line and exit code 2 (:func:`prunecli.commands.check_choices`).
     """
     import hydra
 
-    from prunecli.commands import resume_command
+    from prunecli.commands import check_choices, resume_command
     from prunecli.errors import CheckpointError, ConfigError
 
     reject_keyless(overrides)
     overrides = [quote_home(word) for word in overrides]
     try:
+        check_choices(overrides)  # a launcher, sweeper or logger whose extra is missing: one line, not Hydra's
         overrides = resume_command(overrides)
     except (ConfigError, CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)
