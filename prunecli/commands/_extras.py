@@ -26,6 +26,7 @@ PLUGINS = {
     ("hydra/sweeper", "optuna_digits"): ("hydra_plugins.hydra_optuna_sweeper", "optuna"),
 }
 LOGGER_GROUP = "logger"
+GROUPS = {group for group, _ in PLUGINS} | {LOGGER_GROUP}
 
 
 def check_choices(overrides: list[str]) -> None:
@@ -73,10 +74,10 @@ def _choices(overrides: list[str]) -> Iterator[tuple[str, str]]:
         except Exception:  # noqa: BLE001  Hydra reports a malformed override in its own words
             continue
         group = parsed.get_key_element().lstrip("+~")
-        if parsed.is_delete() or "." in group or parsed.package is not None:
+        if group not in GROUPS or parsed.is_delete() or parsed.package is not None:
             continue
-        if parsed.is_sweep_override():
-            values = list(parsed.sweep_string_iterator())
+        if parsed.is_sweep_override():  # a choice sweep (interval and range sweeps name no option)
+            values = list(parsed.sweep_string_iterator()) if parsed.is_choice_sweep() else []
         else:
             value = parsed.value()
             values = value if isinstance(value, list) else [value]

@@ -97,14 +97,12 @@ def optimizable(task: Any) -> list[str]:
 
 
 def check_optimize(value: Any, task: Any) -> list[str] | str | None:
-    """``optimize``: None, a summary metric, or a list of them (before any training). In a sweep whose sweeper
-    optimises (not Hydra's basic one), None is refused: the sweeper needs a number."""
+    """``optimize``: None, a summary metric, or a list of them (checked before any training). A sweeper that
+    optimises refuses None before its first job (:class:`prunecli.commands._common.RunDirCheck`)."""
     from omegaconf import OmegaConf
 
     allowed = optimizable(task)
     if value is None:
-        if _searched_sweep():
-            raise ConfigError("optimize", None, allowed, "the sweeper optimises the number the task returns")
         return None
     names = OmegaConf.to_container(value) if OmegaConf.is_list(value) else value
     for name in names if isinstance(names, list) else [names]:
@@ -121,14 +119,6 @@ def objective(summary: dict[str, Any], optimize: list[str] | str) -> float | lis
             raise ConfigError("optimize", name, "a metric this run measured", "the summary has no value for it")
         values.append(float(summary[name]))
     return values if isinstance(optimize, list) else values[0]
-
-
-def _searched_sweep() -> bool:
-    from hydra.core.hydra_config import HydraConfig
-
-    from prunecli.commands._common import in_sweep
-
-    return in_sweep() and not str(HydraConfig.get().sweeper.get("_target_", "")).endswith(".BasicSweeper")
 
 
 def check_sparsity(value: Any) -> float:
