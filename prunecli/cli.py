@@ -33,7 +33,8 @@ _PASS_THROUGH = {"ignore_unknown_options": True, "allow_extra_args": True, "help
 
 
 def config_groups(config_name: str) -> dict[str, tuple[list[str], Optional[str]]]:
-    """The config groups of a primary config (and Hydra's launchers): ``{group: (options, default or None)}``."""
+    """The config groups of a primary config (and Hydra's launchers and sweepers):
+    ``{group: (options, default or None)}``."""
     from hydra import compose, initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
 
@@ -43,7 +44,7 @@ def config_groups(config_name: str) -> dict[str, tuple[list[str], Optional[str]]
             choices = dict(compose(config_name, return_hydra_config=True).hydra.runtime.choices)
         except Exception:  # noqa: BLE001  help must render even when the defaults do not compose
             choices = {g: None for g in loader.list_groups("") if g != "hydra"}
-        groups = sorted(g for g in choices if not g.startswith("hydra/")) + ["hydra/launcher"]
+        groups = sorted(g for g in choices if not g.startswith("hydra/")) + ["hydra/launcher", "hydra/sweeper"]
         return {g: (loader.get_group_options(g), choices.get(g)) for g in groups}
 
 
