@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 
+@pytest.mark.slow  # two fresh Python processes (like the joblib sweep test); CI runs slow tests too
 def test_submitit_local_runs_a_two_job_sweep(cli, smoke, tmp_path):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     sweep = tmp_path / "sweep"
@@ -23,10 +24,10 @@ def test_submitit_local_runs_a_two_job_sweep(cli, smoke, tmp_path):
 def test_optuna_sweep_optimises_the_summary_metric(cli, smoke, tmp_path):
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
     sweep = tmp_path / "sweep"
-    result = cli("prune", "-m", *smoke, "hydra/sweeper=optuna_digits", "hydra.sweeper.n_trials=3",
-                 "hydra.sweeper.sampler.n_startup_trials=3", f"hydra.sweep.dir={sweep}")
+    result = cli("prune", "-m", *smoke, "hydra/sweeper=optuna_digits", "hydra.sweeper.n_trials=2",
+                 "hydra.sweeper.sampler.n_startup_trials=2", f"hydra.sweep.dir={sweep}")
     assert result.exit_code == 0, (result.stderr, result.exception)
-    summaries = [json.loads((sweep / str(n) / "summary.json").read_text()) for n in range(3)]
+    summaries = [json.loads((sweep / str(n) / "summary.json").read_text()) for n in range(2)]
     best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     assert best["best_value"] == max(s["accuracy"] for s in summaries)
     winner = next(s for s in summaries if s["accuracy"] == best["best_value"])
