@@ -33,7 +33,8 @@ _PASS_THROUGH = {"ignore_unknown_options": True, "allow_extra_args": True, "help
 
 
 def config_groups(config_name: str) -> dict[str, tuple[list[str], Optional[str]]]:
-    """The config groups of a primary config (and Hydra's launchers): ``{group: (options, default or None)}``."""
+    """The config groups of a primary config (and Hydra's launchers and sweepers):
+    ``{group: (options, default or None)}``."""
     from hydra import compose, initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
 
@@ -43,7 +44,7 @@ def config_groups(config_name: str) -> dict[str, tuple[list[str], Optional[str]]
             choices = dict(compose(config_name, return_hydra_config=True).hydra.runtime.choices)
         except Exception:  # noqa: BLE001  help must render even when the defaults do not compose
             choices = {g: None for g in loader.list_groups("") if g != "hydra"}
-        groups = sorted(g for g in choices if not g.startswith("hydra/")) + ["hydra/launcher"]
+        groups = sorted(g for g in choices if not g.startswith("hydra/")) + ["hydra/launcher", "hydra/sweeper"]
         return {g: (loader.get_group_options(g), choices.get(g)) for g in groups}
 
 
@@ -114,16 +115,18 @@ def run_hydra(config_name: str, task: Any, overrides: list[str]) -> None:
     """Run ``task`` under ``hydra.main`` with ``overrides`` as its command line (``sys.argv`` restored after).
 
     With ``trainer.resume=<run dir>`` the killed run's saved overrides and run dir join the command line first
-    (:func:`prunecli.commands.resume_command`).
+    (:func:`prunecli.commands.resume_command`). A launcher, sweeper or logger whose extra is not installed, or an
+    unknown logger, is one ``error:`` line and exit code 2 (:func:`prunecli.commands.check_choices`).
     """
     import hydra
 
-    from prunecli.commands import resume_command
+    from prunecli.commands import check_choices, resume_command
     from prunecli.errors import CheckpointError, ConfigError
 
     reject_keyless(overrides)
     overrides = [quote_home(word) for word in overrides]
     try:
+        check_choices(overrides)  # a launcher, sweeper or logger whose extra is missing: one line, not Hydra's
         overrides = resume_command(overrides)
     except (ConfigError, CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)

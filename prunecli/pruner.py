@@ -109,6 +109,7 @@ class Pruner:
             for n, p in self.params.items()}
         self.reapply, self.optimizer = reapply, optimizer
         self.step, self.target_sparsity, self._pending = 0, 0.0, False
+        self.mask_updates = 0  # calls of update_masks, so observers (experiment loggers) see when masks changed
         self._hooks: list[Any] = []
         self._fmasks: dict[str, Tensor] = {}
         self._refresh(units=True)
@@ -183,6 +184,7 @@ class Pruner:
     def update_masks(self, sparsity: float) -> None:
         """Recompute every mask for ``sparsity``; pruned units stay pruned (their score is set to -inf). The
         worker of the schedule's updates and of :meth:`prune_to`, which also checks that the criterion is ready."""
+        self.mask_updates += 1
         finished = self.progressive.finish(self.masks)
         if finished:
             self._refresh(units=True)

@@ -11,8 +11,10 @@ import importlib
 from typing import Any
 
 _TASKS = {name: f"prunecli.commands.{name}" for name in ("prune", "evaluate", "export")}
-# What the command line needs before Hydra runs: the resumed run's overrides, and the user-error exit code.
-_CLI = {"resume_command": "prunecli.commands._resume", "USER_ERROR_EXIT": "prunecli.commands._common"}
+# What the command line needs before Hydra runs: the resumed run's overrides, the check of choices that need an
+# extra (a launcher, sweeper or logger), and the user-error exit code.
+_CLI = {"resume_command": "prunecli.commands._resume", "check_choices": "prunecli.commands._extras",
+        "USER_ERROR_EXIT": "prunecli.commands._common"}
 
 __all__ = sorted([*_TASKS, *_CLI])
 

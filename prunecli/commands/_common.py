@@ -163,6 +163,7 @@ class RunDirCheck(Callback):
         from omegaconf import open_dict, read_write
 
         self.sweep_started = time.time()
+        _check_optimize(config)
         planned = str(config.hydra.sweep.dir)
         path = _place(config, "sweep")
         if str(path) != planned:  # taken: each job composes its config again from the hydra overrides
@@ -177,6 +178,18 @@ class RunDirCheck(Callback):
         if failures:
             print(report(failures), file=sys.stderr)
             sys.exit(USER_ERROR_EXIT if all(f.user_error for f in failures) else UNEXPECTED_EXIT)
+
+
+def _check_optimize(config: Any) -> None:
+    """A sweeper that optimises (Optuna; not Hydra's basic one) needs ``optimize`` to name the number the task
+    returns: without it every trial would fail. One line and exit code 2 before the first job."""
+    target = str(config.hydra.sweeper.get("_target_", ""))
+    in_params = "optimize" in (config.hydra.sweeper.get("params", None) or {})  # fixed there for every trial
+    if config.get("optimize", None) is None and not in_params and not target.endswith(".BasicSweeper"):
+        error = ConfigError("optimize", None, "a summary metric, e.g. optimize=accuracy",
+                            f"the sweeper {target.rpartition('.')[2]} optimises the number the task returns")
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(USER_ERROR_EXIT)
 
 
 def _check_resume(config: Any) -> None:

@@ -12,22 +12,44 @@ from prunecli.errors import ConfigError
 
 log = logging.getLogger("prunecli")
 
+# summary.json's size fields that ``optimize`` may name besides the task's metrics
+SIZES = ("sparsity", "unit_sparsity", "target_sparsity", "params_nonzero", "params_total", "steps", "wall_seconds")
+
 
 @task
-def prune(cfg: Any) -> dict[str, Any]:
-    """Run the engine on the composed config; returns (and writes as ``summary.json``) the summary."""
-    from hydra.core.hydra_config import HydraConfig
-
+def prune(cfg: Any) -> Any:
+    """Run the engine on the composed config; writes ``summary.json`` and returns the summary, or, with
+    ``optimize`` set, the metric(s) it names (the number a Hydra sweeper such as Optuna optimises)."""
     from prunecli._atomic import write_json
     from prunecli.engine import setup, train
-    from prunecli.engine.setup import plain
+    from prunecli.loggers import build_loggers
 
     start = time.perf_counter()
     check_sparsity(cfg.get("sparsity"))
     check_seed(cfg.get("seed"))
     out = run_dir()
-    run = setup(cfg, out)
-    result = train(run)
+    loggers = build_loggers(cfg, out)  # first: a logger whose package is missing fails before any work
+    summary = None
+    try:
+        run = setup(cfg, out)
+        optimize = check_optimize(cfg.get("optimize"), run.task)
+        run.loggers = loggers
+        summary = summarize(cfg, run, train(run), start)
+    finally:
+        if loggers is not None:  # a failed run's loggers close too (MLflow marks the run FAILED)
+            loggers.close(summary)
+    write_json(out / "summary.json", summary)
+    print_summary(summary)
+    return summary if optimize is None else objective(summary, optimize)
+
+
+def summarize(cfg: Any, run: Any, result: Any, start: float) -> dict[str, Any]:
+    """The contents of ``summary.json``: the run's choices, dense and pruned metrics, sparsity and sizes."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from prunecli.engine.setup import plain
+
+    out = run.run_dir
     choices = HydraConfig.get().runtime.choices
     pruner = result.pruner
     # The objective (params, flops, latency) may have turned `sparsity` into another final sparsity.
@@ -53,8 +75,6 @@ def prune(cfg: Any) -> dict[str, Any]:
     }
     if report is not None and report.search is not None:
         summary["search"] = report.search   # evaluations spent and the allocation chosen
-    write_json(out / "summary.json", summary)
-    print_summary(summary)
     return summary
 
 
@@ -68,6 +88,37 @@ def metric_fields(task: Any, result: Any) -> dict[str, Any]:
     no_epochs = result.best_accuracy == Position().best_accuracy  # the best score was never set
     return {**{f"dense_{k}": result.dense[k] for k in names}, **{k: result.final[k] for k in names},
             f"best_{task.score}": None if no_epochs else result.best_accuracy}
+
+
+def optimizable(task: Any) -> list[str]:
+    """The summary metrics ``optimize`` may name: the task's metrics (dense, pruned, best score) and the sizes."""
+    names = [task.score, *(k for k in task.metrics({}) if k != task.score)]
+    return [*names, *(f"dense_{k}" for k in names), f"best_{task.score}", *SIZES]
+
+
+def check_optimize(value: Any, task: Any) -> list[str] | str | None:
+    """``optimize``: None, a summary metric, or a list of them (checked before any training). A sweeper that
+    optimises refuses None before its first job (:class:`prunecli.commands._common.RunDirCheck`)."""
+    from omegaconf import OmegaConf
+
+    allowed = optimizable(task)
+    if value is None:
+        return None
+    names = OmegaConf.to_container(value) if OmegaConf.is_list(value) else value
+    for name in names if isinstance(names, list) else [names]:
+        if name not in allowed:
+            raise ConfigError("optimize", name, allowed)
+    return names
+
+
+def objective(summary: dict[str, Any], optimize: list[str] | str) -> float | list[float]:
+    """The value(s) of ``optimize`` in ``summary`` as floats (a list for several metrics)."""
+    values = []
+    for name in optimize if isinstance(optimize, list) else [optimize]:
+        if summary.get(name) is None:  # best_accuracy of a run without pruning epochs
+            raise ConfigError("optimize", name, "a metric this run measured", "the summary has no value for it")
+        values.append(float(summary[name]))
+    return values if isinstance(optimize, list) else values[0]
 
 
 def check_sparsity(value: Any) -> float:

@@ -80,6 +80,7 @@ def train(run: Run) -> TrainResult:
         phase.hooks.on_step_begin(0)
         phase.hooks.on_step_end()
     phase.hooks.on_train_end()
+    _log_masks(run, phase, pos.step, final=True)  # a one-shot preset's masks too
     if not pos.last:
         phase.hooks.on_before_eval()
         pos.last = {**evaluate(run.task, run.model, run.val_loader, run.device, run.amp), **_sparsity(phase)}
@@ -190,6 +191,7 @@ def train_epoch(run: Run, phase: Phase, pos: Position) -> None:
         for batch in phase.loader:
             if micro == 0:
                 phase.hooks.on_step_begin(pos.step)
+                _log_masks(run, phase, pos.step)
             _accumulate(totals, forward_backward(run, phase, batch))
             micro, pos.batches_done = micro + 1, pos.batches_done + 1
             bar.advance()
@@ -299,6 +301,14 @@ def _write_metrics(run: Run, pos: Position, row: dict[str, Any]) -> None:
     with open(run.run_dir / "metrics.jsonl", "a") as f:
         f.write(json.dumps(row) + "\n")
     pos.metrics_rows += 1
+    if run.loggers is not None:
+        run.loggers.log_metrics(row)
+
+
+def _log_masks(run: Run, phase: Phase, step: int, final: bool = False) -> None:
+    """The per-layer sparsity to the experiment loggers when the pruner has just updated its masks."""
+    if run.loggers is not None and phase.name == "prune":
+        run.loggers.log_masks(phase.hooks, step, final)
 
 
 def _drop_later_metrics(run: Run, ckpt: Checkpoint, rows: int | None) -> None:

@@ -60,6 +60,7 @@ class Run:
     task: Task
     rounds: Optional[Rounds] = None  # iterative pruning (prunecli.engine.rounds), or None
     rewound: Optional[dict[str, torch.Tensor]] = None  # the weights rounds rewind to, once known
+    loggers: Any = None  # experiment loggers fed each metrics row and mask update (prunecli.loggers.Loggers)
 
 
 @dataclass
