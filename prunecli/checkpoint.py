@@ -5,9 +5,11 @@ Layout of a checkpoint directory (``<run dir>/checkpoint/last``, ``.../best``)::
     model.safetensors   model state dict (parameters and buffers), masks folded in (pruned elements are +0.0)
     masks.safetensors   keep masks keyed by parameter FQN (True = kept), bit-packed: each a 1-D uint8 tensor of
                         ``ceil(numel / 8)`` bytes, 1 bit per element, row-major, lowest bit first
-                        (:func:`prunecli._bits.pack`); the file's metadata holds ``layout: "bits"`` and
-                        ``shapes``, a JSON object ``{FQN: [sizes]}``. Version-1 checkpoints hold bool tensors and
-                        no ``layout``; both load as bool masks (:func:`decode_masks`)
+                        (:func:`prunecli._bits.pack`); the file's metadata has one key, ``masks``, a JSON
+                        object ``{"layout": "bits", "shapes": {FQN: [sizes]}}`` (one key: safetensors writes
+                        several in no fixed order, and a resumed run's files are compared byte for byte).
+                        Version-1 checkpoints hold bool tensors and no ``masks`` metadata; both load as bool
+                        masks (:func:`decode_masks`)
     state.safetensors   what a resume needs (optimizer, LR schedule, pruner, RNG, progress), flattened to
                         dotted tensor keys, bool tensors (the pruner's masks) bit-packed as in masks.safetensors;
                         the non-tensor rest, bit-packed shapes included, is JSON in the file's metadata
@@ -99,7 +101,7 @@ def encode_masks(masks: Mapping[str, torch.Tensor]) -> bytes:
 
     shapes = {k: list(m.shape) for k, m in masks.items()}
     return save({k: pack(m.bool()) for k, m in masks.items()},
-                metadata={"layout": MASKS_LAYOUT, "shapes": json.dumps(shapes)})
+                metadata={"masks": json.dumps({"layout": MASKS_LAYOUT, "shapes": shapes})})
 
 
 def decode_masks(data: bytes, name: Path | str, weights: Mapping[str, Sequence[int]]) -> dict[str, torch.Tensor]:
@@ -112,15 +114,16 @@ def decode_masks(data: bytes, name: Path | str, weights: Mapping[str, Sequence[i
         tensors = load(data)
     except Exception as err:  # safetensors raises several types for a malformed file
         raise CheckpointError(f"{name} is corrupt: {first_line(err)}") from None
-    if "layout" not in metadata:  # version 1: bool tensors
+    if "masks" not in metadata:  # version 1: bool tensors
         for key, mask in sorted(tensors.items()):
             if mask.dtype != torch.bool:
                 raise CheckpointError(f"{name} holds {short(key)} as {mask.dtype}: expected bool masks or the "
                                       f"{MASKS_LAYOUT!r} layout")
         return tensors
-    if metadata["layout"] != MASKS_LAYOUT:
-        raise CheckpointError(f"{name} has layout={short(metadata['layout'])}: expected {MASKS_LAYOUT!r}")
-    shapes = _mask_shapes(metadata.get("shapes"), name)
+    record = _json_object(metadata["masks"], name)
+    if record.get("layout") != MASKS_LAYOUT:
+        raise CheckpointError(f"{name} has layout={short(record.get('layout'))}: expected {MASKS_LAYOUT!r}")
+    shapes = _mask_shapes(record.get("shapes"), name)
     if set(shapes) != set(tensors):
         odd = sorted(set(shapes) ^ set(tensors))[0]
         raise CheckpointError(f"{name} is malformed: {short(odd)} is in its tensors or its shapes, not both")
@@ -136,16 +139,23 @@ def decode_masks(data: bytes, name: Path | str, weights: Mapping[str, Sequence[i
     return masks
 
 
-def _mask_shapes(value: Any, name: Path | str) -> dict[str, tuple[int, ...]]:
-    """The ``shapes`` metadata of a bit-packed masks file: a JSON object of FQN to a list of sizes."""
+def _json_object(value: str, name: Path | str) -> dict[str, Any]:
+    """The ``masks`` metadata of a bit-packed masks file, parsed: a JSON object."""
     try:
-        shapes = json.loads(value) if isinstance(value, str) else None
+        record = json.loads(value)
     except (ValueError, RecursionError):
-        shapes = None
+        record = None
+    if not isinstance(record, dict):
+        raise CheckpointError(f"{name} is malformed: its masks metadata is not a JSON object")
+    return record
+
+
+def _mask_shapes(shapes: Any, name: Path | str) -> dict[str, tuple[int, ...]]:
+    """The ``shapes`` of a bit-packed masks file's metadata: a mapping of FQN to a list of sizes."""
     if not isinstance(shapes, dict) or not all(
             isinstance(s, list) and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in s)
             for s in shapes.values()):
-        raise CheckpointError(f"{name} is malformed: its shapes metadata is not a JSON object of FQN to sizes")
+        raise CheckpointError(f"{name} is malformed: its shapes are not a JSON object of FQN to sizes")
     return {k: tuple(s) for k, s in shapes.items()}
 
 

@@ -132,13 +132,18 @@ def test_masks_are_stored_bit_packed_with_their_shapes(tmp_path):
     with safe_open(str(path / "masks.safetensors"), framework="pt") as f:
         meta = f.metadata()
         stored = {k: f.get_tensor(k) for k in f.keys()}
-    assert meta["layout"] == "bits" and json.loads(meta["shapes"]) == {"0.weight": [4, 6], "2.weight": [2, 4]}
+    assert json.loads(meta["masks"]) == {"layout": "bits", "shapes": {"0.weight": [4, 6], "2.weight": [2, 4]}}
     assert {k: (v.dtype, tuple(v.shape)) for k, v in stored.items()} == {"0.weight": (torch.uint8, (3,)),
                                                                          "2.weight": (torch.uint8, (1,))}
     with safe_open(str(path / "state.safetensors"), framework="pt") as f:  # the pruner's copy is packed too
         assert f.get_tensor("pruner.masks.0.weight").dtype == torch.uint8
     ck = load_checkpoint(path, with_state=True)
     assert json.loads((path / "meta.json").read_text())["version"] == 2
+    for again in range(3):  # byte for byte the same each time (a resumed run's files are compared so)
+        other = save_checkpoint(tmp_path / f"ck{again}", model_state=model.state_dict(), masks=masks, meta={},
+                                state={"pruner": {"masks": masks}})
+        for name in ("masks.safetensors", "state.safetensors"):
+            assert (other / name).read_bytes() == (path / name).read_bytes()
     for key, mask in masks.items():
         assert ck.masks[key].dtype == torch.bool and torch.equal(ck.masks[key], mask)
         assert torch.equal(ck.state["pruner"]["masks"][key], mask)
@@ -198,24 +203,28 @@ def _rewrite_masks(path, tensors, metadata):
 
 
 PACKED = {"0.weight": torch.zeros(3, dtype=torch.uint8), "2.weight": torch.zeros(1, dtype=torch.uint8)}
-SHAPES = json.dumps({"0.weight": [4, 6], "2.weight": [2, 4]})
+SHAPES = {"0.weight": [4, 6], "2.weight": [2, 4]}
+
+
+def _record(layout="bits", **shapes):
+    return {"masks": json.dumps({"layout": layout, "shapes": {**SHAPES, **shapes}})}
+
+
 MALFORMED_MASKS = {
-    "short": ({**PACKED, "0.weight": torch.zeros(2, dtype=torch.uint8)}, {"layout": "bits", "shapes": SHAPES},
+    "short": ({**PACKED, "0.weight": torch.zeros(2, dtype=torch.uint8)}, _record(),
               r"malformed: '0\.weight': expected 3 packed bytes"),
-    "float_bytes": ({**PACKED, "0.weight": torch.zeros(3)}, {"layout": "bits", "shapes": SHAPES},
-                    r"expected 3 packed bytes \(uint8, 1-D\)"),
-    "other_shape": (PACKED, {"layout": "bits", "shapes": json.dumps({"0.weight": [6, 4], "2.weight": [2, 4]})},
+    "float_bytes": ({**PACKED, "0.weight": torch.zeros(3)}, _record(), r"expected 3 packed bytes \(uint8, 1-D\)"),
+    "other_shape": (PACKED, _record(**{"0.weight": [6, 4]}),
                     r"holds a mask of '0\.weight' of shape \[6, 4\], which is not a weight of that shape"),
-    "not_a_weight": ({**PACKED, "x": torch.zeros(1, dtype=torch.uint8)},
-                     {"layout": "bits", "shapes": json.dumps({"0.weight": [4, 6], "2.weight": [2, 4], "x": [8]})},
+    "not_a_weight": ({**PACKED, "x": torch.zeros(1, dtype=torch.uint8)}, _record(x=[8]),
                      r"mask of 'x' of shape \[8\], which is not a weight"),
-    "no_shapes": (PACKED, {"layout": "bits"}, r"shapes metadata is not a JSON object"),
-    "bad_json": (PACKED, {"layout": "bits", "shapes": "{"}, r"shapes metadata is not a JSON object"),
-    "negative": (PACKED, {"layout": "bits", "shapes": json.dumps({"0.weight": [-4, 6], "2.weight": [2, 4]})},
-                 r"shapes metadata is not a JSON object"),
-    "missing_shape": (PACKED, {"layout": "bits", "shapes": json.dumps({"0.weight": [4, 6]})},
+    "no_shapes": (PACKED, {"masks": json.dumps({"layout": "bits"})}, r"shapes are not a JSON object"),
+    "bad_json": (PACKED, {"masks": "{"}, r"masks metadata is not a JSON object"),
+    "list": (PACKED, {"masks": "[]"}, r"masks metadata is not a JSON object"),
+    "negative": (PACKED, _record(**{"0.weight": [-4, 6]}), r"shapes are not a JSON object"),
+    "missing_shape": (PACKED, {"masks": json.dumps({"layout": "bits", "shapes": {"0.weight": [4, 6]}})},
                       r"'2\.weight' is in its tensors or its shapes, not both"),
-    "layout": (PACKED, {"layout": "zstd", "shapes": SHAPES}, r"layout='zstd': expected 'bits'"),
+    "layout": (PACKED, _record(layout="zstd"), r"layout='zstd': expected 'bits'"),
     "v1_not_bool": (PACKED, {}, r"holds '0\.weight' as torch\.uint8: expected bool masks"),
 }
 

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from prunecli._atomic import json_bytes, staged
-from prunecli._bits import count_true, pack, unpack
+from prunecli._bits import pack, unpack
 from prunecli._checks import known_keys
 from prunecli.errors import CheckpointError, ConfigError, first_line
 from prunecli.export.dense import read_spec, spec_format, spec_path
@@ -66,10 +66,14 @@ def pack_state(state: Mapping[str, torch.Tensor],
     return tensors, layers
 
 
-def unpack_state(tensors: Mapping[str, torch.Tensor], layers: Mapping[str, Any],
-                 origin: Origin) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+def unpack_state(tensors: Mapping[str, torch.Tensor], layers: Mapping[str, Any], origin: Origin,
+                 into: Mapping[str, torch.Tensor] | None = None) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """``(dense state dict, masks)`` of a file's ``tensors`` (the inverse of :func:`pack_state`); each packed
-    pair is checked against its ``layers`` record (bytes, dtype, count of kept values)."""
+    pair is checked against its ``layers`` record (bytes, dtype, count of kept values).
+
+    ``into`` (``model.state_dict()``): the weights are unpacked into those tensors where they are contiguous
+    CPU tensors of the same shape and dtype, and the state holds them: no second copy of the weights.
+    """
     stray = sorted(k for k in tensors if k.endswith((MASK, VALUES)) and k.rsplit(":", 1)[0] not in layers)
     if stray:
         raise origin.error("layers", f"do not list {short(stray[0])}, which the weights file holds")
@@ -83,27 +87,39 @@ def unpack_state(tensors: Mapping[str, torch.Tensor], layers: Mapping[str, Any],
             mask = unpack(bits, tuple(layer["shape"]))
         except ValueError as err:
             raise origin.error(f"layers[{short(key)}]", f"does not match its :mask tensor: {err}") from None
-        kept = count_true(mask)
+        positions = np.flatnonzero(mask.numpy())
         dtype = DTYPES[layer["dtype"]]
-        if values.dtype != dtype or values.dim() != 1 or values.numel() != kept or kept != layer["kept"]:
-            raise origin.error(f"layers[{short(key)}]", f"does not match its :values tensor (expected {kept} kept "
-                               f"{layer['dtype']} values as the mask says and kept={layer['kept']}, got "
-                               f"{list(values.shape)} {str(values.dtype).removeprefix('torch.')})")
-        state[key], masks[key] = _scatter(mask, values), mask
+        if values.dtype != dtype or values.dim() != 1 or values.numel() != len(positions) \
+                or len(positions) != layer["kept"]:
+            raise origin.error(f"layers[{short(key)}]", f"does not match its :values tensor (expected "
+                               f"{len(positions)} kept {layer['dtype']} values as the mask says and kept="
+                               f"{layer['kept']}, got {list(values.shape)} {str(values.dtype).removeprefix('torch.')})")
+        state[key], masks[key] = _scatter(positions, values, _destination(into, key, mask.shape, dtype)), mask
     return state, masks
 
 
-def _scatter(mask: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-    """A zero tensor of ``mask``'s shape holding ``values`` at its True elements, in row-major order.
+def _destination(into: Mapping[str, torch.Tensor] | None, key: str, shape: torch.Size,
+                 dtype: torch.dtype) -> torch.Tensor:
+    """``into[key]`` when the weights can be written there in place, else a new tensor."""
+    out = None if into is None else into.get(key)
+    if out is None or out.shape != shape or out.dtype != dtype or out.device.type != "cpu" \
+            or not out.is_contiguous():
+        return torch.empty(shape, dtype=dtype)
+    return out
 
-    numpy's ``flatnonzero`` + fancy assignment is 2-5x faster than torch's ``masked_scatter_`` on CPU (torch
-    2.13, 8M elements); bfloat16, which numpy lacks, is moved as int16 (the same bits).
+
+def _scatter(positions: np.ndarray, values: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """``out`` zeroed, holding ``values`` at the flat (row-major) ``positions``.
+
+    numpy's fancy assignment is 2-5x faster than torch's ``masked_scatter_`` / ``index_copy_`` on CPU (torch
+    2.13); bfloat16, which numpy lacks, is moved as int16 (the same bits).
     """
-    out = torch.zeros(mask.shape, dtype=values.dtype)
+    with torch.no_grad():
+        out.zero_()
     if values.dtype == torch.bfloat16:
-        out.view(torch.int16).numpy().reshape(-1)[np.flatnonzero(mask.numpy())] = values.view(torch.int16).numpy()
+        out.view(torch.int16).numpy().reshape(-1)[positions] = values.view(torch.int16).numpy()
     else:
-        out.numpy().reshape(-1)[np.flatnonzero(mask.numpy())] = values.numpy()
+        out.detach().numpy().reshape(-1)[positions] = values.numpy()
     return out
 
 
@@ -169,11 +185,16 @@ def load_spec(path: Path | str) -> dict[str, Any]:
     return meta
 
 
-def load_state(path: Path | str) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+def load_state(path: Path | str, *, into: Mapping[str, torch.Tensor] | None = None
+               ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """``(dense state dict, masks)`` of a sparse export (``model.safetensors`` or its ``model.json``), without
-    building the model: the weights file is hash-checked and every packed pair checked against the spec."""
+    building the model: the weights file is hash-checked and every packed pair checked against the spec.
+
+    ``into``: a built model's ``state_dict()``, whose weights are then unpacked in place (see
+    :func:`unpack_state`); ``model.load_state_dict(state)`` finishes the load.
+    """
     meta, origin, data = _verified(path)
-    return _decode(data, meta, origin)
+    return _decode(data, meta, origin, into)
 
 
 def _verified(path: Path | str) -> tuple[dict[str, Any], Origin, bytes]:
@@ -189,14 +210,15 @@ def _verified(path: Path | str) -> tuple[dict[str, Any], Origin, bytes]:
     return meta, Origin("sparse export", str(spec)), data
 
 
-def _decode(data: bytes, meta: Mapping[str, Any], origin: Origin) -> tuple[dict, dict]:
+def _decode(data: bytes, meta: Mapping[str, Any], origin: Origin,
+            into: Mapping[str, torch.Tensor] | None = None) -> tuple[dict, dict]:
     from safetensors.torch import load as load_tensors
 
     try:
         tensors = load_tensors(data)
     except Exception as err:  # safetensors raises several types for a malformed file
         raise CheckpointError(f"{origin.file} names a corrupt weights file: {first_line(err)}") from None
-    return unpack_state(tensors, meta["layers"], origin)
+    return unpack_state(tensors, meta["layers"], origin, into)
 
 
 def load(path: Path | str, *, model: Any = None, trust_checkpoint_code: bool = False) -> nn.Module:
@@ -214,9 +236,9 @@ def _load(path: Path | str, *, model: Any, trust_checkpoint_code: bool) -> tuple
     shapes.update({k: tuple(layer["shape"]) for k, layer in meta["layers"].items()})
     net = fit_model(model_builder(meta["model"], origin, model=model, trust_checkpoint_code=trust_checkpoint_code),
                     shapes, origin)
-    state, masks = _decode(data, meta, origin)
+    state, masks = _decode(data, meta, origin, net.state_dict())
     try:
-        net.load_state_dict(state)
+        net.load_state_dict(state)  # the unpacked weights are the model's own tensors already: not copied
     except RuntimeError as err:
         raise origin.error("model", f"weights do not fit the model it names: {str(err).splitlines()[0]}") from None
     return net.eval(), masks, meta

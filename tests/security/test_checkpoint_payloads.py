@@ -233,20 +233,25 @@ def _forge_masks(path, edit):
     (path / "meta.json").write_text(json.dumps(meta))
 
 
-def _shapes(metadata, key, shape):
-    shapes = json.loads(metadata["shapes"])
-    shapes[key] = shape
-    metadata["shapes"] = json.dumps(shapes)
+def _record(metadata, **changes):
+    record = json.loads(metadata["masks"])
+    for key, value in changes.items():
+        if key == "layout":
+            record["layout"] = value
+        else:
+            record["shapes"][key.replace("_", ".")] = value
+    metadata["masks"] = json.dumps(record)
 
 
 PACKED_MASKS = {  # a forged bit-packed masks file (re-hashed): what the refusal says
     "short_bytes": (lambda t, m: t.update({"4.weight": t["4.weight"][:-1]}),
                     r"masks\.safetensors is malformed: '4\.weight': expected 2304 packed bytes"),
-    "other_shape": (lambda t, m: _shapes(m, "4.weight", [32, 64, 3, 3]),
+    "other_shape": (lambda t, m: _record(m, **{"4_weight": [32, 64, 3, 3]}),
                     r"holds a mask of '4\.weight' of shape \[32, 64, 3, 3\], which is not a weight of that shape"),
-    "huge_shape": (lambda t, m: _shapes(m, "4.weight", [10**12]), r"mask of '4\.weight' of shape \[1000000000000\]"),
-    "shapes_not_json": (lambda t, m: m.update(shapes="[" * 100_000), r"shapes metadata is not a JSON object"),
-    "unknown_layout": (lambda t, m: m.update(layout="pickle"), r"layout='pickle': expected 'bits'"),
+    "huge_shape": (lambda t, m: _record(m, **{"4_weight": [10**12]}),
+                   r"mask of '4\.weight' of shape \[1000000000000\]"),
+    "deep_json": (lambda t, m: m.update(masks="[" * 100_000), r"masks metadata is not a JSON object"),
+    "unknown_layout": (lambda t, m: _record(m, layout="pickle"), r"layout='pickle': expected 'bits'"),
 }
 
 
