@@ -111,15 +111,14 @@ def _destination(into: Mapping[str, torch.Tensor] | None, key: str, shape: torch
 def _scatter(positions: np.ndarray, values: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     """``out`` zeroed, holding ``values`` at the flat (row-major) ``positions``.
 
-    numpy's fancy assignment is 2-5x faster than torch's ``masked_scatter_`` / ``index_copy_`` on CPU (torch
-    2.13); bfloat16, which numpy lacks, is moved as int16 (the same bits).
+    All in numpy: its fancy assignment is 2-5x faster than torch's ``masked_scatter_`` / ``index_copy_`` on CPU
+    (torch 2.13), and its ``fill`` does not start torch's worker threads (``zero_`` on a busy 2-core machine took
+    25x longer than ``fill``). bfloat16, which numpy lacks, is moved as int16 (the same bits).
     """
-    with torch.no_grad():
-        out.zero_()
-    if values.dtype == torch.bfloat16:
-        out.view(torch.int16).numpy().reshape(-1)[positions] = values.view(torch.int16).numpy()
-    else:
-        out.detach().numpy().reshape(-1)[positions] = values.numpy()
+    bf16 = values.dtype == torch.bfloat16
+    flat = (out.detach().view(torch.int16) if bf16 else out.detach()).numpy().reshape(-1)
+    flat.fill(0)
+    flat[positions] = (values.view(torch.int16) if bf16 else values).numpy()
     return out
 
 
