@@ -153,7 +153,8 @@ def main() -> None:
           f"{platform.processor() or platform.machine()}, median of {args.repeats} loads after {args.warmup} "
           f"warm-up, load average {os.getloadavg()[0]:.2f}")
     print()
-    print("| sparsity | kept | file | size (MB) | size vs dense | load median (ms) | vs dense | load min (ms) | vs dense |")
+    print("| sparsity | kept | file | size (MB) | size vs dense | load median (ms) | vs dense | load min (ms) "
+          "| vs dense |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['level']} | {r['kept']:.3f} | {r['file']} | {r['bytes'] / 1e6:.2f} | {r['size_ratio']:.3f}x | "

@@ -55,7 +55,7 @@ def pack_state(state: Mapping[str, torch.Tensor],
     tensors, layers = {}, {}
     for key, value in state.items():
         mask = masks.get(key)
-        if mask is None or not value.is_floating_point():
+        if mask is None or value.dtype not in DTYPES.values():
             tensors[key] = value
             continue
         mask = mask.to(device="cpu", dtype=torch.bool).contiguous()
@@ -67,7 +67,7 @@ def pack_state(state: Mapping[str, torch.Tensor],
 
 
 def unpack_state(tensors: Mapping[str, torch.Tensor], layers: Mapping[str, Any], origin: Origin,
-                 into: Mapping[str, torch.Tensor] | None = None) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+                 into: Mapping[str, torch.Tensor] | None = None) -> tuple[dict[str, torch.Tensor], dict]:
     """``(dense state dict, masks)`` of a file's ``tensors`` (the inverse of :func:`pack_state`); each packed
     pair is checked against its ``layers`` record (bytes, dtype, count of kept values).
 

@@ -10,7 +10,7 @@ import shutil
 
 import pytest
 import torch
-from _crafted import DELETE, edit_json, pickle_payload, rehash_weights
+from _crafted import DELETE, pickle_payload, rehash_weights
 
 from prunecli.checkpoint import load_checkpoint, load_model
 from prunecli.errors import CheckpointError
