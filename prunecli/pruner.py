@@ -111,7 +111,7 @@ class Pruner:
         self.step, self.target_sparsity, self._pending = 0, 0.0, False
         self.mask_updates = 0  # calls of update_masks, so observers (experiment loggers) see when masks changed
         self._hooks: list[Any] = []
-        self._fmasks: dict[str, Tensor] = {}
+        self._fcache: dict[str, Tensor] | None = None  # see _fmasks
         self._refresh(units=True)
 
     # ----------------------------------------------------------------- hooks (see prunecli.hooks)
@@ -239,14 +239,15 @@ class Pruner:
         return member.layout.to_units(self.masks[member.name]).any(dim=1)
 
     def _refresh(self, units: bool = False) -> None:
-        """Cache float masks in each parameter's dtype; only masks with a pruned element are 'active'.
+        """Bring the float masks (once built, see _fmasks) in line; only masks with a pruned element are 'active'.
         With ``units``, also derive each site's per-unit keep vector from the element masks."""
         if units:
             self._set_keep({name: self._unit_keep(site) for name, site in self.sites.items()})
         # Bool kernels are slow on CPU: converting and reducing the masks' uint8 view is ~8x faster.
-        old = self._fmasks
-        self._fmasks = {n: old[n].copy_(m.view(torch.uint8)) if n in old
-                        else m.view(torch.uint8).to(self.params[n].dtype) for n, m in self.masks.items()}
+        if self._fcache is not None:
+            old = self._fcache
+            self._fcache = {n: old[n].copy_(m.view(torch.uint8)) if n in old
+                            else m.view(torch.uint8).to(self.params[n].dtype) for n, m in self.masks.items()}
         self._active = [n for n, m in self.masks.items() if m.numel() and not int(m.view(torch.uint8).min())]
         self._active_set = frozenset(self._active)
 
@@ -255,9 +256,22 @@ class Pruner:
         self._keep = keep
         self._ceiling = {n: score_ceiling(k) for n, k in keep.items()}
 
+    @property
+    def _fmasks(self) -> dict[str, Tensor]:
+        """Float masks in each parameter's dtype, for the training step's fused multiplies; built at first use.
+
+        A one-shot run never trains, so it never holds them: for every pruned layer at once they take as much
+        memory as the pruned weights themselves (14 GB for a 7B fp16 model)."""
+        if self._fcache is None:
+            self._fcache = {n: m.view(torch.uint8).to(self.params[n].dtype) for n, m in self.masks.items()}
+        return self._fcache
+
     @torch.no_grad()
     def _apply(self) -> None:
-        if self._active:
+        if self._active and self._fcache is None:  # no float masks yet: one tensor's at a time, same products
+            for n in self._active:
+                self.params[n].mul_(self.masks[n])
+        elif self._active:
             torch._foreach_mul_([self.params[n] for n in self._active], [self._fmasks[n] for n in self._active])
 
     def _state_like(self, p: Tensor) -> list[Tensor]:

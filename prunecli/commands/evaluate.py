@@ -12,8 +12,8 @@ from prunecli.errors import ConfigError
 
 log = logging.getLogger("prunecli")
 
-_CHECKPOINT = ("a checkpoint dir (.../checkpoint/last), a prune run dir, or a compact or semi_structured export "
-               "(model.safetensors)")
+_CHECKPOINT = ("a checkpoint dir (.../checkpoint/last), a prune run dir, or a compact, semi_structured or sparse "
+               "export (model.safetensors)")
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ def evaluate(cfg: Any) -> dict[str, Any]:
     from prunecli.engine import evaluate as evaluate_model
     from prunecli.engine.data import eval_loader
     from prunecli.engine.runtime import pick_device
-    from prunecli.export import compact, semi_structured
+    from prunecli.export import compact, semi_structured, sparse
     from prunecli.metrics import count_flops, measure_latency
     from prunecli.report import sparsity_report
     from prunecli.tasks import task_of
@@ -55,6 +55,8 @@ def evaluate(cfg: Any) -> dict[str, Any]:
         ckpt, model = compact.load_for_evaluate(path, **rebuild)
     elif semi_structured.is_semi_structured(path):  # the dense model of its unpacked 2:4 weights (same outputs)
         ckpt, model = semi_structured.load_for_evaluate(path, **rebuild)
+    elif sparse.is_sparse(path):  # the dense model, with the checkpoint's masks and sparsity report
+        ckpt, model = sparse.load_for_evaluate(path, **rebuild)
     else:
         ckpt = load_checkpoint(path)
         model = load_model(ckpt, **rebuild)

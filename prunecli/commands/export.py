@@ -1,4 +1,5 @@
-"""``prunecli export``: write a checkpoint as dense or compact safetensors, or ONNX (see :mod:`prunecli.export`)."""
+"""``prunecli export``: write a checkpoint as dense, compact, semi-structured or sparse safetensors, or ONNX (see
+:mod:`prunecli.export`)."""
 
 from __future__ import annotations
 
@@ -40,6 +41,8 @@ def export(cfg: Any) -> dict[str, Any]:
     if "max_abs_diff" in result:
         compared = "onnxruntime vs PyTorch" if fmt == "onnx" else f"{fmt} vs masked model"
         line += f"; {compared} max abs difference {result['max_abs_diff']:.3g}"
+    if "ratio" in result:  # sparse
+        line += f"; {result['bytes']:,} bytes, {result['ratio']:.3f}x the dense state's {result['bytes_dense']:,}"
     if "packed" in result:  # semi_structured
         line += f"; {len(result['packed'])} 2:4 layers packed, {len(result['dense'])} left dense"
     print(line)

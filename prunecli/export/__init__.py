@@ -13,11 +13,11 @@ from types import ModuleType
 from typing import Any, Mapping
 
 from prunecli.errors import ConfigError
-from prunecli.export import compact, dense, onnx, semi_structured
+from prunecli.export import compact, dense, onnx, semi_structured, sparse
 from prunecli.registry import Registry
 
 FORMATS = Registry("export format")
-for _module in (dense, onnx, compact, semi_structured):
+for _module in (dense, onnx, compact, semi_structured, sparse):
     FORMATS.add(_module.__name__.rsplit(".", 1)[-1], _module)
 
 

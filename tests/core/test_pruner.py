@@ -216,3 +216,25 @@ def test_incremental_mask_updates_equal_full_recomputation(target, monkeypatch):
     for (n, p), q in zip(a.named_parameters(), b.parameters()):
         assert torch.equal(p, q), n
         assert torch.equal(opt_a.state[p]["momentum_buffer"], opt_b.state[q]["momentum_buffer"]), n
+
+
+def test_float_masks_exist_only_once_training_starts():
+    """A one-shot run installs its masks and never trains: no float copy of the masks is made (it would be the
+    size of the pruned weights). The first training step builds them, equal to the bool masks."""
+    model = small_cnn()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    pruner = build_pruner(model, {"schedule": {"name": "none", "final_sparsity": 0.5}}, optimizer=opt)
+    state = pruner.state_dict()
+    g = torch.Generator().manual_seed(0)
+    state["masks"] = {n: torch.rand(m.shape, generator=g) > 0.5 for n, m in state["masks"].items()}
+    dense = {n: p.detach().clone() for n, p in model.named_parameters()}
+    pruner.load_state_dict(state)
+    pruner.on_train_begin()
+    assert pruner._fcache is None
+    for n, mask in state["masks"].items():  # applied all the same, the very products of the float masks
+        weight = model.get_parameter(n)
+        assert torch.equal(weight.view(torch.int32), (dense[n] * mask.float()).view(torch.int32)), n
+    train(model, pruner, opt, 2)
+    assert pruner._fcache is not None
+    for n, mask in pruner.masks.items():
+        assert torch.equal(pruner._fcache[n], mask.float()) and not model.get_parameter(n)[~mask].any(), n

@@ -78,10 +78,10 @@ def test_every_axis_keeps_its_config_names():
     assert REGULARIZERS.names() == ["admm", "group_lasso", "l1_bn"]
     assert FORMULAS.names() == ["agp", "cos", "exp", "linear", "none", "oneshot"]
     assert TARGETS.names() == ["channel", "element", "elementwise", "filter", "head", "unstructured"]
-    assert FORMATS.names() == ["compact", "dense", "onnx", "semi_structured"]
+    assert FORMATS.names() == ["compact", "dense", "onnx", "semi_structured", "sparse"]
     assert all(callable(format_module(n).check_options) and format_module(n).SUFFIX for n in FORMATS)
     with pytest.raises(ConfigError, match=r"^format='tflite' is not allowed: expected one of compact, dense, onnx, "
-                                          r"semi_structured$"):
+                                          r"semi_structured, sparse$"):
         format_module("tflite")
 
 

@@ -38,7 +38,9 @@ def test_bad_rounds_nodes_name_their_key(node, key):
 
 
 def _masks(out):
-    return load_file(str(out / "checkpoint" / "last" / "masks.safetensors"))
+    from prunecli.checkpoint import load_checkpoint
+
+    return load_checkpoint(out).masks
 
 
 def test_lottery_ticket_rounds_keep_masks_and_random_rewind_uses_the_same_masks(prune_run):

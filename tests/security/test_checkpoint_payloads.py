@@ -214,3 +214,54 @@ def test_a_files_dataset_node_cannot_ask_for_gigabytes(cli, crafted, tmp_path):
     path, _ = crafted("config.dataset", lambda marker: node)
     result = cli("evaluate", f"checkpoint={path}", f"hydra.run.dir={tmp_path / 'out'}")
     refused_in_one_line(result, "num_samples=5000000 is more than a file may ask for")
+
+
+def _forge_masks(path, edit):
+    """Rewrite the checkpoint's bit-packed masks.safetensors through ``edit(tensors, metadata)`` and re-hash it."""
+    import hashlib
+
+    from safetensors import safe_open
+    from safetensors.torch import save
+
+    with safe_open(str(path / "masks.safetensors"), framework="pt") as f:
+        tensors, metadata = {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata())
+    edit(tensors, metadata)
+    data = save(tensors, metadata=metadata)
+    (path / "masks.safetensors").write_bytes(data)
+    meta = json.loads((path / "meta.json").read_text())
+    meta["files"]["masks.safetensors"] = hashlib.sha256(data).hexdigest()
+    (path / "meta.json").write_text(json.dumps(meta))
+
+
+def _record(metadata, **changes):
+    record = json.loads(metadata["masks"])
+    for key, value in changes.items():
+        if key == "layout":
+            record["layout"] = value
+        else:
+            record["shapes"][key.replace("_", ".")] = value
+    metadata["masks"] = json.dumps(record)
+
+
+PACKED_MASKS = {  # a forged bit-packed masks file (re-hashed): what the refusal says
+    "short_bytes": (lambda t, m: t.update({"4.weight": t["4.weight"][:-1]}),
+                    r"masks\.safetensors is malformed: '4\.weight': expected 2304 packed bytes"),
+    "other_shape": (lambda t, m: _record(m, **{"4_weight": [32, 64, 3, 3]}),
+                    r"holds a mask of '4\.weight' of shape \[32, 64, 3, 3\], which is not a weight of that shape"),
+    "huge_shape": (lambda t, m: _record(m, **{"4_weight": [10**12]}),
+                   r"mask of '4\.weight' of shape \[1000000000000\]"),
+    "deep_json": (lambda t, m: m.update(masks="[" * 100_000), r"masks metadata is not a JSON object"),
+    "unknown_layout": (lambda t, m: _record(m, layout="pickle"), r"layout='pickle': expected 'bits'"),
+}
+
+
+@pytest.mark.parametrize("command", [["evaluate"], ["export", "format=sparse"]], ids=["evaluate", "sparse"])
+@pytest.mark.parametrize("case", sorted(PACKED_MASKS))
+def test_forged_packed_masks_are_refused_in_one_line(cli, smoke_checkpoint, tmp_path, case, command):
+    edit, match = PACKED_MASKS[case]
+    path = copy_dir(smoke_checkpoint, tmp_path / "ckpt")
+    _forge_masks(path, edit)
+    with pytest.raises(CheckpointError, match=match) as err:
+        load_checkpoint(path)
+    assert "\n" not in str(err.value)
+    refused_in_one_line(cli(*command, f"checkpoint={path}", f"hydra.run.dir={tmp_path / 'out'}"), match)
