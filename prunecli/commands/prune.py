@@ -53,8 +53,9 @@ def prune(cfg: Any) -> dict[str, Any]:
     }
     if report is not None and report.search is not None:
         summary["search"] = report.search   # evaluations spent and the allocation chosen
-    write_json(out / "summary.json", summary)
-    print_summary(summary)
+    if run.main:
+        write_json(out / "summary.json", summary)
+        print_summary(summary)
     return summary
 
 
