@@ -228,7 +228,7 @@ def forward_backward(run: Run, phase: Phase, batch: Any, index: int = 0, sync: b
         with autocast(run.device, run.amp):
             loss, sums = run.task.training_step(net, batch)
         scaled = loss / run.settings.accumulate
-        if run.net is not None:  # this rank's share of an uneven last batch (engine.data.RankBatches.weight)
+        if run.net is not None:  # this rank's share of a batch that splits unevenly (engine.data.RankBatches.weight)
             weight = phase.loader.batch_sampler.weight(index)
             scaled = scaled * weight if weight != 1.0 else scaled
         (phase.scaler.scale(scaled) if phase.scaler is not None else scaled).backward()
