@@ -57,7 +57,8 @@ class RankBatches(Sampler[list[int]]):
 
     def weight(self, batch: int) -> float:
         """The loss factor of global batch ``batch`` on this rank: its share of the batch's samples times the
-        world size (1 when the batch splits evenly over the ranks), so DDP's mean of the ranks' gradients is the batch's."""
+        world size (1 when the batch splits evenly over the ranks), so DDP's mean of the ranks' gradients is the
+        batch's mean gradient."""
         size = min(self.batch_size, self.sampler.n - batch * self.batch_size)
         start, end = share(size, self.rank, self.world)
         return (end - start) * self.world / size
