@@ -80,6 +80,8 @@ def _share_dir(config: Any, env: Any, place: Callable[[Any, str], Path]) -> None
     path = Path(broadcast_object(str(path) if path is not None else None))
     if not env.is_main:
         logging.getLogger("prunecli").setLevel(logging.WARNING)  # rank 0 reports; the others only warn
+        path.mkdir(parents=True, exist_ok=True)  # another machine: its log file goes there (checkpoints need a
+        # filesystem all machines share, as the resume of every rank reads rank 0's)
         with read_write(config.hydra), open_dict(config.hydra):
             config.hydra.run.dir = str(path)
             config.hydra.output_subdir = None
