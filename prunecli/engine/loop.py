@@ -20,11 +20,11 @@ from prunecli._atomic import write_bytes
 from prunecli.checkpoint import Checkpoint, load_checkpoint
 from prunecli.config import build_pruner, check_pruner_config
 from prunecli.engine.data import start_epoch
-from prunecli.engine.evaluation import describe, evaluate
+from prunecli.engine.evaluation import describe
 from prunecli.engine.evaluator import run_evaluator
 from prunecli.engine.oneshot import oneshot_phase, oneshot_settings
 from prunecli.engine.progress import EpochBar
-from prunecli.engine.ranks import average_buffers, check_masks, share_pruner, sum_over_ranks
+from prunecli.engine.ranks import check_masks, share_pruner, train_metrics, validate
 from prunecli.engine.rounds import check_rewind_step, rewind, round_config, round_sparsity, snapshot
 from prunecli.engine.runtime import autocast
 from prunecli.engine.setup import Phase, Run, make_phase, phase_steps, pretrain_epochs, pruner_config
@@ -180,7 +180,7 @@ def run_phase(run: Run, phase: Phase, pos: Position) -> None:
             phase.hooks.on_epoch_begin(pos.epoch)
         if pos.batches_done < phase.batches_per_epoch and pos.step < phase.total_steps:
             train_epoch(run, phase, pos)
-        end_epoch(run, phase, pos, _train_metrics(run, pos))
+        end_epoch(run, phase, pos, train_metrics(run, pos))
 
 
 def train_epoch(run: Run, phase: Phase, pos: Position) -> None:
@@ -290,29 +290,6 @@ def end_epoch(run: Run, phase: Phase, pos: Position, train_metrics: dict[str, fl
     save(run, phase, pos, "last")
 
 
-def _train_metrics(run: Run, pos: Position) -> dict[str, float]:
-    """The epoch's train metrics, of all ranks' batches in a data-parallel run."""
-    if not run.env.distributed:
-        return pos.epoch_metrics(run.task)
-    return {f"train_{k}": v for k, v in run.task.metrics(sum_over_ranks(pos.epoch_sums, run.device)).items()}
-
-
-def validate(run: Run) -> dict[str, float]:
-    """The task's metrics on the whole validation set: in a data-parallel run each rank evaluates its part and
-    the sums are added over ranks, after averaging the ranks' BatchNorm statistics (:mod:`prunecli.engine.ranks`)."""
-    if not run.env.distributed:
-        return evaluate(run.task, run.model, run.val_loader, run.device, run.amp)
-    average_buffers(run.model)
-    return evaluate(run.task, run.model, run.val_part, run.device, run.amp,
-                    reduce=lambda totals: sum_over_ranks(totals, run.device))
-
-
-def _check_masks(run: Run, phase: Phase, step: int) -> None:
-    """``trainer.check_masks``: the same masks on every rank (a one-line error naming the step otherwise)."""
-    if run.settings.check_masks and run.env.distributed:
-        check_masks(current_masks(phase), step)
-
-
 def _better(pos: Position, accuracy: float, sparsity: float) -> bool:
     """Best = the highest task score (``accuracy``) at the highest sparsity reached so far (so a dense early epoch
     never wins)."""
@@ -321,6 +298,12 @@ def _better(pos: Position, accuracy: float, sparsity: float) -> bool:
             pos.best_accuracy, pos.best_sparsity = accuracy, max(sparsity, pos.best_sparsity)
             return True
     return False
+
+
+def _check_masks(run: Run, phase: Phase, step: int) -> None:
+    """``trainer.check_masks``: the same masks on every rank (a one-line error naming the step otherwise)."""
+    if run.settings.check_masks and run.env.distributed:
+        check_masks(current_masks(phase), step)
 
 
 def _sparsity(phase: Phase) -> dict[str, float]:

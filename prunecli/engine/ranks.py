@@ -19,6 +19,7 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor, nn
 
+from prunecli.engine.evaluation import evaluate
 from prunecli.errors import ConfigError
 
 
@@ -53,6 +54,24 @@ def average_buffers(model: nn.Module) -> None:
     for b in buffers:
         b.copy_(flat[offset:offset + b.numel()].view_as(b))
         offset += b.numel()
+
+
+def train_metrics(run: Any, pos: Any) -> dict[str, float]:
+    """The epoch's train metrics of a :class:`prunecli.engine.setup.Run` at ``pos``: of all ranks' batches in a
+    data-parallel run."""
+    if not run.env.distributed:
+        return pos.epoch_metrics(run.task)
+    return {f"train_{k}": v for k, v in run.task.metrics(sum_over_ranks(pos.epoch_sums, run.device)).items()}
+
+
+def validate(run: Any) -> dict[str, float]:
+    """The task's metrics on the whole validation set: in a data-parallel run each rank evaluates its part and
+    the sums are added over ranks, after averaging the ranks' BatchNorm statistics (:mod:`prunecli.engine.ranks`)."""
+    if not run.env.distributed:
+        return evaluate(run.task, run.model, run.val_loader, run.device, run.amp)
+    average_buffers(run.model)
+    return evaluate(run.task, run.model, run.val_part, run.device, run.amp,
+                    reduce=lambda totals: sum_over_ranks(totals, run.device))
 
 
 def gather_objects(obj: Any) -> list[Any]:
