@@ -154,8 +154,10 @@ class RunDirCheck(Callback):
         self.sweep_started = 0.0
 
     def on_run_start(self, config: Any, **kwargs: Any) -> None:
+        from prunecli.commands._parallel import place_run_dir
+
         _check_resume(config)
-        _place(config, "run")
+        place_run_dir(config, _place, lambda text: _quoted(Path(text)))  # data-parallel runs: see _parallel
 
     def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
         import time

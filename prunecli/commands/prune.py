@@ -38,8 +38,9 @@ def prune(cfg: Any) -> Any:
     finally:
         if loggers is not None:  # a failed run's loggers close too (MLflow marks the run FAILED)
             loggers.close(summary)
-    write_json(out / "summary.json", summary)
-    print_summary(summary)
+    if run.main:  # rank 0 of a data-parallel run writes the summary
+        write_json(out / "summary.json", summary)
+        print_summary(summary)
     return summary if optimize is None else objective(summary, optimize)
 
 

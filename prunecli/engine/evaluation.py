@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping, Optional
+from typing import Any, Callable, Iterable, Mapping, Optional
 
 import torch
 from torch import nn
@@ -13,9 +13,11 @@ from prunecli.tasks import Task
 
 @torch.no_grad()
 def evaluate(task: Task, model: nn.Module, loader: Iterable[Any], device: torch.device,
-             amp: Optional[torch.dtype] = None) -> dict[str, float]:
+             amp: Optional[torch.dtype] = None,
+             reduce: Optional[Callable[[dict[str, float]], dict[str, float]]] = None) -> dict[str, float]:
     """``{**task.metrics(sums), "samples": n}`` over ``loader`` in eval mode (image classification: mean
-    cross-entropy ``loss`` and top-1 ``accuracy``); restores train mode."""
+    cross-entropy ``loss`` and top-1 ``accuracy``); restores train mode. ``reduce`` combines the sums of all
+    ranks' loaders before the metrics (:func:`prunecli.engine.ranks.sum_over_ranks`)."""
     was_training = model.training
     model.eval()
     totals: dict[str, float] = {}
@@ -26,6 +28,8 @@ def evaluate(task: Task, model: nn.Module, loader: Iterable[Any], device: torch.
         for key, value in sums.items():
             totals[key] = totals.get(key, 0) + (value.item() if isinstance(value, torch.Tensor) else value)
     model.train(was_training)
+    if reduce is not None:
+        totals = reduce(totals)
     return {**task.metrics(totals), "samples": int(totals.get("samples", 0))}
 
 

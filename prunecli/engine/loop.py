@@ -7,6 +7,7 @@ pruning with fine-tuning, during which the pruner's hooks are called in the docu
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from dataclasses import dataclass
@@ -19,10 +20,11 @@ from prunecli._atomic import write_bytes
 from prunecli.checkpoint import Checkpoint, load_checkpoint
 from prunecli.config import build_pruner, check_pruner_config
 from prunecli.engine.data import start_epoch
-from prunecli.engine.evaluation import describe, evaluate
+from prunecli.engine.evaluation import describe
 from prunecli.engine.evaluator import run_evaluator
 from prunecli.engine.oneshot import oneshot_phase, oneshot_settings
 from prunecli.engine.progress import EpochBar
+from prunecli.engine.ranks import check_masks, share_pruner, train_metrics, validate
 from prunecli.engine.rounds import check_rewind_step, rewind, round_config, round_sparsity, snapshot
 from prunecli.engine.runtime import autocast
 from prunecli.engine.setup import Phase, Run, make_phase, phase_steps, pretrain_epochs, pruner_config
@@ -52,6 +54,8 @@ def train(run: Run) -> TrainResult:
     resume = run.settings.resume
     ckpt = load_checkpoint(resume, with_state=True, key="trainer.resume") if resume else None
     pos = Position.from_dict(ckpt.state["progress"]) if ckpt else Position()
+    if ckpt and run.env.rank > 0:  # the checkpoint's train sums are all ranks' (state.save): rank 0 carries them
+        pos.epoch_sums = {key: 0.0 for key in pos.epoch_sums}
     if ckpt:
         check_resume_config(run.cfg, ckpt.meta.get("config") or {}, ckpt.path, run.settings.resume_override)
         log.info("resuming %s at %s epoch %d, step %d", ckpt.path, pos.phase, pos.epoch, pos.step)
@@ -63,7 +67,7 @@ def train(run: Run) -> TrainResult:
         pretrain(run, pos, ckpt, check=shot is None)
         pos, ckpt = Position(phase="prune", metrics_rows=pos.metrics_rows), None
     if not pos.dense:
-        pos.dense = evaluate(run.task, run.model, run.val_loader, run.device, run.amp)
+        pos.dense = validate(run)
         log.info("dense model: %s", describe(run.task, pos.dense))
         _write_metrics(run, pos, {"phase": "dense", **pos.dense})
     if shot is not None:
@@ -80,10 +84,11 @@ def train(run: Run) -> TrainResult:
         phase.hooks.on_step_begin(0)
         phase.hooks.on_step_end()
     phase.hooks.on_train_end()
+    _check_masks(run, phase, pos.step)
     _log_masks(run, phase, pos.step, final=True)  # a one-shot preset's masks too
     if not pos.last:
         phase.hooks.on_before_eval()
-        pos.last = {**evaluate(run.task, run.model, run.val_loader, run.device, run.amp), **_sparsity(phase)}
+        pos.last = {**validate(run), **_sparsity(phase)}
         phase.hooks.on_after_eval()
     save(run, phase, pos, "last")
     return TrainResult(dense=pos.dense, final=pos.last, best_accuracy=pos.best_accuracy,
@@ -116,8 +121,9 @@ def make_pruning_phase(run: Run) -> Phase:
 def make_pruner(run: Run, cfg: dict[str, Any], total_steps: int, optimizer=None):
     """The pruner for a phase: one example batch lets structured targets trace coupled channels, and the
     validation evaluator serves searched allocations."""
-    return build_pruner(run.model, cfg, total_steps=total_steps, optimizer=optimizer, evaluator=run_evaluator(run),
-                        example_inputs=run.task.example_inputs(run.spec, 1, run.device))
+    pruner = build_pruner(run.model, cfg, total_steps=total_steps, optimizer=optimizer, evaluator=run_evaluator(run),
+                          example_inputs=run.task.example_inputs(run.spec, 1, run.device))
+    return share_pruner(pruner)  # the same masks on every rank of a data-parallel run
 
 
 def train_rounds(run: Run, pos: Position, ckpt: Checkpoint | None) -> Phase:
@@ -175,7 +181,7 @@ def run_phase(run: Run, phase: Phase, pos: Position) -> None:
             phase.hooks.on_epoch_begin(pos.epoch)
         if pos.batches_done < phase.batches_per_epoch and pos.step < phase.total_steps:
             train_epoch(run, phase, pos)
-        end_epoch(run, phase, pos, pos.epoch_metrics(run.task))
+        end_epoch(run, phase, pos, train_metrics(run, pos))
 
 
 def train_epoch(run: Run, phase: Phase, pos: Position) -> None:
@@ -191,8 +197,10 @@ def train_epoch(run: Run, phase: Phase, pos: Position) -> None:
         for batch in phase.loader:
             if micro == 0:
                 phase.hooks.on_step_begin(pos.step)
+                _check_masks(run, phase, pos.step)
                 _log_masks(run, phase, pos.step)
-            _accumulate(totals, forward_backward(run, phase, batch))
+            last = micro + 1 == s.accumulate or pos.batches_done + 1 == phase.batches_per_epoch
+            _accumulate(totals, forward_backward(run, phase, batch, pos.batches_done, sync=last))
             micro, pos.batches_done = micro + 1, pos.batches_done + 1
             bar.advance()
             if micro == s.accumulate or pos.batches_done == phase.batches_per_epoch:
@@ -211,14 +219,21 @@ def train_epoch(run: Run, phase: Phase, pos: Position) -> None:
     pos.epoch_sums = _plain(totals)
 
 
-def forward_backward(run: Run, phase: Phase, batch: Any) -> dict[str, Any]:
-    """One micro-batch: the task's forward and loss (under autocast), backward of the loss scaled for
-    accumulation; returns the task's detached per-batch sums."""
+def forward_backward(run: Run, phase: Phase, batch: Any, index: int = 0, sync: bool = True) -> dict[str, Any]:
+    """One micro-batch (number ``index`` of the epoch): the task's forward and loss (under autocast), backward of
+    the loss scaled for accumulation; returns the task's detached per-batch sums. In a data-parallel run the
+    gradients are averaged over ranks at the backward of the optimizer step's last micro-batch (``sync``)."""
     batch = run.task.to_device(batch, run.device)
-    with autocast(run.device, run.amp):
-        loss, sums = run.task.training_step(run.model, batch)
-    scaled = loss / run.settings.accumulate
-    (phase.scaler.scale(scaled) if phase.scaler is not None else scaled).backward()
+    net = run.trained
+    no_sync = net.no_sync() if run.net is not None and not sync else contextlib.nullcontext()
+    with no_sync:
+        with autocast(run.device, run.amp):
+            loss, sums = run.task.training_step(net, batch)
+        scaled = loss / run.settings.accumulate
+        if run.net is not None:  # this rank's share of a batch that splits unevenly (engine.data.RankBatches.weight)
+            weight = phase.loader.batch_sampler.weight(index)
+            scaled = scaled * weight if weight != 1.0 else scaled
+        (phase.scaler.scale(scaled) if phase.scaler is not None else scaled).backward()
     return sums
 
 
@@ -259,7 +274,7 @@ def optimizer_step(run: Run, phase: Phase) -> None:
 def end_epoch(run: Run, phase: Phase, pos: Position, train_metrics: dict[str, float]) -> None:
     """Evaluate, call the epoch-end hooks, log a metrics line, save ``last`` (and ``best``)."""
     phase.hooks.on_before_eval()
-    val = evaluate(run.task, run.model, run.val_loader, run.device, run.amp)
+    val = validate(run)
     phase.hooks.on_after_eval()
     phase.hooks.on_epoch_end(pos.epoch)
     sparsity = _sparsity(phase).get("sparsity", 0.0)
@@ -287,6 +302,12 @@ def _better(pos: Position, accuracy: float, sparsity: float) -> bool:
     return False
 
 
+def _check_masks(run: Run, phase: Phase, step: int) -> None:
+    """``trainer.check_masks``: the same masks on every rank (a one-line error naming the step otherwise)."""
+    if run.settings.check_masks and run.env.distributed:
+        check_masks(current_masks(phase), step)
+
+
 def _sparsity(phase: Phase) -> dict[str, float]:
     """Fraction of masked-out entries over all masks (cheap: no report)."""
     masks = current_masks(phase)
@@ -298,8 +319,9 @@ def _sparsity(phase: Phase) -> dict[str, float]:
 
 
 def _write_metrics(run: Run, pos: Position, row: dict[str, Any]) -> None:
-    with open(run.run_dir / "metrics.jsonl", "a") as f:
-        f.write(json.dumps(row) + "\n")
+    if run.main:  # every rank counts the rows (a resume drops the later ones); rank 0 writes them
+        with open(run.run_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
     pos.metrics_rows += 1
     if run.loggers is not None:
         run.loggers.log_metrics(row)
@@ -315,7 +337,7 @@ def _drop_later_metrics(run: Run, ckpt: Checkpoint, rows: int | None) -> None:
     """Resuming in the checkpoint's own run dir: drop the ``metrics.jsonl`` lines written after the checkpoint
     (the resumed run writes them again), so the file reads like one uninterrupted run."""
     path = run.run_dir / "metrics.jsonl"
-    if rows is None or ckpt.path.resolve().parent.parent != run.run_dir.resolve() or not path.is_file():
+    if not run.main or rows is None or ckpt.path.resolve().parent.parent != run.run_dir.resolve() or not path.is_file():
         return
     lines = path.read_text().splitlines(keepends=True)
     if len(lines) > rows:

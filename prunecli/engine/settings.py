@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Sequence
 
 from prunecli._checks import integer, number
+from prunecli.engine.distributed import Parallel
 from prunecli.errors import ConfigError
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -76,6 +77,8 @@ class TrainerSettings:
     resume_override: bool
     progress: Optional[bool]
     num_threads: Optional[int] = None  # None: auto (see prunecli.engine.runtime.set_threads)
+    parallel: Parallel = Parallel()  # trainer.strategy, devices, num_nodes (prunecli.engine.distributed)
+    check_masks: bool = False  # compare the masks' hashes over ranks after every step (prunecli.engine.ranks)
 
     @classmethod
     def from_config(cls, node: Mapping[str, Any]) -> "TrainerSettings":
@@ -93,6 +96,9 @@ class TrainerSettings:
         resume_override = node.get("resume_override", False)
         if not isinstance(resume_override, bool):
             raise ConfigError("trainer.resume_override", resume_override, "true or false")
+        check_masks = node.get("check_masks", False)
+        if not isinstance(check_masks, bool):
+            raise ConfigError("trainer.check_masks", check_masks, "true or false")
         return cls(
             epochs=_int(node, "epochs", 0),
             pretrain_epochs=_int(node, "pretrain_epochs", 0),
@@ -109,4 +115,6 @@ class TrainerSettings:
             resume_override=resume_override,
             progress=_flag(node, "progress"),
             num_threads=_threads(node),
+            parallel=Parallel.from_config(node),
+            check_masks=check_masks,
         )

@@ -13,7 +13,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from prunecli._instantiate import build
-from prunecli.engine.data import eval_loader, train_loader
+from prunecli.engine.data import eval_loader, rank_part, train_loader
+from prunecli.engine.distributed import Env, process_device, rank_seed, start
 from prunecli.engine.rounds import Rounds
 from prunecli.engine.runtime import amp_dtype, grad_scaler, pick_device, seed_everything
 from prunecli.engine.settings import TrainerSettings
@@ -61,6 +62,19 @@ class Run:
     rounds: Optional[Rounds] = None  # iterative pruning (prunecli.engine.rounds), or None
     rewound: Optional[dict[str, torch.Tensor]] = None  # the weights rounds rewind to, once known
     loggers: Any = None  # experiment loggers fed each metrics row and mask update (prunecli.loggers.Loggers)
+    env: Env = field(default_factory=Env)  # this process's rank in a data-parallel run (prunecli.engine.distributed)
+    net: Optional[nn.Module] = None  # what training calls: the model, or its DistributedDataParallel wrapper
+    val_part: Optional[DataLoader] = None  # this rank's part of the validation set (its sums are added over ranks)
+
+    @property
+    def trained(self) -> nn.Module:
+        """The module a training step calls (DDP's wrapper of ``model`` in a data-parallel run)."""
+        return self.net if self.net is not None else self.model
+
+    @property
+    def main(self) -> bool:
+        """Whether this process writes the run's files (rank 0)."""
+        return self.env.is_main
 
 
 @dataclass
@@ -84,26 +98,51 @@ def setup(cfg: Any, run_dir: Path) -> Run:
     """Seed, then build the dataset, its task, the model (sized by the dataset) and the validation loader."""
     settings = TrainerSettings.from_config(cfg.trainer)
     rounds = Rounds.from_config(plain(cfg.get("rounds")), plain(cfg.get("objective")))
+    env = start(settings.parallel, settings.device)
     seed_everything(int(cfg.seed))
     data = build(cfg.dataset, "dataset")
     record_dataset(cfg, data.recorded)
     task = get_task(data.task, key="dataset.task")
     sizes = task.sizes(data)
     model = build(cfg.model, "model", **sizes)
-    device = pick_device(settings.device)
+    device = process_device(pick_device(settings.device), env)
     model.to(device)
     # a Hugging Face model records its class and config, not its directory: the checkpoint alone rebuilds it
     spec = {"config": recorded_node(plain(cfg.model), model), "task": task.name, **sizes}
     sample = task.example_inputs(spec, 1, device)
     check_model_inputs(model, sample, task.name, cfg.model.get("name", cfg.model.get("_target_")))
     threads = set_threads(settings.num_threads, model, device, sample, settings.batch_size)
-    log.info("%s on %s (%s): %d train / %d val samples, %s, device %s (%d CPU threads)",
+    log.info("%s on %s (%s): %d train / %d val samples, %s, device %s (%d CPU threads)%s",
              cfg.model.get("name", "model"), data.name, task.name, len(data.train), len(data.val),
-             ", ".join(f"{k} {v}" for k, v in sizes.items()), device, threads)
-    return Run(cfg=cfg, settings=settings, model=model, data=data, spec=spec, device=device,
-               amp=amp_dtype(settings.precision, device),
-               val_loader=eval_loader(data.val, settings.eval_batch_size, settings.num_workers), run_dir=run_dir,
-               task=task, rounds=rounds)
+             ", ".join(f"{k} {v}" for k, v in sizes.items()), device, threads,
+             f", rank {env.rank} of {env.world_size}" if env.distributed else "")
+    val_loader = eval_loader(data.val, settings.eval_batch_size, settings.num_workers)
+    run = Run(cfg=cfg, settings=settings, model=model, data=data, spec=spec, device=device,
+              amp=amp_dtype(settings.precision, device), val_loader=val_loader, run_dir=run_dir, task=task,
+              rounds=rounds, env=env, val_part=val_loader)
+    if env.distributed:
+        data_parallel(run)
+    return run
+
+
+def data_parallel(run: Run) -> None:
+    """Wrap the model in DistributedDataParallel, give this rank its part of the validation set and its own
+    global-RNG seed (rank 0 keeps ``seed``: it draws what one process draws). The pruner, the checkpoints and
+    evaluation use the unwrapped model, so parameter names carry no ``module.`` prefix."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    env, s = run.env, run.settings
+    last = len(run.data.train) % s.batch_size
+    if s.batch_size < env.world_size or 0 < last < env.world_size:
+        raise ConfigError("trainer.batch_size", s.batch_size, f"a global batch that gives each of the "
+                          f"{env.world_size} processes a sample of every batch",
+                          reason=f"{len(run.data.train)} training samples leave a last batch of {last}")
+    # buffers (BatchNorm statistics) are averaged over ranks at evaluations and checkpoints (engine.ranks)
+    run.net = DistributedDataParallel(run.model, device_ids=[run.device.index] if run.device.type == "cuda" else None,
+                                      forward_sync_buffers=False)
+    run.val_part = eval_loader(rank_part(run.data.val, env.rank, env.world_size), s.eval_batch_size, s.num_workers)
+    if env.rank > 0:
+        seed_everything(rank_seed(int(run.cfg.seed), env.rank))
 
 
 @torch.no_grad()
@@ -183,7 +222,8 @@ def pretrain_epochs(run: Run) -> int:
 def make_phase(run: Run, name: str, epochs: int) -> Phase:
     """A fresh optimizer and LR schedule (by ``_target_``) for one phase of ``epochs`` epochs."""
     s = run.settings
-    loader = train_loader(run.data.train, s.batch_size, int(run.cfg.seed), PHASES.index(name), s.num_workers)
+    loader = train_loader(run.data.train, s.batch_size, int(run.cfg.seed), PHASES.index(name), s.num_workers,
+                          run.env.rank, run.env.world_size)
     batches, steps_per_epoch, total = phase_steps(run, epochs)
     run.cfg.trainer.total_steps = max(total, 1)  # for LR schedules: T_max: ${trainer.total_steps}
     optimizer = build(run.cfg.trainer.optimizer, "trainer.optimizer", run.model.parameters())

@@ -9,6 +9,7 @@ from typing import Any
 
 from prunecli._atomic import recover_dir
 from prunecli.checkpoint import Checkpoint, save_checkpoint
+from prunecli.engine.ranks import average_buffers, broadcast_object, gather_objects, sum_over_ranks
 from prunecli.engine.runtime import rng_state, set_rng_state
 from prunecli.engine.setup import NoHooks, Phase, Run, plain
 from prunecli.errors import CheckpointError
@@ -66,15 +67,43 @@ def sparsity_stats(run: Run, phase: Phase) -> dict[str, Any]:
 
 
 def save(run: Run, phase: Phase, pos: Position, name: str) -> Path:
-    """Write ``<run dir>/checkpoint/<name>`` with everything a resume needs."""
+    """Write ``<run dir>/checkpoint/<name>`` with everything a resume needs.
+
+    In a data-parallel run every rank calls it: the ranks' BatchNorm statistics are averaged (so the model goes on
+    training with what the checkpoint holds), each rank's RNG state is gathered, rank 0 writes, and every rank
+    raises its :class:`CheckpointError` if the write failed."""
+    ranks = gather_objects(rng_state()) if run.env.distributed else None
+    sums = dict(pos.epoch_sums)
+    if run.env.distributed:
+        average_buffers(run.model)
+        sums = sum_over_ranks(sums, run.device)  # the train sums of all ranks' batches so far
+    error = None
+    path = run.run_dir / "checkpoint" / name
+    if run.main:
+        try:
+            _write(run, phase, pos, path, ranks, sums)
+        except CheckpointError as err:
+            error = str(err)
+    if run.env.distributed:
+        error = broadcast_object(error)
+    if error is not None:
+        raise CheckpointError(error)
+    return path
+
+
+def _write(run: Run, phase: Phase, pos: Position, path: Path, ranks: list[Any] | None,
+           sums: dict[str, float]) -> Path:
+    name = path.name
     state: dict[str, Any] = {
-        "progress": asdict(pos),
+        "progress": {**asdict(pos), "epoch_sums": sums},
         "optimizer": phase.optimizer.state_dict(),
         "lr_scheduler": phase.scheduler.state_dict() if phase.scheduler is not None else None,
         "scaler": phase.scaler.state_dict() if phase.scaler is not None else None,
         "pruner": None if isinstance(phase.hooks, NoHooks) else phase.hooks.state_dict(),
         "rng": rng_state(),
     }
+    if ranks is not None:  # rank r resumes with its own RNG state (dropout differs per rank)
+        state["rng_ranks"] = ranks
     if run.rewound is not None:
         state["rewind"] = run.rewound
     meta = {
@@ -84,7 +113,6 @@ def save(run: Run, phase: Phase, pos: Position, name: str) -> Path:
         "metrics": {"dense": pos.dense, "last": pos.last},
         "progress": {"phase": pos.phase, "round": pos.round, "epoch": pos.epoch, "step": pos.step},
     }
-    path = run.run_dir / "checkpoint" / name
     try:
         return save_checkpoint(path, model_state=run.model.state_dict(), masks=current_masks(phase), meta=meta,
                                state=state)
@@ -120,12 +148,18 @@ def restore(run: Run, phase: Phase, checkpoint: Checkpoint) -> None:
         raise CheckpointError(f"trainer.resume={str(checkpoint.path)!r} does not fit this run: {first}") from None
     if state.get("pruner") is not None:
         phase.hooks.load_state_dict(state["pruner"])
-    set_rng_state(state["rng"])
+    ranks = state.get("rng_ranks") or []
+    if run.env.rank < len(ranks):
+        set_rng_state(ranks[run.env.rank])
+    elif run.env.rank == 0:
+        set_rng_state(state["rng"])  # other ranks of a run saved with fewer processes keep their rank's seed
 
 
 # Keys that may differ between a checkpoint's config and the resumed run's: they do not change the result.
+# The global batch is the same on any number of processes, so a run may resume on another number of them.
 RESUME_FREE_KEYS = ("trainer.resume", "trainer.resume_override", "trainer.progress", "trainer.num_workers",
-                    "trainer.num_threads", "trainer.total_steps")
+                    "trainer.num_threads", "trainer.total_steps", "trainer.strategy", "trainer.devices",
+                    "trainer.num_nodes", "trainer.check_masks")
 
 
 def check_resume_config(cfg: Any, saved: dict[str, Any], path: Path, override: bool) -> None:
