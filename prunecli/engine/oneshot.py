@@ -32,7 +32,7 @@ from prunecli.allocation import parse_layer_sparsity
 from prunecli.config import check_pruner_config
 from prunecli.errors import ConfigError
 from prunecli.oneshot import find_blocks, parse_method, prune_oneshot
-from prunecli.oneshot.blocks import PRUNABLE
+from prunecli.oneshot.blocks import prunable_types
 from prunecli.targets import parse_target
 
 log = logging.getLogger(__name__)
@@ -125,7 +125,7 @@ def _blocks(model: Any, name: Any, method: Any) -> str:
 def _check_target(model: Any, prefix: str, spec: Any, sparsity: float) -> None:
     """Every linear layer of the blocks takes the target's pattern, and the pattern can reach ``sparsity``."""
     target = parse_target(spec)
-    modules = {n: m for n, m in model.named_modules() if n.startswith(prefix + ".") and isinstance(m, PRUNABLE)}
+    modules = {n: m for n, m in model.named_modules() if n.startswith(prefix + ".") and isinstance(m, prunable_types())}
     sites, skipped = target.sites(model, modules)
     if skipped:
         module, reason = next(iter(skipped.items()))

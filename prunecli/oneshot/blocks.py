@@ -1,7 +1,8 @@
 """Transformer blocks: find them, capture the first one's inputs, run one block over the calibration batches.
 
 The blocks are the model's ``nn.ModuleList`` of identical layers (Hugging Face ``model.layers``,
-``transformer.h``, ``encoder.layer``; prunecli's ``tiny_lm`` ``blocks``). The first block's inputs are caught
+``transformer.h``, ``encoder.layer``; prunecli's ``tiny_lm`` ``blocks``); their prunable layers are the
+:func:`prunable_types` (``nn.Linear``, ``nn.MultiheadAttention``, GPT-2's ``Conv1D``). The first block's inputs are caught
 by a forward pre-hook that stops the model's forward there, so nothing past it runs: the hidden states and
 every other argument the model passes its blocks (Hugging Face: ``attention_mask``, ``position_embeddings``,
 ``position_ids``; ``tiny_lm``: the causal mask). Every block of a kind gets the same extra arguments (a
@@ -18,10 +19,17 @@ import torch
 from torch import Tensor, nn
 
 from prunecli.errors import ConfigError
+from prunecli.targets import element_types
 
-PRUNABLE = (nn.Linear, nn.MultiheadAttention)
+PRUNABLE = (nn.Linear, nn.MultiheadAttention)  # and transformers' Conv1D once it is defined: prunable_types()
 # Arguments that would make a block write to or read from a generation cache.
 CACHE_ARGUMENTS = ("cache", "past_key_values", "past_key_value", "layer_past")
+
+
+def prunable_types() -> tuple[type[nn.Module], ...]:
+    """The layer types one-shot pruning prunes: :data:`PRUNABLE`, plus transformers' ``Conv1D`` (GPT-2's linear
+    layers, weight ``[in, out]``) once transformers has defined it."""
+    return (*PRUNABLE, *(t for t in element_types() if t.__name__ == "Conv1D"))
 
 
 def find_blocks(model: nn.Module, name: str | None = None) -> tuple[str, nn.ModuleList]:
@@ -36,10 +44,10 @@ def find_blocks(model: nn.Module, name: str | None = None) -> tuple[str, nn.Modu
         if not isinstance(found, nn.ModuleList) or not len(found):
             raise ConfigError("oneshot.blocks", name, "the name of a non-empty nn.ModuleList of the model")
         return name, found
-    best, size = None, 0
+    best, size, types = None, 0, prunable_types()
     for fqn, module in model.named_modules():
         if (isinstance(module, nn.ModuleList) and len(module) and len({type(b) for b in module}) == 1
-                and any(isinstance(m, PRUNABLE) for m in module[0].modules())):
+                and any(isinstance(m, types) for m in module[0].modules())):
             params = sum(p.numel() for p in module.parameters())
             if params > size:
                 best, size = (fqn, module), params

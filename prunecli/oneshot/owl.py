@@ -21,7 +21,7 @@ from torch import nn
 
 from prunecli.allocation import OWL
 from prunecli.criteria import Wanda
-from prunecli.oneshot.blocks import PRUNABLE, capture_inputs, find_blocks, run_block
+from prunecli.oneshot.blocks import capture_inputs, find_blocks, prunable_types, run_block
 from prunecli.oneshot.feeds import InputFeeds
 from prunecli.targets import Unstructured
 
@@ -43,7 +43,7 @@ def outlier_ratios(model: nn.Module, batches: Iterable[Any], owl: OWL, blocks: s
         home = next(block.parameters()).device
         if device is not None:
             block.to(device)
-        modules = {f"{name}.{n}" if n else name: m for n, m in block.named_modules() if isinstance(m, PRUNABLE)}
+        modules = {f"{name}.{n}" if n else name: m for n, m in block.named_modules() if isinstance(m, prunable_types())}
         sites = {s.name: s for s in Unstructured().sites(model, modules)[0]}
         wanda = Wanda()
         with InputFeeds(block, name, set(sites), wanda.observe_input) as feeds:

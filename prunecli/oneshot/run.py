@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from prunecli.allocation import parse_layer_sparsity
 from prunecli.errors import ConfigError
-from prunecli.oneshot.blocks import PRUNABLE, BlockInputs, capture_inputs, find_blocks, run_block
+from prunecli.oneshot.blocks import BlockInputs, capture_inputs, find_blocks, prunable_types, run_block
 from prunecli.oneshot.feeds import InputFeeds
 from prunecli.oneshot.methods import Method, parse_method
 from prunecli.oneshot.owl import owl_sparsities
@@ -130,7 +130,7 @@ class _BlockPass:
         """The target's sites in ``block``, after the pass that feeds the method their inputs (and, when not
         sequential, computes the next block's inputs from the dense block); layers no input reached are left
         out."""
-        modules = {f"{name}.{n}" if n else name: m for n, m in block.named_modules() if isinstance(m, PRUNABLE)}
+        modules = {f"{name}.{n}" if n else name: m for n, m in block.named_modules() if isinstance(m, prunable_types())}
         found, skipped = self.target.sites(self.model, modules)
         sites = {s.name: s for s in found}
         if self.method.needs_inputs:
