@@ -1,10 +1,10 @@
 """Hooks that hand a block's linear layers' calibration inputs to a one-shot method's statistics.
 
-Every ``nn.Linear`` (and transformers' ``Conv1D``) gets a forward pre-hook reading its input. ``nn.MultiheadAttention`` does not call its
-``out_proj`` (it reads the weight directly), so the attention module itself is hooked: its query feeds
-``in_proj_weight`` (self-attention: query, key and value are one tensor) or the query/key/value feed
-``q/k/v_proj_weight``, and its output is recomputed once with an identity ``out_proj`` to get the input of
-``out_proj``.
+Every ``nn.Linear`` (and transformers' ``Conv1D``) gets a forward pre-hook reading its input.
+``nn.MultiheadAttention`` does not call its ``out_proj`` (it reads the weight directly), so the attention module
+itself is hooked: its query feeds ``in_proj_weight`` (self-attention: query, key and value are one tensor) or
+the query/key/value feed ``q/k/v_proj_weight``, and its output is recomputed once with an identity ``out_proj``
+to get the input of ``out_proj``.
 
 Layers that read the same tensor object (q/k/v projections, an MLP's gate and up projections) are observed
 once, together: ``observe(names, x)`` gets every parameter name that read ``x``, so a statistic (a Hessian)
