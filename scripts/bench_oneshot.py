@@ -39,9 +39,9 @@ import prunecli  # noqa: F401  (before transformers: its model classes import to
 
 SEQ_LEN, BATCH = 128, 8
 # (tool, method, target, sparsity, layer_sparsity); llmcompressor's targets: the decoder layers' Linear modules
-SMALL_RUNS = ([("prunecli", m, t, 0.5, "uniform") for t in ("unstructured", "2:4")
-               for m in ("magnitude", "wanda", "sparsegpt")]
-              + [("llmcompressor", m, t, 0.5, "uniform") for t in ("unstructured", "2:4") for m in ("wanda", "sparsegpt")]
+SMALL_RUNS = ([(tool, m, t, 0.5, "uniform") for t in ("unstructured", "2:4")
+               for tool, m in (("prunecli", "magnitude"), ("prunecli", "wanda"), ("llmcompressor", "wanda"),
+                               ("prunecli", "sparsegpt"), ("llmcompressor", "sparsegpt"))]
               + [("prunecli", m, "unstructured", 0.7, ls) for m in ("wanda", "sparsegpt") for ls in ("uniform", "owl")])
 BIG_RUNS = [(tool, m, "unstructured", 0.5, "uniform") for tool in ("prunecli", "llmcompressor")
             for m in ("wanda", "sparsegpt")]
@@ -51,8 +51,8 @@ def small_config(hidden: int, layers: int):
     from transformers import LlamaConfig
 
     return LlamaConfig(vocab_size=256, hidden_size=hidden, intermediate_size=3 * hidden, num_hidden_layers=layers,
-                       num_attention_heads=hidden // 32, num_key_value_heads=hidden // 64, max_position_embeddings=SEQ_LEN,
-                       tie_word_embeddings=False)
+                       num_attention_heads=hidden // 32, num_key_value_heads=hidden // 64,
+                       max_position_embeddings=SEQ_LEN, tie_word_embeddings=False)
 
 
 def big_config():
@@ -94,7 +94,7 @@ def train(work: Path, hidden: int, layers: int, steps: int) -> Path:
         optimizer.step()
         schedule.step()
         if step % 200 == 0 or step == steps - 1:
-            print(f"train step {step}: loss {float(loss):.3f} ({time.perf_counter() - started:.0f} s)", flush=True)
+            print(f"train step {step}: loss {float(loss.detach()):.3f} ({time.perf_counter() - started:.0f} s)", flush=True)
     model.save_pretrained(out)
     return out
 
@@ -221,7 +221,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1500, help="training steps of the small LM (batch 32)")
     parser.add_argument("--samples", type=int, default=128, help="calibration sequences of 128 bytes")
     parser.add_argument("--big-samples", type=int, default=16, help="calibration sequences of the ~125M model")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of every process (on a shared "
+                        "machine more threads than free cores make the tools' many small kernels far slower)")
     parser.add_argument("--skip-big", action="store_true")
     parser.add_argument("--only", default=None, help="run only specs whose 'tool method target' contains this")
     parser.add_argument("--worker", nargs=5, default=None, help=argparse.SUPPRESS)
@@ -234,7 +235,6 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     print(f"torch {torch.__version__}, {args.threads} threads, load average {os.getloadavg()}", flush=True)
     model = train(args.work, args.hidden, args.layers, args.steps)
-    keep = (lambda spec: args.only is None or args.only in " ".join(map(str, spec[:3])))
     for title, runs, big in ((f"Llama h{args.hidden} x {args.layers} trained on stdlib_text, {args.samples} x "
                               f"{SEQ_LEN} calibration", SMALL_RUNS, False),
                              (f"random Llama ~125M (h768 x 12, vocab 32000), {args.big_samples} x {SEQ_LEN} "
@@ -243,7 +243,8 @@ def main() -> None:
             continue
         baselines = {tool: run_worker(args, (tool, "load", "-", 0, "-"), model, big)
                      for tool in ("prunecli", "llmcompressor")}
-        results = [run_worker(args, spec, model, big) for spec in runs if keep(spec)]
+        results = [run_worker(args, spec, model, big) for spec in runs
+                   if args.only is None or args.only in " ".join(map(str, spec[:3]))]
         table(title, results, baselines)
         print(f"load average after: {os.getloadavg()}", flush=True)
 

@@ -149,13 +149,17 @@ def prune_columns(weight: Tensor, factor: Tensor, dead: Tensor, select: Selector
         block, u = wt[start:end], factor[start:end, start:end]
         errors = torch.zeros_like(block)
         diag = torch.diagonal(u)
+        scale = torch.empty_like(block)  # pruned / U_ii: the error of column i is its weight times this
         for i in range(end - start):
             if i % width == 0:
                 group = slice(i, min(i + width, end - start))
                 saliency = block[group].square() / diag[group, None].square()
-                keep[start + group.start:start + group.stop] = ~select(saliency.T, start + group.start).T
-            torch.mul(block[i], ~keep[start + i], out=errors[i]).div_(u[i, i])
+                prune = select(saliency.T, start + group.start).T
+                keep[start + group.start:start + group.stop] = ~prune
+                torch.div(prune, diag[group, None], out=scale[group])
+            # two kernel launches per column: the Python loop is the cost of small layers
+            torch.mul(block[i], scale[i], out=errors[i])
             block[i + 1:].addr_(u[i, i + 1:], errors[i], alpha=-1)
-            block[i].mul_(keep[start + i])
+        block.mul_(keep[start:end])  # column i is not read after step i: its pruned weights are zeroed here
         wt[end:].sub_(factor[start:end, end:].T @ errors)
     return wt.T.to(weight.dtype), keep.T
