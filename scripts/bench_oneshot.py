@@ -94,7 +94,8 @@ def train(work: Path, hidden: int, layers: int, steps: int) -> Path:
         optimizer.step()
         schedule.step()
         if step % 200 == 0 or step == steps - 1:
-            print(f"train step {step}: loss {float(loss.detach()):.3f} ({time.perf_counter() - started:.0f} s)", flush=True)
+            print(f"train step {step}: loss {float(loss.detach()):.3f} ({time.perf_counter() - started:.0f} s)",
+                  flush=True)
     model.save_pretrained(out)
     return out
 
