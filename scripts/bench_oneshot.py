@@ -19,7 +19,7 @@ Runs in an environment holding both prunecli and llmcompressor (llmcompressor is
    intermediate 2048, vocab 32000) and ``--big-samples`` random calibration sequences (its perplexity is
    meaningless).
 
-Prints a markdown table per model. ``--skip-big`` leaves step 3 out.
+Prints a markdown table per model. ``--skip-big`` leaves step 3 out, ``--skip-small`` steps 1 and 2.
 """
 
 from __future__ import annotations
@@ -225,6 +225,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads of every process (on a shared "
                         "machine more threads than free cores make the tools' many small kernels far slower)")
     parser.add_argument("--skip-big", action="store_true")
+    parser.add_argument("--skip-small", action="store_true", help="only the ~125M model's times (no training)")
     parser.add_argument("--only", default=None, help="run only specs whose 'tool method target' contains this")
     parser.add_argument("--worker", nargs=5, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--model", default=None, help=argparse.SUPPRESS)
@@ -235,12 +236,12 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     args.work.mkdir(parents=True, exist_ok=True)
     print(f"torch {torch.__version__}, {args.threads} threads, load average {os.getloadavg()}", flush=True)
-    model = train(args.work, args.hidden, args.layers, args.steps)
+    model = None if args.skip_small else train(args.work, args.hidden, args.layers, args.steps)
     for title, runs, big in ((f"Llama h{args.hidden} x {args.layers} trained on stdlib_text, {args.samples} x "
                               f"{SEQ_LEN} calibration", SMALL_RUNS, False),
                              (f"random Llama ~125M (h768 x 12, vocab 32000), {args.big_samples} x {SEQ_LEN} "
                               "calibration", BIG_RUNS, True)):
-        if big and args.skip_big:
+        if (big and args.skip_big) or (not big and args.skip_small):
             continue
         baselines = {tool: run_worker(args, (tool, "load", "-", 0, "-"), model, big)
                      for tool in ("prunecli", "llmcompressor")}
