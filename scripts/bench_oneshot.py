@@ -100,6 +100,17 @@ def train(work: Path, hidden: int, layers: int, steps: int) -> Path:
     return out
 
 
+def random_big(work: Path) -> Path:
+    """The randomly initialised ~125M Llama, saved in ``work/random-125m`` (once)."""
+    from transformers import LlamaForCausalLM
+
+    out = work / "random-125m"
+    if not (out / "config.json").exists():
+        torch.manual_seed(0)
+        LlamaForCausalLM(big_config()).save_pretrained(out)
+    return out
+
+
 @torch.no_grad()
 def perplexity(model, val) -> float:
     total = 0.0
@@ -160,11 +171,9 @@ def worker(args) -> None:
     if args.big:
         calibration = torch.randint(0, 32000, (args.big_samples, SEQ_LEN), generator=torch.Generator().manual_seed(0))
         val = None
-        torch.manual_seed(0)
-        model = LlamaForCausalLM(big_config())
     else:
         calibration, val, _ = text(args.samples)
-        model = LlamaForCausalLM.from_pretrained(args.model)
+    model = LlamaForCausalLM.from_pretrained(args.model)
     model.eval()
     result = {"tool": tool, "method": method, "target": target, "sparsity": sparsity,
               "layer_sparsity": layer_sparsity, "loaded_mb": peak_rss_mb()}
@@ -183,7 +192,7 @@ def worker(args) -> None:
 def run_worker(args, spec, model: Path | None, big: bool) -> dict:
     cmd = [sys.executable, __file__, "--worker", *map(str, spec), "--samples", str(args.samples),
            "--big-samples", str(args.big_samples), "--threads", str(args.threads)]
-    cmd += ["--big"] if big else ["--model", str(model)]
+    cmd += ["--model", str(model)] + (["--big"] if big else [])
     done = subprocess.run(cmd, capture_output=True, text=True)
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     if done.returncode or not lines:
@@ -243,6 +252,8 @@ def main() -> None:
                               "calibration", BIG_RUNS, True)):
         if (big and args.skip_big) or (not big and args.skip_small):
             continue
+        if big:  # saved once: llmcompressor reads files next to the model (it fails on a model without a path)
+            model = random_big(args.work)
         baselines = {tool: run_worker(args, (tool, "load", "-", 0, "-"), model, big)
                      for tool in ("prunecli", "llmcompressor")}
         results = [run_worker(args, spec, model, big) for spec in runs
