@@ -252,3 +252,20 @@ def test_pruner_layers_selects_the_layers_of_the_blocks(cli, dense, tmp_path, pr
         assert torch.equal(weights[fqn], dense_weights[fqn]), fqn
     for fqn in mlp:
         assert int(weights[fqn].count_nonzero()) == weights[fqn].numel() // 2, fqn
+
+
+def test_hf_gpt2_conv1d_mlp_only_is_pruned_2_4_along_its_input_dim(cli, tmp_path):
+    import prunecli  # noqa: F401  (before transformers: its model classes import torchvision)
+
+    pytest.importorskip("transformers")
+    gpt2 = "+model.config={model_type: gpt2, n_embd: 32, n_layer: 2, n_head: 4, n_positions: 32}"
+    summary = _run(cli, tmp_path / "run", "model=hf", gpt2, "dataset=stdlib_text", "dataset.seq_len=32",
+                   "dataset.max_train_sequences=64", "dataset.max_val_sequences=16", "trainer.batch_size=16",
+                   "trainer.eval_batch_size=16", "trainer.pretrain_epochs=1", "trainer.max_steps=4",
+                   "trainer.progress=false", "pruner=sparsegpt", "pruner.target='2:4'", "sparsity=0.5",
+                   "calibration.samples=8", "pruner.layers.include=[.*mlp.*]")
+    mlp = {f"transformer.h.{b}.mlp.{n}.weight" for b in (0, 1) for n in ("c_fc", "c_proj")}
+    assert set(summary["per_layer"]) == mlp and all(v == 0.5 for v in summary["per_layer"].values())
+    weights = load_file(str(tmp_path / "run" / "checkpoint" / "last" / "model.safetensors"))
+    for fqn in mlp:  # Conv1D weights are [in, out]: 2 of every 4 consecutive inputs of each output are kept
+        assert bool(((weights[fqn].T != 0).reshape(-1, 4).sum(1) == 2).all()), fqn
