@@ -3,7 +3,7 @@
 Wanda's comparison group (Sun et al. 2023, https://arxiv.org/abs/2306.11695, section 3): scores are compared
 only within the output row they belong to, so every output neuron keeps the same number of inputs. It works
 on element units (``unstructured``, and ``N:M``, whose groups run along the input dim within a row); a row
-is the first dim of the weight.
+is the first dim of the weight (of its units' order: the output dim of a transformers ``Conv1D`` ``[in, out]``).
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ def _rows(site: Site) -> tuple[int, int]:
     if len(site.members) != 1 or not isinstance(layout, ElementLayout):
         raise ConfigError("pruner.allocation", "per_row", "an unstructured or N:M target (rows of single weights)",
                           f"the units of {site.name} are not single weights")
-    return layout.shape[0], site.num_units // layout.shape[0]
+    rows = layout.shape[layout.perm[0] if layout.perm else 0]  # units run over [out, ...]: Conv1D's too
+    return rows, site.num_units // rows
 
 
 @dataclass(frozen=True)

@@ -60,7 +60,10 @@ class Wanda:
         return (self._squares[name] / self._counts[name][0]).sqrt()
 
     def score(self, site: Site) -> Tensor:
-        return site.reduce(lambda name, w: w.abs().float() * self.input_norm(name).to(w.device))
+        def element(name: str, w: Tensor) -> Tensor:
+            return w.abs().float() * _along_input(self.input_norm(name).to(w.device), w, site.member(name).layout)
+
+        return site.reduce(element)
 
     def observe(self, params: Mapping[str, nn.Parameter]) -> None:
         """Nothing comes from gradients."""
@@ -75,3 +78,14 @@ class Wanda:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Statistics are not saved: they belong to one pruning pass."""
+
+
+def _along_input(norm: Tensor, w: Tensor, layout: Any) -> Tensor:
+    """``norm`` shaped to broadcast along ``w``'s input dim: the last dim, or the last one of the layout's unit
+    order (a transformers ``Conv1D`` weight ``[in, out]`` is read as ``(1, 0)``: its input dim is 0)."""
+    perm = getattr(layout, "perm", None)
+    if perm is None:
+        return norm
+    shape = [1] * w.dim()
+    shape[perm[-1]] = -1
+    return norm.reshape(shape)

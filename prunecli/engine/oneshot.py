@@ -7,8 +7,9 @@ A one-shot preset (``conf/pruner/wanda.yaml``, ``sparsegpt.yaml``, ``magnitude_o
    (seeded by ``seed``), each cut to its first ``calibration.seq_len`` tokens, in batches of
    ``calibration.batch_size``;
 2. :func:`prunecli.oneshot.prune_oneshot` with the preset's method, target, comparison group (``allocation``)
-   and ``sequential``, on every ``nn.Linear`` of the model's transformer blocks;
-3. a :class:`~prunecli.pruner.Pruner` built by :func:`prunecli.build_pruner` over the same layers (the blocks),
+   and ``sequential``, on every linear layer of the model's transformer blocks that ``pruner.layers`` selects
+   (``include`` / ``types`` / ``exclude`` / ``exclude_last`` as for every preset; default: all of them);
+3. a :class:`~prunecli.pruner.Pruner` built by :func:`prunecli.build_pruner` over the same layers,
    with schedule ``none`` (it never changes a mask), whose masks are loaded from step 2's result: the summary,
    the sparsity report and the checkpoint read it as they read any run's pruner.
 
@@ -32,13 +33,13 @@ from prunecli.allocation import parse_layer_sparsity
 from prunecli.config import check_pruner_config
 from prunecli.errors import ConfigError
 from prunecli.oneshot import find_blocks, parse_method, prune_oneshot
-from prunecli.oneshot.blocks import PRUNABLE
+from prunecli.oneshot.blocks import block_layers
 from prunecli.targets import parse_target
 
 log = logging.getLogger(__name__)
 
 # Keys of a one-shot preset's pruner node that prune_oneshot takes; the rest builds the Pruner that holds masks.
-ONESHOT_KEYS = ("method", "allocation", "sequential", "blocks", "layer_sparsity")
+ONESHOT_KEYS = ("method", "allocation", "sequential", "blocks", "layer_sparsity", "layers")
 MODEL_INPUTS = ("input_ids", "attention_mask")  # what a calibration batch passes the model (no labels)
 
 
@@ -51,6 +52,7 @@ class OneShot:
     sequential: bool
     blocks: str  # FQN of the model's block list
     layer_sparsity: Any  # uniform, or OWL's per-block sparsities (prunecli.allocation.OWL)
+    layers: Any  # pruner.layers: which of the blocks' linear layers are pruned (prunecli.layers.LayerSelection)
     target: str
     samples: int
     seq_len: int | None  # None: not a token task (tensor batches)
@@ -91,22 +93,24 @@ def oneshot_settings(run: Any) -> OneShot | None:
     parse_method(node["method"], node.get("allocation"))  # an unknown method or option fails before pre-training
     layer_sparsity = parse_layer_sparsity(node.get("layer_sparsity"))
     prefix = _blocks(run.model, node.get("blocks"), name)
+    layers = node.get("layers")
+    modules = block_layers(run.model, prefix, layers)
     target = node.get("target", "unstructured")
-    _check_target(run.model, prefix, target, float(cfg.sparsity))
+    _check_target(run.model, modules, target, float(cfg.sparsity))
     if layer_sparsity is not None and target != "unstructured":
         raise ConfigError("pruner.layer_sparsity", str(node.get("layer_sparsity")), "uniform with an N:M target",
                           reason=f"target {target} gives every layer the same sparsity")
     samples, seq_len, batch_size = _calibration(run, plain(cfg.get("calibration")) or {})
     building = {k: v for k, v in node.items() if k not in ONESHOT_KEYS}
-    # the Pruner holds masks for exactly the layers prune_oneshot prunes: every one of the blocks
-    building["layers"] = {"include": [rf"{re.escape(prefix)}\..*"], "exclude_last": False}
+    # the Pruner holds masks for exactly the layers prune_oneshot prunes: the selected ones of the blocks
+    building["layers"] = {"include": [re.escape(n) for n in modules], "exclude_last": False}
     check_pruner_config(building)
     sequential = node.get("sequential", True)
     if not isinstance(sequential, bool):
         raise ConfigError("pruner.sequential", sequential, "true or false")
     return OneShot(method=node["method"], allocation=node.get("allocation"), sequential=sequential,
-                   blocks=prefix, layer_sparsity=layer_sparsity, target=target, samples=samples, seq_len=seq_len,
-                   batch_size=batch_size, pruner=building)
+                   blocks=prefix, layer_sparsity=layer_sparsity, layers=layers, target=target, samples=samples,
+                   seq_len=seq_len, batch_size=batch_size, pruner=building)
 
 
 def _blocks(model: Any, name: Any, method: Any) -> str:
@@ -122,10 +126,10 @@ def _blocks(model: Any, name: Any, method: Any) -> str:
     return prefix
 
 
-def _check_target(model: Any, prefix: str, spec: Any, sparsity: float) -> None:
-    """Every linear layer of the blocks takes the target's pattern, and the pattern can reach ``sparsity``."""
+def _check_target(model: Any, modules: dict[str, Any], spec: Any, sparsity: float) -> None:
+    """Every selected linear layer of the blocks takes the target's pattern, and the pattern can reach
+    ``sparsity``."""
     target = parse_target(spec)
-    modules = {n: m for n, m in model.named_modules() if n.startswith(prefix + ".") and isinstance(m, PRUNABLE)}
     sites, skipped = target.sites(model, modules)
     if skipped:
         module, reason = next(iter(skipped.items()))
@@ -197,7 +201,7 @@ def oneshot_masks(run: Any, shot: OneShot) -> dict[str, torch.Tensor]:
              shot.target, sum(len(b["input_ids"] if isinstance(b, Mapping) else b) for b in batches), tokens)
     return prune_oneshot(run.model, batches, shot.method, sparsity=float(run.cfg.sparsity), target=shot.target,
                          allocation=shot.allocation, sequential=shot.sequential, blocks=shot.blocks,
-                         layer_sparsity=shot.layer_sparsity)
+                         layer_sparsity=shot.layer_sparsity, layers=shot.layers)
 
 
 def _name(method: Any) -> str:

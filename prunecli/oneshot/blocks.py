@@ -1,8 +1,9 @@
 """Transformer blocks: find them, capture the first one's inputs, run one block over the calibration batches.
 
 The blocks are the model's ``nn.ModuleList`` of identical layers (Hugging Face ``model.layers``,
-``transformer.h``, ``encoder.layer``; prunecli's ``tiny_lm`` ``blocks``). The first block's inputs are caught
-by a forward pre-hook that stops the model's forward there, so nothing past it runs: the hidden states and
+``transformer.h``, ``encoder.layer``; prunecli's ``tiny_lm`` ``blocks``); their prunable layers are the
+:func:`prunable_types` (``nn.Linear``, ``nn.MultiheadAttention``, GPT-2's ``Conv1D``). The first block's inputs
+are caught by a forward pre-hook that stops the model's forward there, so nothing past it runs: the hidden states and
 every other argument the model passes its blocks (Hugging Face: ``attention_mask``, ``position_embeddings``,
 ``position_ids``; ``tiny_lm``: the causal mask). Every block of a kind gets the same extra arguments (a
 Hugging Face model whose config lists ``layer_types`` gives sliding-window and full-attention layers different
@@ -18,10 +19,40 @@ import torch
 from torch import Tensor, nn
 
 from prunecli.errors import ConfigError
+from prunecli.layers import LayerSelection
+from prunecli.targets import element_types
 
-PRUNABLE = (nn.Linear, nn.MultiheadAttention)
+PRUNABLE = (nn.Linear, nn.MultiheadAttention)  # and transformers' Conv1D once it is defined: prunable_types()
 # Arguments that would make a block write to or read from a generation cache.
 CACHE_ARGUMENTS = ("cache", "past_key_values", "past_key_value", "layer_past")
+
+
+def prunable_types() -> tuple[type[nn.Module], ...]:
+    """The layer types one-shot pruning prunes: :data:`PRUNABLE`, plus transformers' ``Conv1D`` (GPT-2's linear
+    layers, weight ``[in, out]``) once transformers has defined it."""
+    return (*PRUNABLE, *(t for t in element_types() if t.__name__ == "Conv1D"))
+
+
+def block_layers(model: nn.Module, prefix: str, layers: Any = None) -> dict[str, nn.Module]:
+    """The prunable layers (:func:`prunable_types`) inside the blocks at ``prefix`` that ``layers`` selects: None
+    (all), or rules as ``pruner.layers`` takes them (a mapping of ``include`` / ``types`` / ``exclude`` /
+    ``exclude_last``, or a :class:`~prunecli.layers.LayerSelection`), keyed by FQN in registration order.
+
+    Raises:
+        ConfigError: A rule is malformed or matches no layer of the model (``pruner.layers.*``), or the rules
+            leave no layer of the blocks (``pruner.layers``).
+    """
+    inside = f"{prefix}." if prefix else ""
+    types = prunable_types()
+    if layers is None:
+        return {n: m for n, m in model.named_modules() if n.startswith(inside) and n and isinstance(m, types)}
+    rules = layers if isinstance(layers, LayerSelection) else LayerSelection.from_config(layers)
+    chosen = {n: m for n, m in rules.select(model, types).items() if n.startswith(inside) and isinstance(m, types)}
+    if not chosen:
+        raise ConfigError("pruner.layers", rules.describe(),
+                          f"rules selecting linear layers inside {prefix or 'the blocks'}",
+                          reason="one-shot presets prune only the transformer blocks' layers")
+    return chosen
 
 
 def find_blocks(model: nn.Module, name: str | None = None) -> tuple[str, nn.ModuleList]:
@@ -36,10 +67,10 @@ def find_blocks(model: nn.Module, name: str | None = None) -> tuple[str, nn.Modu
         if not isinstance(found, nn.ModuleList) or not len(found):
             raise ConfigError("oneshot.blocks", name, "the name of a non-empty nn.ModuleList of the model")
         return name, found
-    best, size = None, 0
+    best, size, types = None, 0, prunable_types()
     for fqn, module in model.named_modules():
         if (isinstance(module, nn.ModuleList) and len(module) and len({type(b) for b in module}) == 1
-                and any(isinstance(m, PRUNABLE) for m in module[0].modules())):
+                and any(isinstance(m, types) for m in module[0].modules())):
             params = sum(p.numel() for p in module.parameters())
             if params > size:
                 best, size = (fqn, module), params

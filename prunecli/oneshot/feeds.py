@@ -1,10 +1,10 @@
 """Hooks that hand a block's linear layers' calibration inputs to a one-shot method's statistics.
 
-Every ``nn.Linear`` gets a forward pre-hook reading its input. ``nn.MultiheadAttention`` does not call its
-``out_proj`` (it reads the weight directly), so the attention module itself is hooked: its query feeds
-``in_proj_weight`` (self-attention: query, key and value are one tensor) or the query/key/value feed
-``q/k/v_proj_weight``, and its output is recomputed once with an identity ``out_proj`` to get the input of
-``out_proj``.
+Every ``nn.Linear`` (and transformers' ``Conv1D``) gets a forward pre-hook reading its input.
+``nn.MultiheadAttention`` does not call its ``out_proj`` (it reads the weight directly), so the attention module
+itself is hooked: its query feeds ``in_proj_weight`` (self-attention: query, key and value are one tensor) or
+the query/key/value feed ``q/k/v_proj_weight``, and its output is recomputed once with an identity ``out_proj``
+to get the input of ``out_proj``.
 
 Layers that read the same tensor object (q/k/v projections, an MLP's gate and up projections) are observed
 once, together: ``observe(names, x)`` gets every parameter name that read ``x``, so a statistic (a Hessian)
@@ -18,6 +18,8 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call
+
+from prunecli.oneshot.blocks import prunable_types
 
 Observe = Callable[[tuple[str, ...], Tensor], None]
 
@@ -38,13 +40,14 @@ class InputFeeds:
 
     def __enter__(self) -> "InputFeeds":
         attention_out = {id(m.out_proj) for m in self._block.modules() if isinstance(m, nn.MultiheadAttention)}
+        linear = tuple(t for t in prunable_types() if t is not nn.MultiheadAttention)  # Linear, GPT-2's Conv1D
         for name, module in self._block.named_modules():
             fqn = f"{self._prefix}.{name}" if name else self._prefix
             if isinstance(module, nn.MultiheadAttention):
                 self._handles.append(module.register_forward_pre_hook(self._attention_in(fqn), with_kwargs=True))
                 if f"{fqn}.out_proj.weight" in self._params:
                     self._handles.append(module.register_forward_hook(self._attention_out(fqn), with_kwargs=True))
-            elif isinstance(module, nn.Linear) and id(module) not in attention_out and f"{fqn}.weight" in self._params:
+            elif isinstance(module, linear) and id(module) not in attention_out and f"{fqn}.weight" in self._params:
                 self._handles.append(module.register_forward_pre_hook(self._linear(f"{fqn}.weight")))
         return self
 

@@ -109,9 +109,12 @@ class SparseGPT:
             if key not in factors:  # q/k/v (and gate/up) read one input: one factorisation
                 factors[key] = inverse_factor(self.hessians.get(name).to(weight.device), self.percdamp)
             select, columns = column_selector(min(max(sparsity, low), high, site.max_sparsity), group, nm)
-            new, keep = prune_columns(weight, *factors[key], select, columns, self.blocksize)
-            weight.data.copy_(new)
-            masks[name] = keep
+            # a transformers Conv1D weight is [in, out] (units read as (1, 0)): solved as its [out, in] transpose
+            transposed = site.members[0].layout.perm == (1, 0)
+            new, keep = prune_columns(weight.T if transposed else weight, *factors[key], select, columns,
+                                      self.blocksize)
+            weight.data.copy_(new.T if transposed else new)
+            masks[name] = keep.T.contiguous() if transposed else keep
         return masks
 
     def clear(self) -> None:

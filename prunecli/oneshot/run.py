@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from prunecli.allocation import parse_layer_sparsity
 from prunecli.errors import ConfigError
-from prunecli.oneshot.blocks import PRUNABLE, BlockInputs, capture_inputs, find_blocks, run_block
+from prunecli.oneshot.blocks import BlockInputs, block_layers, capture_inputs, find_blocks, run_block
 from prunecli.oneshot.feeds import InputFeeds
 from prunecli.oneshot.methods import Method, parse_method
 from prunecli.oneshot.owl import owl_sparsities
@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 def prune_oneshot(model: nn.Module, batches: Iterable[Any], method: Any = "wanda", *, sparsity: float = 0.5,
                   target: Any = "unstructured", allocation: Any = None, sequential: bool = True,
                   blocks: str | None = None, device: str | torch.device | None = None,
-                  layer_sparsity: Any = "uniform") -> dict[str, Tensor]:
+                  layer_sparsity: Any = "uniform", layers: Any = None) -> dict[str, Tensor]:
     """Prune every linear layer of ``model``'s transformer blocks from calibration ``batches``.
 
     Args:
@@ -57,6 +57,9 @@ def prune_oneshot(model: nn.Module, batches: Iterable[Any], method: Any = "wanda
         layer_sparsity: How ``sparsity`` is spread over the blocks: ``uniform``, or ``owl`` /
             ``{name: owl, m: 5, lam: 0.08}`` (:class:`~prunecli.allocation.OWL`; unstructured targets only,
             with one more pass over the dense blocks first).
+        layers: Which of the blocks' linear layers are pruned: None (all), or rules as ``pruner.layers`` takes
+            them, e.g. ``{"include": [".*mlp.*"]}`` or ``{"exclude": [".*attn.*"]}`` (module FQN regexes,
+            :class:`~prunecli.layers.LayerSelection`); the other layers stay dense.
 
     Returns:
         Keep masks (bool, True = kept) keyed by parameter FQN; the model's weights are masked (and, for
@@ -69,29 +72,29 @@ def prune_oneshot(model: nn.Module, batches: Iterable[Any], method: Any = "wanda
     if owl is not None and isinstance(target, NM):
         raise ConfigError("pruner.layer_sparsity", "owl", ["uniform"],
                           f"target {target} gives every layer the same sparsity")
-    prefix, layers = find_blocks(model, blocks)
-    names = [f"{prefix}.{i}" if prefix else str(i) for i in range(len(layers))]
+    prefix, blocklist = find_blocks(model, blocks)
+    chosen = frozenset(block_layers(model, prefix, layers))
+    names = [f"{prefix}.{i}" if prefix else str(i) for i in range(len(blocklist))]
     started = time.perf_counter()
+    per_block = dict.fromkeys(names, sparsity)
     if owl is not None:
         batches = batches if isinstance(batches, Sequence) else list(batches)  # read twice: OWL's pass, pruning
-        per_block = owl_sparsities(model, batches, sparsity, owl, blocks, device)
-    else:
-        per_block = dict.fromkeys(names, sparsity)
+        per_block.update(owl_sparsities(model, batches, sparsity, owl, prefix, device, chosen))
     device = torch.device(device) if device is not None else None
     was_training = model.training
     model.eval()
-    run = _BlockPass(model, method, target, sequential, device)
+    run = _BlockPass(model, method, target, sequential, device, chosen)
     try:
-        inputs = capture_inputs(model, layers, batches, device)
+        inputs = capture_inputs(model, blocklist, batches, device)
         masks: dict[str, Tensor] = {}
-        for index, (block, name) in enumerate(zip(layers, names)):
+        for index, (block, name) in enumerate(zip(blocklist, names)):
             done = run.prune(block, index, name, inputs, per_block[name])
             masks.update(done)
-            log.info("block %d/%d pruned: %d tensors, %.2f s", index + 1, len(layers), len(done),
+            log.info("block %d/%d pruned: %d tensors, %.2f s", index + 1, len(blocklist), len(done),
                      time.perf_counter() - started)
     finally:
         model.train(was_training)
-    log.info("one-shot pruned %d tensors in %d blocks in %.2f s", len(masks), len(layers),
+    log.info("one-shot pruned %d tensors in %d blocks in %.2f s", len(masks), len(blocklist),
              time.perf_counter() - started)
     return masks
 
@@ -105,6 +108,7 @@ class _BlockPass:
     target: Target
     sequential: bool
     device: torch.device | None
+    layers: frozenset[str]  # FQNs of the layers to prune
 
     def prune(self, block: nn.Module, index: int, name: str, inputs: BlockInputs,
               sparsity: float) -> dict[str, Tensor]:
@@ -130,7 +134,7 @@ class _BlockPass:
         """The target's sites in ``block``, after the pass that feeds the method their inputs (and, when not
         sequential, computes the next block's inputs from the dense block); layers no input reached are left
         out."""
-        modules = {f"{name}.{n}" if n else name: m for n, m in block.named_modules() if isinstance(m, PRUNABLE)}
+        modules = {fqn: m for n, m in block.named_modules() if (fqn := f"{name}.{n}" if n else name) in self.layers}
         found, skipped = self.target.sites(self.model, modules)
         sites = {s.name: s for s in found}
         if self.method.needs_inputs:

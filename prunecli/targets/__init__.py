@@ -36,9 +36,10 @@ from prunecli.registry import Registry, build_target
 from prunecli.sites import Site
 from prunecli.targets._coupled import CoupledChannel
 from prunecli.targets._structured import Head, LayerChannel
-from prunecli.targets._weights import NM, Block, Unstructured
+from prunecli.targets._weights import NM, Block, Unstructured, element_types, input_dim
 
-__all__ = ["TARGETS", "Target", "Unstructured", "NM", "Block", "LayerChannel", "CoupledChannel", "Head", "parse_target"]
+__all__ = ["TARGETS", "Target", "Unstructured", "NM", "Block", "LayerChannel", "CoupledChannel", "Head", "parse_target",
+           "element_types", "input_dim"]
 
 NAMES = ("unstructured", "N:M (e.g. 2:4)", "RxC blocks (e.g. 4x1)", "channel", "head")
 

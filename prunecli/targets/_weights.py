@@ -69,8 +69,10 @@ class Unstructured:
         return element_types()
 
     def sites(self, model: nn.Module, modules: dict[str, nn.Module]) -> tuple[list[Site], dict[str, str]]:
-        return weight_sites(modules, lambda name, fqn, w, _: Site(
-            fqn, (Member(fqn, w, ElementLayout(tuple(w.shape))),), module=name))
+        # Units run over [out, in] for every layer: a Conv1D weight [in, out] is read transposed, so that
+        # per-row comparison groups (Wanda's) are output rows there too.
+        return weight_sites(modules, lambda name, fqn, w, dim: Site(
+            fqn, (Member(fqn, w, ElementLayout(tuple(w.shape), (1, 0) if dim == 0 else None)),), module=name))
 
     def __str__(self) -> str:
         return "unstructured"

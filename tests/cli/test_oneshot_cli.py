@@ -148,6 +148,11 @@ BAD = [
     (["pruner.layer_sparsity=lumpy"], "pruner.layer_sparsity='lumpy' is not allowed: expected one of"),
     (["pruner.layer_sparsity=owl", "pruner.target='2:4'", "sparsity=0.5"],
      "pruner.layer_sparsity='owl' is not allowed: expected uniform with an N:M target"),
+    (["pruner.layers.include=[nothing]"], "pruner.layers.include='nothing' is not allowed: expected a regex matching"),
+    (["pruner.layers.include=[head]"], "expected rules selecting linear layers inside blocks"),
+    (["pruner.layers.exclude=[blocks.*]"], "expected rules selecting linear layers inside blocks"),
+    (["pruner.layers.types=[Conv2d]"], "pruner.layers={'include': [], 'types': ['Conv2d']"),
+    (["+pruner.layers.colour=red"], "pruner.layers.colour='red' is not allowed"),
 ]
 
 
@@ -232,3 +237,37 @@ def test_owl_gives_the_blocks_their_own_sparsities(cli, dense, tmp_path):
     assert max(spans) < 0.02 and 0.0 < abs(min(per_block[0]) - min(per_block[1])) <= 0.16 + 0.02
     assert all(0.7 - 0.08 - 0.01 <= v <= 0.7 + 0.08 + 0.01 for v in summary["per_layer"].values())
     assert summary["sparsity"] == pytest.approx(0.7, abs=0.01)
+
+
+@pytest.mark.parametrize("rule", ["pruner.layers.exclude=[.*attn.*]", "pruner.layers.include=[blocks\\..\\.mlp\\..*]"])
+@pytest.mark.parametrize("preset", ["wanda", "sparsegpt"])
+def test_pruner_layers_selects_the_layers_of_the_blocks(cli, dense, tmp_path, preset, rule):
+    weights_in = dense[0] / "checkpoint" / "last" / "model.safetensors"
+    summary = _run(cli, tmp_path, *TEXT, f"pruner={preset}", rule, "sparsity=0.5", f"model.weights={weights_in}")
+    mlp = {n for n in LINEARS if ".mlp." in n}
+    assert set(summary["per_layer"]) == mlp and all(v == 0.5 for v in summary["per_layer"].values())
+    assert summary["sparsity"] == pytest.approx(0.5, abs=1e-9)
+    assert set(load_file(str(tmp_path / "checkpoint" / "last" / "masks.safetensors"))) == mlp
+    dense_weights = load_file(str(weights_in))
+    weights = load_file(str(tmp_path / "checkpoint" / "last" / "model.safetensors"))
+    for fqn in LINEARS - mlp:  # attention stays dense and, with sparsegpt, un-updated
+        assert torch.equal(weights[fqn], dense_weights[fqn]), fqn
+    for fqn in mlp:
+        assert int(weights[fqn].count_nonzero()) == weights[fqn].numel() // 2, fqn
+
+
+def test_hf_gpt2_conv1d_mlp_only_is_pruned_2_4_along_its_input_dim(cli, tmp_path):
+    import prunecli  # noqa: F401  (before transformers: its model classes import torchvision)
+
+    pytest.importorskip("transformers")
+    gpt2 = "+model.config={model_type: gpt2, n_embd: 32, n_layer: 2, n_head: 4, n_positions: 32}"
+    summary = _run(cli, tmp_path / "run", "model=hf", gpt2, "dataset=stdlib_text", "dataset.seq_len=32",
+                   "dataset.max_train_sequences=64", "dataset.max_val_sequences=16", "trainer.batch_size=16",
+                   "trainer.eval_batch_size=16", "trainer.pretrain_epochs=1", "trainer.max_steps=4",
+                   "trainer.progress=false", "pruner=sparsegpt", "pruner.target='2:4'", "sparsity=0.5",
+                   "calibration.samples=8", "pruner.layers.include=[.*mlp.*]")
+    mlp = {f"transformer.h.{b}.mlp.{n}.weight" for b in (0, 1) for n in ("c_fc", "c_proj")}
+    assert set(summary["per_layer"]) == mlp and all(v == 0.5 for v in summary["per_layer"].values())
+    weights = load_file(str(tmp_path / "run" / "checkpoint" / "last" / "model.safetensors"))
+    for fqn in mlp:  # Conv1D weights are [in, out]: 2 of every 4 consecutive inputs of each output are kept
+        assert bool(((weights[fqn].T != 0).reshape(-1, 4).sum(1) == 2).all()), fqn

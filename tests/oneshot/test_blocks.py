@@ -210,3 +210,24 @@ def test_half_precision_model_keeps_its_dtype(method):
     masks = prune_oneshot(model, _batches(count=2, length=16), method)
     _check_half_of_every_linear(model, masks, "model.layers", LLAMA_WEIGHTS)
     assert all(model.get_parameter(n).dtype == torch.bfloat16 for n in masks)
+
+
+@pytest.mark.parametrize("layer_sparsity", ["uniform", "owl"])
+def test_layers_rules_pick_the_blocks_layers(layer_sparsity):
+    model = _tiny_lm()
+    dense = {n: p.detach().clone() for n, p in model.named_parameters()}
+    masks = prune_oneshot(model, _batches(), "wanda", sparsity=0.6, layers={"exclude": [r".*attn.*", r"blocks\.1\..*"]},
+                          layer_sparsity=layer_sparsity)
+    assert set(masks) == {"blocks.0.mlp.0.weight", "blocks.0.mlp.2.weight"}
+    assert sum(int((~m).sum()) for m in masks.values()) / sum(m.numel() for m in masks.values()) == \
+        pytest.approx(0.6, abs=5e-3)  # per-row rounding; OWL with one block left gives it the whole sparsity
+    for name, param in model.named_parameters():
+        if name not in masks:
+            assert torch.equal(param.detach(), dense[name]), name
+
+
+def test_layers_rules_that_leave_no_block_layer_are_one_line():
+    with pytest.raises(ConfigError, match=r"^pruner\.layers=.* expected rules selecting linear layers inside blocks"):
+        prune_oneshot(_tiny_lm(), _batches(), "wanda", layers={"include": ["head"]})
+    with pytest.raises(ConfigError, match=r"^pruner\.layers\.include='nope' is not allowed"):
+        prune_oneshot(_tiny_lm(), _batches(), "wanda", layers={"include": ["nope"]})
