@@ -23,5 +23,5 @@ def test_readme_names_the_commands_that_ci_runs():
     ci = (README.parent / ".ci" / "run").read_text()
     assert "python -m pytest -q" in text and "python -m pytest -q" in ci
     assert 'pip install -e ".[test]" torch==2.13.0' in text
-    extras = '-e ".[test,hf,lightning]" torch==2.13.0'
+    extras = '-e ".[test,hf,lightning,report,slurm,optuna,tensorboard,mlflow]" torch==2.13.0'
     assert f"pip install {extras}" in text and f"pip install -q {extras}" in ci
