@@ -144,7 +144,9 @@ def test_check_masks_names_the_step_and_the_first_differing_parameter(tmp_path):
         "try:\n"
         "    check_masks(masks, 7)\n"
         "except Exception as err:\n"
-        "    print(f'rank {rank}: {err}')\n")
+        "    print(f'rank {rank}: {err}', flush=True)\n"
+        "dist.barrier()\n"  # both ranks done before either tears gloo down (a peer gone first aborts the other)
+        "dist.destroy_process_group()\n")
     out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
                           str(script)], capture_output=True, text=True, timeout=200)
     assert out.returncode == 0, out.stderr[-2000:]
