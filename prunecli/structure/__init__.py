@@ -12,6 +12,8 @@ training loop::
   head whose coupled slices are all masked (``False``) in ``masks``; ``plan`` is the removal plan a compact
   export stores: ``{"history": [[root layer FQN, out channels?, [indices]], ...], "cuts": [[parameter FQN,
   dim, [indices]], ...]}`` (dense index space).
+- :func:`output_gap` ``(reference, other) -> (max abs difference, max abs reference)``: the check a compact
+  export makes (exact when the ratio is at most ``compact.rtol``, 1e-5).
 - :func:`replay` ``(model, plan, example_inputs) -> model``: applies a plan (or a bare ``history`` list,
   compact export spec v1) to a dense model of the same architecture.
 - :func:`channel_groups` ``(model, example_inputs, selected=None, round_to=1) -> [ChannelGroup]``: the coupled
@@ -43,12 +45,12 @@ from prunecli.structure._blocks import (
     site_keys,
     transformer_sites,
 )
-from prunecli.structure._compact import compact, replay
+from prunecli.structure._compact import compact, output_gap, replay
 from prunecli.structure._fx import following_norms
 from prunecli.structure._groups import OWNERS, ChannelGroup, channel_groups, head_site, index_member, mha_head_site
 from prunecli.structure._modules import Attention, CountedGroupNorm, CountedLayerNorm, CountedRMSNorm
 
-__all__ = ["compact", "replay", "channel_groups", "ChannelGroup", "head_site", "mha_head_site",
+__all__ = ["compact", "replay", "output_gap", "channel_groups", "ChannelGroup", "head_site", "mha_head_site",
            "following_norms", "OWNERS", "Attention", "CountedLayerNorm", "CountedGroupNorm", "CountedRMSNorm",
            "find_attention",
            "AttentionHeads", "attention_site", "find_ffn", "FeedForward", "ffn_site", "transformer_sites",

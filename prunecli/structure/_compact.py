@@ -24,6 +24,15 @@ from prunecli.structure._surgery import apply_cuts, site_cuts, sliced_sites
 TP_EXACT = (*CONV, nn.Linear, *NORMS)
 
 
+def output_gap(reference: Tensor, other: Tensor) -> tuple[float, float]:
+    """``(max |other - reference|, max |reference|)``: how far a compact model's outputs are from the masked
+    model's, and the outputs' scale. Deep models with random weights reach logits of 1e7 where float32
+    rounding alone differs by tens, so exactness is judged by the ratio, not the absolute difference."""
+    diff = float((other.detach().double() - reference.detach().double()).abs().max()) if reference.numel() else 0.0
+    scale = float(reference.detach().double().abs().max()) if reference.numel() else 0.0
+    return diff, scale
+
+
 def removable(site: Site, masks: dict[str, Tensor]) -> list[int]:
     """Units of ``site`` whose every member slice is masked (False) in ``masks``: removing them is exact."""
     kept = torch.zeros(site.num_units, dtype=torch.bool)
