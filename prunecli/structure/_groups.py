@@ -155,6 +155,9 @@ def group_site(graph: Any, group: Any, selected: dict[str, nn.Module] | None, ro
     fqns = [fqn for fqn, _ in slices]
     if len(set(fqns)) < len(fqns):
         return f"a parameter of it is coupled along two dims ({sorted(f for f in fqns if fqns.count(f) > 1)[0]})"
+    bad = out_of_range(slices, params, num_units)
+    if bad:
+        return bad
     members = []
     for (fqn, dim), mapping in slices.items():
         positions = tuple(sorted(mapping))
@@ -170,6 +173,21 @@ def group_site(graph: Any, group: Any, selected: dict[str, nn.Module] | None, ro
                  if isinstance(o.module, NORMS) and o.module in names), None)
     return Site(primary, tuple(members), max_sparsity=(num_units - 1) / num_units, module=root_name,
                 norm=norm, unit_dim=unit_dim, round_to=round_to)
+
+
+def out_of_range(slices: dict[tuple[str, int], dict[int, int]], params: dict[str, nn.Parameter],
+                 num_units: int) -> str | None:
+    """Why the index positions Torch-Pruning mapped onto the group's parameters cannot be masks (a position
+    beyond a parameter's size, or a unit beyond the root's channels: its index mapping through some reshapes of
+    attention and MLP-mixer layouts is wrong), or None."""
+    for (fqn, dim), mapping in slices.items():
+        size = params[fqn].shape[dim]
+        if any(not 0 <= p < size for p in mapping):
+            return (f"the dependency graph maps its channels to positions beyond {fqn}'s size {size} along dim "
+                    f"{dim} (max {max(mapping)}), so its slices are unknown")
+        if any(not 0 <= u < num_units for u in mapping.values()):
+            return f"the dependency graph maps {fqn} to channels beyond the root's {num_units}, so its slices are unknown"
+    return None
 
 
 def traced_groups(graph: Any, selected: dict[str, nn.Module] | None = None, round_to: int = 1,
