@@ -91,13 +91,13 @@ def export(model: nn.Module, checkpoint: Any, output: Path, options: dict[str, A
     with torch.no_grad():
         reference = call_model(model, example)
         try:
-            output = call_model(small, example)
+            compacted = call_model(small, example)
         except Exception as err:  # e.g. a reshape whose channel count the forward reads from another tensor
             raise ConfigError("format", "compact", "a model whose compacted forward runs",
                               reason=f"the compact {type(model).__name__} fails: {type(err).__name__}: "
                                      f"{first_line(err)} (its forward may reshape to a channel count it reads "
                                      "from another tensor); use format=dense") from None
-        diff, scale = output_gap(reference, output)
+        diff, scale = output_gap(reference, compacted)
     relative = check_exact(type(model).__name__, diff, scale, opts["atol"], opts["rtol"])
     data = save(fold_masks(small.state_dict(), {}))  # own copies: tied weights (GPT-2's lm_head) share memory
     params = (sum(p.numel() for p in model.parameters()), sum(p.numel() for p in small.parameters()))

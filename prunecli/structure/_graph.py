@@ -9,6 +9,8 @@ only module that imports ``torch_pruning``.
 
 from __future__ import annotations
 
+import time
+from contextlib import contextmanager
 from typing import Any, Iterable, Iterator, Mapping
 
 import torch
@@ -79,20 +81,86 @@ def dependency_graph(model: nn.Module, example_inputs: Any, key: str = "pruner.t
     return graph
 
 
+class AnalysisBudget(Exception):
+    """One group's dependency analysis went over :data:`INDEX_BUDGET` or :data:`GROUP_SECONDS`."""
+
+
+# Bounds of Torch-Pruning's analysis. Its index mapping through window partitions (Swin, MaxViT) grows to
+# gigabytes over minutes; a group that needs more is skipped with the op it was at, the rest are analysed.
+INDEX_BUDGET = 1_000_000   # channel indices one group's mapping may hold (~100 MB of Python objects)
+GROUP_SECONDS = 30.0       # wall-clock seconds for one group
+ANALYSIS_SECONDS = 600.0   # for all groups of a model; later roots are skipped
+
+
+@contextmanager
+def _bounded(indices: int, seconds: float) -> Iterator[None]:
+    """Make Torch-Pruning's groups raise :class:`AnalysisBudget` (naming the op reached) once one holds more than
+    ``indices`` indices or takes more than ``seconds``: its group class is swapped for a counting subclass for
+    the duration (Torch-Pruning has no hook for this; restored on exit)."""
+    from torch_pruning.dependency import graph as tp_graph
+
+    base = tp_graph.Group
+    deadline = time.monotonic() + seconds
+    count = [0]
+
+    class Bounded(base):  # type: ignore[misc, valid-type]
+        def add_dep(self, dep, idxs):
+            count[0] += len(idxs)
+            if count[0] > indices or time.monotonic() > deadline:
+                what = f"{count[0]} indices" if count[0] > indices else f"{seconds:g} s"
+                raise AnalysisBudget(f"its index mapping reached {what} at {dep.target.name}")
+            super().add_dep(dep, idxs)
+
+    tp_graph.Group = Bounded
+    try:
+        yield
+    finally:
+        tp_graph.Group = base
+
+
 def root_groups(graph: Any, skip: Iterable[str] = ()) -> Iterator[tuple[nn.Module, Any]]:
     """``(root module, group over all its output channels)`` for every conv/linear layer but those named in
     ``skip`` (FQNs: layers whose outputs are pruned otherwise, e.g. as attention heads; Torch-Pruning's group of
-    a grouped-query attention's v projection takes minutes to build)."""
+    a grouped-query attention's v projection takes minutes to build); the group is a string, the reason, where
+    its analysis went over the bounds (:data:`INDEX_BUDGET`...) or failed.
+
+    Torch-Pruning's ``get_all_groups``, one root at a time, so one root's failure skips that group alone."""
     names = set(skip)
-    ignored = [m for m, name in graph._module2name.items() if name in names]
-    for group in graph.get_all_groups(ignored_layers=ignored, root_module_types=ROOT_TYPES):
-        yield group[0].dep.target.module, group
+    ignored = {id(m) for m, name in graph._module2name.items() if name in names}
+    ignored |= {id(m) for m in graph.IGNORED_LAYERS_IN_TRACING}
+    visited: set[int] = set()
+    stop = time.monotonic() + ANALYSIS_SECONDS
+    for m in list(graph.module2node):
+        if id(m) in ignored or id(m) in visited or not isinstance(m, ROOT_TYPES):
+            continue
+        pruner = graph.get_pruner_of_module(m)
+        channels = pruner.get_out_channels(m) if pruner is not None else None
+        if channels is None:
+            continue
+        if time.monotonic() > stop:
+            yield m, f"the model's dependency analysis took over {ANALYSIS_SECONDS:g} s before reaching it"
+            continue
+        try:
+            with _bounded(INDEX_BUDGET, GROUP_SECONDS):
+                group = graph.get_pruning_group(m, pruner.prune_out_channels, list(range(channels)))
+        except AnalysisBudget as over:
+            yield m, f"Torch-Pruning's dependency analysis is over budget: {over}"
+            continue
+        except Exception as exc:  # e.g. ZeroDivisionError mapping indices through a channel shuffle
+            yield m, f"Torch-Pruning's dependency analysis fails on it: {type(exc).__name__}: {exc}"
+            continue
+        outs = [dep.target.module for dep, _ in group if graph.is_out_channel_pruning_fn(dep.handler)]
+        visited.update(id(o) for o in outs)
+        if not any(id(o) in ignored for o in outs):
+            yield m, group
 
 
 def prune_out_channels(graph: Any, root: nn.Module, idxs: list[int]) -> None:
     """Remove output channels ``idxs`` of ``root`` and everything coupled to them, as Torch-Pruning does."""
     pruner = graph.get_pruner_of_module(root)
-    graph.get_pruning_group(root, pruner.prune_out_channels, idxs).prune()
+    with _bounded(INDEX_BUDGET, GROUP_SECONDS):
+        group = graph.get_pruning_group(root, pruner.prune_out_channels, idxs)
+    group.prune()
 
 
 def history(graph: Any) -> list[list]:

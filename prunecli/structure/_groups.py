@@ -199,6 +199,9 @@ def traced_groups(graph: Any, selected: dict[str, nn.Module] | None = None, roun
         name = names[root]
         if selected is not None and name not in selected:
             continue
+        if isinstance(group, str):  # its analysis went over the bounds or failed
+            yield root, ChannelGroup(name, None, group, (name,))
+            continue
         site = group_site(graph, group, selected, round_to)
         if isinstance(site, Site):
             yield root, ChannelGroup(name, site)
