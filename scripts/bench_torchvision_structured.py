@@ -2,7 +2,8 @@
 
 For each name in ``torchvision.models.list_models(module=torchvision.models)`` (built with ``weights=None``,
 10 classes, 64x64 inputs or 75x75 for Inception-v3, random BatchNorm statistics so outputs are not near zero),
-in its own subprocess with a time limit and an address-space limit, one thread, two sides:
+in its own subprocess (both sides, one after the other) with a time limit and an address-space limit, one
+thread, two sides:
 
 - prunecli: ``build_pruner(target=channel, criterion=l2, allocation=local, oneshot 0.5)`` on example inputs,
   one mask update, :func:`prunecli.structure.compact` on a deep copy, masked vs compact outputs compared on a
@@ -156,25 +157,38 @@ def run_tp(name: str) -> dict:
             "removed": 1 - sum(p.numel() for p in model.parameters()) / dense}
 
 
-def child(name: str, side: str, mem_gb: float) -> None:
+def child(name: str, sides: list[str], mem_gb: float) -> None:
+    """Run ``sides`` on ``name`` in this process, one JSON line each (printed as each ends, so a side that hangs
+    later loses nothing)."""
     limit = int(mem_gb * 2**30)
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     import torch
 
     torch.set_num_threads(1)
-    try:
-        result = run_prunecli(name) if side == "prunecli" else run_tp(name)
-    except MemoryError:
-        result = {"outcome": "memory", "reason": f"MemoryError at {mem_gb:g} GB"}
-    except Exception as err:  # noqa: BLE001 - a crash is an outcome the sweep records
-        result = {"outcome": "crash", "reason": f"{type(err).__name__}: {str(err).splitlines()[0][:160]}"
-                  if str(err) else type(err).__name__}
-    print(json.dumps({**result, "peak_mb": peak_mb()}))
+    for side in sides:
+        try:
+            result = run_prunecli(name) if side == "prunecli" else run_tp(name)
+        except MemoryError:
+            result = {"outcome": "memory", "reason": f"MemoryError at {mem_gb:g} GB"}
+        except Exception as err:  # noqa: BLE001 - a crash is an outcome the sweep records
+            result = {"outcome": "crash", "reason": f"{type(err).__name__}: {str(err).splitlines()[0][:160]}"
+                      if str(err) else type(err).__name__}
+        print(json.dumps({"side": side, **result, "peak_mb": peak_mb()}), flush=True)
+
+
+# One model per family first (and the deep models an absolute tolerance refused), so a time-boxed sweep covers
+# every family; then the rest, smallest analysis first.
+FIRST = ("alexnet", "convnext_tiny", "densenet121", "efficientnet_b0", "efficientnet_v2_s", "googlenet",
+         "inception_v3", "mnasnet0_5", "mobilenet_v2", "mobilenet_v3_small", "regnet_x_400mf", "regnet_y_400mf",
+         "resnet18", "resnext50_32x4d", "shufflenet_v2_x0_5", "squeezenet1_0", "vgg11", "vit_b_32",
+         "wide_resnet50_2", "swin_t", "swin_v2_t", "maxvit_t", "resnet152", "wide_resnet101_2", "mnasnet1_0")
 
 
 def order(names: list[str]) -> list[str]:
-    def rank(name: str) -> int:
-        return next((i + 1 for i, p in enumerate(LAST) if name.startswith(p)), 0)
+    def rank(name: str) -> tuple[int, int]:
+        if name in FIRST:
+            return (0, FIRST.index(name))
+        return (1, next((i + 1 for i, p in enumerate(LAST) if name.startswith(p)), 0))
     return sorted(names, key=lambda n: (rank(n), n))
 
 
@@ -184,20 +198,23 @@ def sweep(out: Path, timeout: float, mem_gb: float, only: list[str]) -> None:
 
     done = {(r["model"], r["side"]) for r in read(out)}
     for name in order(only or torchvision_model_names()):
-        for side in ("prunecli", "tp"):
-            if (name, side) in done:
-                continue
-            start = time.perf_counter()
-            try:
-                proc = subprocess.run([sys.executable, __file__, "--child", name, side, "--mem-gb", str(mem_gb)],
-                                      capture_output=True, text=True, timeout=timeout)
-                lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-                result = json.loads(lines[-1]) if lines else {
-                    "outcome": "memory" if proc.returncode < 0 else "crash",
-                    "reason": (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1][:160]}
-            except subprocess.TimeoutExpired:
-                result = {"outcome": "timeout", "reason": f"over {timeout:g} s"}
-            record = {"model": name, "side": side, "wall_s": round(time.perf_counter() - start, 1), **result}
+        sides = [side for side in ("prunecli", "tp") if (name, side) not in done]
+        if not sides:
+            continue
+        start = time.perf_counter()
+        try:
+            proc = subprocess.run([sys.executable, __file__, "--child", name, ",".join(sides),
+                                   "--mem-gb", str(mem_gb)], capture_output=True, text=True, timeout=timeout)
+            stdout, failure = proc.stdout, {
+                "outcome": "memory" if proc.returncode < 0 else "crash",
+                "reason": (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1][:160]}
+        except subprocess.TimeoutExpired as err:
+            stdout = err.stdout.decode() if isinstance(err.stdout, bytes) else (err.stdout or "")
+            failure = {"outcome": "timeout", "reason": f"over {timeout:g} s"}
+        results = {r["side"]: r for r in (json.loads(line) for line in stdout.splitlines() if line.startswith("{"))}
+        for side in sides:
+            record = {"model": name, "side": side, "wall_s": round(time.perf_counter() - start, 1),
+                      **results.get(side, failure)}
             with out.open("a") as f:
                 f.write(json.dumps(record) + "\n")
             print(json.dumps(record), flush=True)
@@ -238,14 +255,14 @@ def fmt(value, spec: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("bench_torchvision_structured.jsonl"))
-    parser.add_argument("--timeout", type=float, default=300.0, help="seconds per model and side")
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds per model (both sides)")
     parser.add_argument("--mem-gb", type=float, default=8.0, help="address-space limit per subprocess")
     parser.add_argument("--table", action="store_true", help="print the markdown table of --out and exit")
     parser.add_argument("--child", nargs=2, metavar=("MODEL", "SIDE"), help=argparse.SUPPRESS)
     parser.add_argument("models", nargs="*", help="only these models (default: every classifier)")
     args = parser.parse_args()
     if args.child:
-        child(*args.child, args.mem_gb)
+        child(args.child[0], args.child[1].split(","), args.mem_gb)
     elif args.table:
         print(table(args.out))
     else:

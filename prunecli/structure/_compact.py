@@ -52,7 +52,12 @@ def compact(model: nn.Module, masks: dict[str, Tensor], example_inputs: Any) -> 
     batch to trace ``model`` on. Returns the plan :func:`replay` applies to a fresh dense model:
     ``{"history": Torch-Pruning's pruning history ([[root FQN, True, [indices]], ...]), "cuts": slices removed
     by slicing ([[parameter FQN, dim, [indices]], ...], dense index space)}``.
+
+    Raises:
+        ConfigError: (``format``) the compacted model would have removed slices its masks keep
+            (:func:`check_widths`); ``model`` is then partly compacted: call it on a copy.
     """
+    dense_shapes = {name: tuple(p.shape) for name, p in model.named_parameters()}
     blocks, _ = transformer_sites(model, index_member)
     removals = [(site, idxs) for site in blocks if (idxs := removable(site, masks))]
     claimed = set().union(*(site_keys(site) for site in blocks))
@@ -82,7 +87,35 @@ def compact(model: nn.Module, masks: dict[str, Tensor], example_inputs: Any) -> 
     cuts = site_cuts(removals)
     plan = {"history": history(graph) if graph is not None else [], "cuts": cuts}
     apply_cuts(model, cuts)
+    check_widths(model, dense_shapes, masks)
     return plan
+
+
+def check_widths(model: nn.Module, dense_shapes: dict[str, tuple[int, ...]], masks: dict[str, Tensor]) -> None:
+    """Every parameter of the compacted ``model`` keeps at least the slices its mask keeps along each dim (all
+    of them without a mask), and no more than it had.
+
+    Raises:
+        ConfigError: (``format``) a parameter lost slices its mask keeps, e.g. where a layer concatenates a
+            tensor with a transform of itself (ghost modules) and the graph couples the two halves.
+    """
+    params = dict(model.named_parameters())
+    for fqn, shape in dense_shapes.items():
+        param = params.get(fqn)
+        if param is None or tuple(param.shape) == shape:
+            continue
+        mask = masks.get(fqn)
+        for dim, size in enumerate(shape):
+            width = param.shape[dim] if param.dim() == len(shape) else -1
+            if width == size:
+                continue
+            kept = size if mask is None or tuple(mask.shape) != shape else \
+                int(mask.movedim(dim, 0).reshape(size, -1).any(1).sum())
+            if not kept <= width <= size:
+                raise ConfigError("format", "compact", "a compaction that removes only what the masks remove",
+                                  reason=f"{fqn} would keep {max(width, 0)} of {size} slices along dim {dim} where "
+                                         f"its mask keeps {kept}; the coupled groups of "
+                                         f"{type(model).__name__} are wrong there, so nothing is written")
 
 
 def replay(model: nn.Module, plan: dict[str, list] | list[list], example_inputs: Any) -> nn.Module:

@@ -9,6 +9,8 @@ Masking a site's channels computes exactly what removing them computes (:func:`p
 from __future__ import annotations
 
 import logging
+import re
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,7 +94,27 @@ def coupled_sites(model: nn.Module, modules: dict[str, nn.Module], example_input
             skipped[name] = untraced  # e.g. an attention's output projection: its output channels stay
         elif name not in skipped and not any(s.member(f"{name}.weight") for s in sites):
             skipped[name] = "not reached by the traced forward pass"
+    if not sites:
+        _refuse_unprunable(model, groups)
     return sites, skipped
+
+
+def _cause(reason: str) -> str:
+    """A group's skip reason with its layer names left out where an op is named, so causes can be counted."""
+    op = re.search(r"op \S*?\((\w+)\)", reason)
+    return f"op {op.group(1)} mixes channels" if op else reason
+
+
+def _refuse_unprunable(model: nn.Module, groups: list[ChannelGroup]) -> None:
+    """Raise when every traced group is skipped because of the model's ops (not because the layer rules leave
+    a sharing layer dense, which is ``pruner.layers``' to say), naming the commonest causes."""
+    causes = Counter(_cause(g.reason) for g in groups if g.site is None and "layer rules leave" not in g.reason)
+    if not causes:
+        return
+    top = "; ".join(f"{cause} ({n} group{'s' * (n > 1)})" for cause, n in causes.most_common(3))
+    more = f"; and {len(causes) - 3} other causes" if len(causes) > 3 else ""
+    raise ConfigError("pruner.target", "channel", "a model with a coupled channel group masks can make exact",
+                      reason=f"every coupled group of {type(model).__name__} is unprunable: {top}{more}")
 
 
 @dataclass(frozen=True)
