@@ -106,8 +106,19 @@ def index_member(name: str, param: nn.Parameter, dim: int, units: int, scored: b
     return Member(name, param, layout, scored)
 
 
-def group_site(graph: Any, group: Any, selected: dict[str, nn.Module] | None, round_to: int = 1) -> Site | str:
-    """The site of one Torch-Pruning group, or the reason it cannot be one (``selected``: None = any layer)."""
+def is_grouped(module: nn.Module) -> bool:
+    """A grouped convolution that is not depthwise (its channels couple by whole groups)."""
+    return isinstance(module, CONV) and module.groups > 1 and not (
+        module.groups == module.in_channels == module.out_channels)
+
+
+def group_site(graph: Any, group: Any, selected: dict[str, nn.Module] | None, round_to: int = 1,
+               grouped: list | None = None) -> Site | str:
+    """The site of one Torch-Pruning group, or the reason it cannot be one (``selected``: None = any layer).
+
+    ``grouped``: a list to which the group's grouped-convolution slices are added as ``(module, FQN, out?,
+    positions, root indices)`` instead of refusing the group; the site then leaves them out (see
+    :func:`merge_grouped`)."""
     names = graph._module2name
     root = group[0].dep.target.module
     root_name = names[root]
@@ -133,6 +144,11 @@ def group_site(graph: Any, group: Any, selected: dict[str, nn.Module] | None, ro
             op = str(node.name).lower().replace("_", "")
             if any(bad in op for bad in MIXING_OPS) and node.grad_fn not in graph.attention_ops:
                 return f"op {node.name} mixes channels, so masked and removed channels would differ"
+            continue
+        if grouped is not None and is_grouped(module):
+            if out and selected is not None and name not in selected:
+                return f"its channels are shared with {name}, which the layer rules leave dense"
+            grouped.append((module, name, out, [int(i) for i in item.idxs], [int(r) for r in item.root_idxs]))
             continue
         dims = _module_dims(module, name, out)
         if isinstance(dims, str):
@@ -193,22 +209,90 @@ def out_of_range(slices: dict[tuple[str, int], dict[int, int]], params: dict[str
 def traced_groups(graph: Any, selected: dict[str, nn.Module] | None = None, round_to: int = 1,
                   skip: Iterable[str] = ()) -> Iterator[tuple[nn.Module, ChannelGroup]]:
     """``(root module, group)`` for every conv/linear root of ``graph`` (only those in ``selected`` unless None,
-    none of those in ``skip``)."""
+    none of those in ``skip``). The two groups around a grouped convolution (its input channels, its output
+    channels) become one site whose units are the convolution's groups (:func:`merge_grouped`)."""
     names = graph._module2name
+    done: list[tuple[nn.Module, ChannelGroup | tuple]] = []
     for root, group in root_groups(graph, skip):
         name = names[root]
         if selected is not None and name not in selected:
             continue
         if isinstance(group, str):  # its analysis went over the bounds or failed
-            yield root, ChannelGroup(name, None, group, (name,))
+            done.append((root, ChannelGroup(name, None, group, (name,))))
             continue
-        site = group_site(graph, group, selected, round_to)
+        grouped: list = []
+        site = group_site(graph, group, selected, round_to, grouped)
+        producers = tuple(p for p in (names.get(item.dep.target.module) for item in group.items
+                                      if graph.is_out_channel_pruning_fn(item.dep.handler)) if p is not None)
+        if isinstance(site, Site) and grouped:
+            done.append((root, (site, grouped, producers)))
+        elif isinstance(site, Site):
+            done.append((root, ChannelGroup(name, site)))
+        else:
+            done.append((root, ChannelGroup(name, None, site, producers)))
+    merged = merge_grouped(names, {names[r]: g for r, g in done if isinstance(g, tuple)})
+    for root, group in done:
+        if isinstance(group, tuple):
+            name = names[root]
+            group = merged.get(name) or ChannelGroup(name, None, _grouped_reason(group[1]), group[2])
+        yield root, group
+
+
+def _grouped_reason(grouped: list) -> str:
+    module, name = grouped[0][:2]
+    # Whole groups are pruned only where one prunable group feeds it and its outputs reach no other grouped conv.
+    return f"grouped convolution {name} (groups={module.groups}) is not supported"
+
+
+def merge_grouped(names: dict, pending: dict[str, tuple]) -> dict[str, ChannelGroup]:
+    """Whole-group sites of grouped convolutions: for each grouped conv ``K`` whose input channels are all of
+    one group ``A``'s channels and whose output channels root a group ``B`` (no other grouped conv in either),
+    one site of ``K.groups`` units: unit ``g`` is ``A``'s channels feeding group ``g``, ``K``'s output rows of
+    group ``g`` and everything coupled to them. Masking a unit zeroes group ``g``'s inputs and outputs, so the
+    compact model has ``K.groups - removed`` groups and computes the same (the weight's input dim is per group
+    and stays). Returns ``{root FQN: ChannelGroup}`` for ``A``'s and ``B``'s roots."""
+    feeds = {g[0][1]: root for root, (_, g, _) in pending.items() if len(g) == 1 and not g[0][2]}
+    out: dict[str, ChannelGroup] = {}
+    for b_root, (b_site, b_grouped, b_producers) in pending.items():
+        if len(b_grouped) != 1 or not b_grouped[0][2]:
+            continue
+        module, kname, _, rows, row_roots = b_grouped[0]
+        a_root = feeds.get(kname)
+        if a_root is None or a_root == b_root:
+            continue
+        a_site, a_grouped, _ = pending[a_root]
+        site = _whole_group_site(module, kname, a_site, a_grouped[0], b_site, rows, row_roots)
         if isinstance(site, Site):
-            yield root, ChannelGroup(name, site)
-            continue
-        producers = (names.get(item.dep.target.module) for item in group.items
-                     if graph.is_out_channel_pruning_fn(item.dep.handler))
-        yield root, ChannelGroup(name, None, site, tuple(p for p in producers if p is not None))
+            out[b_root] = ChannelGroup(b_root, site)
+            out[a_root] = ChannelGroup(a_root, None, "", ())  # its channels are units of the merged site
+    return out
+
+
+def _whole_group_site(module: nn.Module, kname: str, a_site: Site, a_item: tuple, b_site: Site,
+                      rows: list[int], row_roots: list[int]) -> Site | None:
+    groups = module.groups
+    cin, cout = module.in_channels // groups, module.out_channels // groups
+    a_unit = {r: i // cin for i, r in zip(a_item[3], a_item[4])}
+    b_unit = {r: i // cout for i, r in zip(rows, row_roots)}
+    if any(u not in a_unit for u in range(a_site.num_units)) or any(u not in b_unit for u in range(b_site.num_units)):
+        return None  # some of A's channels reach other layers than K, or B's roots are not all K's rows
+    members = []
+    for site, unit in ((a_site, a_unit), (b_site, b_unit)):
+        for m in site.members:
+            layout = IndexLayout(m.layout.shape, m.layout.dim, m.layout.positions,
+                                 tuple(unit[u] for u in m.layout.units), groups)
+            members.append(replace(m, layout=layout))
+    weight = module.weight
+    members.insert(0, Member(f"{kname}.weight", weight, IndexLayout(tuple(weight.shape), 0, tuple(rows),
+                                                                     tuple(i // cout for i in rows), groups)))
+    if module.bias is not None:
+        members.append(Member(f"{kname}.bias", module.bias, IndexLayout(tuple(module.bias.shape), 0, tuple(rows),
+                                                                        tuple(i // cout for i in rows), groups),
+                              scored=False))
+    keys = [(m.name, m.layout.dim) for m in members]
+    if len(set(keys)) < len(keys) or len({m.name for m in members}) < len(members):
+        return None
+    return Site(f"{kname}.weight", tuple(members), max_sparsity=(groups - 1) / groups, module=kname)
 
 
 def channel_groups(model: nn.Module, example_inputs: Any, selected: dict[str, nn.Module] | None = None,

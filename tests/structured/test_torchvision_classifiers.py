@@ -47,7 +47,7 @@ def pruned(name: str, size: int = 32):
 
 
 @pytest.mark.parametrize("name, grouped", [("mnasnet0_5", False), ("squeezenet1_0", False),
-                                           ("regnet_x_400mf", True)])
+                                           ("regnet_x_400mf", True), ("resnext50_32x4d", True)])
 def test_small_classifiers_compact_exactly(name, grouped):
     torch.set_num_threads(1)
     model, x, pruner = pruned(name)
@@ -58,7 +58,10 @@ def test_small_classifiers_compact_exactly(name, grouped):
     assert diff <= 1e-5 * scale and scale > 0
     dense, left = (sum(p.numel() for p in m.parameters()) for m in (model, small))
     assert left < 0.75 * dense
-    assert any("grouped convolution" in r for r in pruner.skipped.values()) == grouped
+    assert not any("grouped convolution" in r for r in pruner.skipped.values())
+    groups = [(a.groups, b.groups) for a, b in zip(model.modules(), small.modules())
+              if isinstance(a, nn.Conv2d) and 1 < a.groups < a.in_channels]  # grouped, not depthwise
+    assert bool(groups) == grouped and all(1 <= after < before for before, after in groups)  # whole groups went
 
 
 def test_shufflenet_is_pruned_or_refused_in_one_line():
