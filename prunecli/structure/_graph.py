@@ -66,8 +66,9 @@ def dependency_graph(model: nn.Module, example_inputs: Any, key: str = "pruner.t
     model.eval()
     internal: set = set()
     handles = _record_attention_ops(model, internal)
+    unmapped: set = set()
     try:
-        with torch.enable_grad():
+        with torch.enable_grad(), tolerant_reshapes(unmapped):
             graph = tp.DependencyGraph().build_dependency(model, example_inputs=example_inputs, verbose=False,
                                                          output_transform=_output_tensors)
     except Exception as exc:  # tracing raises many types for unsupported ops
@@ -78,7 +79,31 @@ def dependency_graph(model: nn.Module, example_inputs: Any, key: str = "pruner.t
         for handle in handles:
             handle.remove()
     graph.attention_ops = frozenset(internal)
+    graph.unmapped_reshapes = unmapped
     return graph
+
+
+@contextmanager
+def tolerant_reshapes(unmapped: set) -> Iterator[None]:
+    """Torch-Pruning's index mapping of a reshape it cannot size (a channel shuffle's ``view(B, g, C/g, H, W)``
+    divides by zero) records the reshape's node in ``unmapped`` instead of failing the whole model; groups
+    through it are skipped (:func:`prunecli.structure.group_site`): the shuffle permutes channels, which an
+    unmapped reshape would pass as the identity."""
+    from torch_pruning.dependency import index_mapping
+
+    base = index_mapping.update_reshape_index_mapping
+
+    def update(graph: Any, node: Any) -> None:
+        try:
+            base(graph, node)
+        except ZeroDivisionError:
+            unmapped.add(node)
+
+    index_mapping.update_reshape_index_mapping = update
+    try:
+        yield
+    finally:
+        index_mapping.update_reshape_index_mapping = base
 
 
 class AnalysisBudget(Exception):
@@ -141,7 +166,7 @@ def root_groups(graph: Any, skip: Iterable[str] = ()) -> Iterator[tuple[nn.Modul
             yield m, f"the model's dependency analysis took over {ANALYSIS_SECONDS:g} s before reaching it"
             continue
         try:
-            with _bounded(INDEX_BUDGET, GROUP_SECONDS):
+            with _bounded(INDEX_BUDGET, GROUP_SECONDS), tolerant_reshapes(graph.unmapped_reshapes):
                 group = graph.get_pruning_group(m, pruner.prune_out_channels, list(range(channels)))
         except AnalysisBudget as over:
             yield m, f"Torch-Pruning's dependency analysis is over budget: {over}"
@@ -158,7 +183,7 @@ def root_groups(graph: Any, skip: Iterable[str] = ()) -> Iterator[tuple[nn.Modul
 def prune_out_channels(graph: Any, root: nn.Module, idxs: list[int]) -> None:
     """Remove output channels ``idxs`` of ``root`` and everything coupled to them, as Torch-Pruning does."""
     pruner = graph.get_pruner_of_module(root)
-    with _bounded(INDEX_BUDGET, GROUP_SECONDS):
+    with _bounded(INDEX_BUDGET, GROUP_SECONDS), tolerant_reshapes(graph.unmapped_reshapes):
         group = graph.get_pruning_group(root, pruner.prune_out_channels, idxs)
     group.prune()
 
@@ -170,4 +195,5 @@ def history(graph: Any) -> list[list]:
 
 def load_history(graph: Any, entries: list[list]) -> None:
     """Replay a pruning :func:`history` on the graph of a dense model of the same architecture."""
-    graph.load_pruning_history([list(h) for h in entries])
+    with tolerant_reshapes(graph.unmapped_reshapes):
+        graph.load_pruning_history([list(h) for h in entries])

@@ -139,6 +139,9 @@ def group_site(graph: Any, group: Any, selected: dict[str, nn.Module] | None, ro
             slices.setdefault((pname, node.pruning_dim % module.dim()), {}).update(
                 zip(map(int, item.idxs), map(int, item.root_idxs)))
             continue
+        if node in getattr(graph, "unmapped_reshapes", ()):
+            return (f"op {node.name} is a reshape Torch-Pruning cannot map (e.g. a channel shuffle, which permutes "
+                    "channels)")
         name = names.get(module)
         if name is None:
             op = str(node.name).lower().replace("_", "")
