@@ -8,7 +8,7 @@ what :func:`replay` applies to a fresh dense model.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -55,7 +55,8 @@ def compact(model: nn.Module, masks: dict[str, Tensor], example_inputs: Any) -> 
 
     Raises:
         ConfigError: (``format``) the compacted model would have removed slices its masks keep
-            (:func:`check_widths`); ``model`` is then partly compacted: call it on a copy.
+            (:func:`check_widths`) or fails to run on ``example_inputs`` (:func:`check_runs`); ``model`` is
+            then compacted all the same: call it on a copy.
     """
     dense_shapes = {name: tuple(p.shape) for name, p in model.named_parameters()}
     blocks, _ = transformer_sites(model, index_member)
@@ -88,7 +89,33 @@ def compact(model: nn.Module, masks: dict[str, Tensor], example_inputs: Any) -> 
     plan = {"history": history(graph) if graph is not None else [], "cuts": cuts}
     apply_cuts(model, cuts)
     check_widths(model, dense_shapes, masks)
+    check_runs(model, example_inputs)
     return plan
+
+
+def check_runs(model: nn.Module, example_inputs: Any) -> None:
+    """The compacted ``model`` runs on ``example_inputs``.
+
+    Raises:
+        ConfigError: (``format``) it fails, e.g. where its forward reshapes a pruned tensor to a channel count
+            read from another tensor (PVT's ``sr(x).reshape(B, C, -1)``), which the graph cannot see.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        if isinstance(example_inputs, Mapping):
+            model(**example_inputs)
+        elif isinstance(example_inputs, (tuple, list)):
+            model(*example_inputs)
+        else:
+            model(example_inputs)
+    except Exception as err:  # any op of the model's own forward
+        line = str(err).splitlines()[0] if str(err) else ""
+        raise ConfigError("format", "compact", "a model whose compacted forward runs",
+                          reason=f"the compacted {type(model).__name__} fails: {type(err).__name__}: {line} (its "
+                                 "forward may reshape to a channel count it reads from another tensor)") from None
+    finally:
+        model.train(was_training)
 
 
 def check_widths(model: nn.Module, dense_shapes: dict[str, tuple[int, ...]], masks: dict[str, Tensor]) -> None:

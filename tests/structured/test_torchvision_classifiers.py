@@ -170,3 +170,33 @@ def test_every_classifier_is_exact_or_refused_in_one_line(name, request):
         assert "\n" not in result["reason"] and result["reason"]
     else:
         assert result["max_rel_diff"] <= 1e-5
+
+
+class SubclassedNorm(nn.LayerNorm):
+    """A LayerNorm subclass (timm's PVTv2 has one): groups through it are skipped."""
+
+
+class SpatialReduction(nn.Module):
+    """PVTv2's attention keys: ``norm(sr(x).reshape(B, C, -1))`` with ``C`` read from the input, so removing
+    ``sr``'s channels breaks the reshape although masking them is exact."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.sr, self.norm, self.kv = nn.Conv2d(dim, dim, 2, 2), nn.LayerNorm(dim), nn.Linear(dim, dim)
+        self.pre, self.out = SubclassedNorm(dim), nn.Linear(dim, 2)
+
+    def forward(self, x):
+        b, c, _, _ = x.shape
+        y = self.norm(self.sr(x).reshape(b, c, -1).transpose(1, 2))
+        return self.out(self.pre(self.kv(y)).mean(1))
+
+
+def test_a_compact_model_that_cannot_run_is_refused_in_one_line():
+    model = randomized(SpatialReduction(8))
+    x = torch.randn(2, 8, 8, 8)  # C: the model's input channels, which stay
+    pruner = prune(model, x)
+    assert "subclasses a norm layer" in pruner.skipped["kv"] and "sr" not in pruner.skipped
+    with pytest.raises(ConfigError) as err:
+        compact(copy.deepcopy(model), pruner.masks, x[:1])
+    assert str(err.value).startswith("format='compact'") and "\n" not in str(err.value)
+    assert "the compacted SpatialReduction fails: RuntimeError" in str(err.value)
