@@ -139,7 +139,7 @@ def test_all_groups_skipped_blames_the_ops_not_the_layers():
     line = str(err.value)
     assert line.startswith("pruner.target='channel'") and "\n" not in line
     assert line.endswith("(every coupled group of Sequential is unprunable: op NativeBatchNormBackward0 mixes "
-                         "channels (2 groups))")
+                         "channels (2 layers))")
 
 
 def test_analysis_over_budget_skips_the_group_naming_the_op(monkeypatch):
