@@ -11,7 +11,7 @@ thread, two sides:
   ``exact``, ``refused`` (a one-line ``ConfigError``), ``mismatch`` (compact differs: the export would refuse),
   ``crash`` (any other exception), ``timeout`` / ``memory`` (the subprocess hit a limit).
 - Torch-Pruning: ``tp.pruner.MagnitudePruner`` (its ``BasePruner``) with ``MagnitudeImportance(p=2)``,
-  ``pruning_ratio=0.5``, its other defaults, the classifier (layers with 10 outputs) ignored; success = ``step()``
+  ``pruning_ratio=0.5``, its other defaults, the classifier (Linear or Conv2d layers with 10 outputs) ignored; success = ``step()``
   and a forward pass run.
 
 Records per model: outcome and reason, fraction of parameters removed, skipped groups by reason, max relative
@@ -141,7 +141,8 @@ def run_tp(name: str) -> dict:
 
     model, x = build(name), inputs(name)
     dense = sum(p.numel() for p in model.parameters())
-    ignored = [m for m in model.modules() if isinstance(m, nn.Linear) and m.out_features == CLASSES]
+    ignored = [m for m in model.modules() if isinstance(m, nn.Linear) and m.out_features == CLASSES
+               or isinstance(m, nn.Conv2d) and m.out_channels == CLASSES]  # SqueezeNet's classifier is a conv
     start = time.perf_counter()
     try:
         pruner = tp.pruner.MagnitudePruner(model, x[:1], importance=tp.importance.MagnitudeImportance(p=2),
