@@ -11,8 +11,8 @@ thread, two sides:
   ``exact``, ``refused`` (a one-line ``ConfigError``), ``mismatch`` (compact differs: the export would refuse),
   ``crash`` (any other exception), ``timeout`` / ``memory`` (the subprocess hit a limit).
 - Torch-Pruning: ``tp.pruner.MagnitudePruner`` (its ``BasePruner``) with ``MagnitudeImportance(p=2)``,
-  ``pruning_ratio=0.5``, its other defaults, the classifier (Linear or Conv2d layers with 10 outputs) ignored; success = ``step()``
-  and a forward pass run.
+  ``pruning_ratio=0.5``, its other defaults, the classifier (Linear or Conv2d layers with 10 outputs) ignored;
+  success = ``step()`` and a forward pass run.
 
 Records per model: outcome and reason, fraction of parameters removed, skipped groups by reason, max relative
 difference, analysis time (``build_pruner``), peak RSS; and TP's success and parameter ratio. Results go to a

@@ -205,7 +205,8 @@ def out_of_range(slices: dict[tuple[str, int], dict[int, int]], params: dict[str
             return (f"the dependency graph maps its channels to positions beyond {fqn}'s size {size} along dim "
                     f"{dim} (max {max(mapping)}), so its slices are unknown")
         if any(not 0 <= u < num_units for u in mapping.values()):
-            return f"the dependency graph maps {fqn} to channels beyond the root's {num_units}, so its slices are unknown"
+            return (f"the dependency graph maps {fqn} to channels beyond the root's {num_units}, so its slices are "
+                    "unknown")
     return None
 
 

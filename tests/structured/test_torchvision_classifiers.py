@@ -25,11 +25,9 @@ from prunecli.errors import ConfigError
 from prunecli.export import compact as compact_export
 from prunecli.export import export
 from prunecli.models.torchvision_models import torchvision_model_names
-from prunecli.structure import channel_groups, compact, output_gap
-from prunecli.structure import _graph
+from prunecli.structure import _graph, channel_groups, compact, output_gap
 from prunecli.structure._compact import check_widths
 from prunecli.structure._groups import out_of_range
-from prunecli.tasks import ImageClassification
 
 SCRIPT = Path(__file__).parents[2] / "scripts" / "bench_torchvision_structured.py"
 
