@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from prunecli.errors import ConfigError
-from prunecli.structure._modules import is_rms_norm
+from prunecli.structure._modules import is_layer_norm_2d, is_rms_norm
 
 CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 ROOT_TYPES = (*CONV, nn.Linear)
@@ -25,9 +25,10 @@ ROOT_TYPES = (*CONV, nn.Linear)
 
 def _record_attention_ops(model: nn.Module, internal: set) -> list:
     """Forward hooks adding to ``internal`` the autograd nodes computed inside each ``nn.MultiheadAttention``
-    (its softmax is over keys, not channels: the attention's channels are its in_proj columns and out_proj rows)
-    and each Llama-style RMSNorm (its mean of squares counts a masked channel as zero, as its compact
-    replacement :class:`~prunecli.structure.CountedRMSNorm` does)."""
+    (its softmax is over keys, not channels: the attention's channels are its in_proj columns and out_proj rows),
+    each Llama-style RMSNorm (its mean of squares counts a masked channel as zero, as its compact
+    replacement :class:`~prunecli.structure.CountedRMSNorm` does) and each torchvision ``LayerNorm2d`` (likewise
+    :class:`~prunecli.structure.CountedLayerNorm2d`)."""
     def hook(module, args, kwargs, output):
         inputs = [t for t in (*args, *kwargs.values()) if isinstance(t, Tensor)]
         stop = {t.grad_fn for t in inputs if t.grad_fn is not None}
@@ -41,7 +42,7 @@ def _record_attention_ops(model: nn.Module, internal: set) -> list:
             todo.extend(nxt for nxt, _ in fn.next_functions if nxt is not None)
 
     return [m.register_forward_hook(hook, with_kwargs=True) for m in model.modules()
-            if isinstance(m, nn.MultiheadAttention) or is_rms_norm(m)]
+            if isinstance(m, nn.MultiheadAttention) or is_rms_norm(m) or is_layer_norm_2d(m)]
 
 
 def _output_tensors(out: Any) -> list[Tensor]:

@@ -23,6 +23,7 @@ from torch import nn
 
 from prunecli.sites import IndexLayout, Member, Site
 from prunecli.structure._graph import CONV, ROOT_TYPES, dependency_graph, root_groups
+from prunecli.structure._modules import is_layer_norm_2d
 
 NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 # Layers that produce a group's channels: one left dense by the layer rules keeps the whole group dense.
@@ -71,7 +72,7 @@ def _module_dims(module: nn.Module, name: str, out: bool) -> dict[str, int] | st
 
 def _norm_dims(norm: nn.LayerNorm | nn.GroupNorm, name: str) -> dict[str, int] | str:
     kind = type(norm).__name__
-    if type(norm) not in (nn.LayerNorm, nn.GroupNorm):
+    if type(norm) not in (nn.LayerNorm, nn.GroupNorm) and not is_layer_norm_2d(norm):
         return f"{name} ({kind}) subclasses a norm layer: only nn.LayerNorm and nn.GroupNorm are compacted exactly"
     if getattr(norm, "weight", None) is None:
         return f"{name} ({kind}) has no affine weight, so a masked channel is not zero after it"

@@ -27,7 +27,15 @@ from torch import nn
 
 from prunecli.sites import Site
 from prunecli.structure._blocks import refit_blocks
-from prunecli.structure._modules import Attention, CountedGroupNorm, CountedLayerNorm, CountedRMSNorm, is_rms_norm
+from prunecli.structure._modules import (
+    Attention,
+    CountedGroupNorm,
+    CountedLayerNorm,
+    CountedLayerNorm2d,
+    CountedRMSNorm,
+    is_layer_norm_2d,
+    is_rms_norm,
+)
 
 CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 SWAPS = {nn.LayerNorm: CountedLayerNorm.from_dense, nn.GroupNorm: CountedGroupNorm.from_dense,
@@ -88,8 +96,9 @@ def _swap_owners(model: nn.Module, cuts: list[list]) -> None:
         for i in range(len(parts) - 1, 0, -1):
             name = ".".join(parts[:i])
             module = model.get_submodule(name)
-            if type(module) in SWAPS or is_rms_norm(module):
-                swap = SWAPS.get(type(module), CountedRMSNorm.from_dense)
+            if type(module) in SWAPS or is_rms_norm(module) or is_layer_norm_2d(module):
+                swap = SWAPS.get(type(module)) or (CountedLayerNorm2d.from_dense if is_layer_norm_2d(module)
+                                                   else CountedRMSNorm.from_dense)
                 _set_module(model, name, swap(module))
                 break
 

@@ -45,7 +45,8 @@ def pruned(name: str, size: int = 32):
 
 
 @pytest.mark.parametrize("name, grouped", [("mnasnet0_5", False), ("squeezenet1_0", False),
-                                           ("regnet_x_400mf", True), ("resnext50_32x4d", True)])
+                                           ("regnet_x_400mf", True), ("resnext50_32x4d", True),
+                                           ("convnext_tiny", False)])
 def test_small_classifiers_compact_exactly(name, grouped):
     torch.set_num_threads(1)
     model, x, pruner = pruned(name)
@@ -55,7 +56,7 @@ def test_small_classifiers_compact_exactly(name, grouped):
         diff, scale = output_gap(model(x), small(x))
     assert diff <= 1e-5 * scale and scale > 0
     dense, left = (sum(p.numel() for p in m.parameters()) for m in (model, small))
-    assert left < 0.75 * dense
+    assert left < 0.75 * dense  # convnext_tiny too: its LayerNorm2d groups are compacted (CountedLayerNorm2d)
     assert not any("grouped convolution" in r for r in pruner.skipped.values())
     groups = [(a.groups, b.groups) for a, b in zip(model.modules(), small.modules())
               if isinstance(a, nn.Conv2d) and 1 < a.groups < a.in_channels]  # grouped, not depthwise
