@@ -1,7 +1,8 @@
 """Sweep: coupled ``channel`` pruning at 50% on every torchvision classifier, exact or refused, vs Torch-Pruning.
 
 For each name in ``torchvision.models.list_models(module=torchvision.models)`` (built with ``weights=None``,
-10 classes, 64x64 inputs or 75x75 for Inception-v3, random BatchNorm statistics so outputs are not near zero),
+10 classes, 64x64 inputs or 75x75 for Inception-v3, random BatchNorm statistics and random weights for a
+zero-initialised Linear (ViT's head), so outputs are not near zero),
 in its own subprocess (both sides, one after the other) with a time limit and an address-space limit, one
 thread, two sides:
 
@@ -64,6 +65,8 @@ def build(name: str):
                 m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
                 m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
                 m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+            elif isinstance(m, nn.Linear) and not m.weight.any():  # ViT's zero-initialised head: outputs all 0
+                m.weight.copy_(torch.randn(m.weight.shape, generator=g) / m.weight.shape[1] ** 0.5)
     return model.eval()
 
 
