@@ -113,9 +113,15 @@ class AnalysisBudget(Exception):
 
 # Bounds of Torch-Pruning's analysis. Its index mapping through window partitions (Swin, MaxViT) grows to
 # gigabytes over minutes; a group that needs more is skipped with the op it was at, the rest are analysed.
-INDEX_BUDGET = 1_000_000   # channel indices one group's mapping may hold (~100 MB of Python objects)
+INDEX_BUDGET = 1_000_000   # channel indices one group's mapping may hold (~100 MB of Python objects), or
+INDEX_PER_CHANNEL = 4000   # this many per root channel if more (ViT-L's residual stream: ~1900 per channel)
 GROUP_SECONDS = 30.0       # wall-clock seconds for one group
 ANALYSIS_SECONDS = 600.0   # for all groups of a model; later roots are skipped
+
+
+def index_budget(channels: int) -> int:
+    """Indices the group of a root with ``channels`` output channels may map (:data:`INDEX_BUDGET`...)."""
+    return max(INDEX_BUDGET, INDEX_PER_CHANNEL * int(channels))
 
 
 @contextmanager
@@ -167,7 +173,7 @@ def root_groups(graph: Any, skip: Iterable[str] = ()) -> Iterator[tuple[nn.Modul
             yield m, f"the model's dependency analysis took over {ANALYSIS_SECONDS:g} s before reaching it"
             continue
         try:
-            with _bounded(INDEX_BUDGET, GROUP_SECONDS), tolerant_reshapes(graph.unmapped_reshapes):
+            with _bounded(index_budget(channels), GROUP_SECONDS), tolerant_reshapes(graph.unmapped_reshapes):
                 group = graph.get_pruning_group(m, pruner.prune_out_channels, list(range(channels)))
         except AnalysisBudget as over:
             yield m, f"Torch-Pruning's dependency analysis is over budget: {over}"
@@ -184,7 +190,8 @@ def root_groups(graph: Any, skip: Iterable[str] = ()) -> Iterator[tuple[nn.Modul
 def prune_out_channels(graph: Any, root: nn.Module, idxs: list[int]) -> None:
     """Remove output channels ``idxs`` of ``root`` and everything coupled to them, as Torch-Pruning does."""
     pruner = graph.get_pruner_of_module(root)
-    with _bounded(INDEX_BUDGET, GROUP_SECONDS), tolerant_reshapes(graph.unmapped_reshapes):
+    with _bounded(index_budget(pruner.get_out_channels(root)), GROUP_SECONDS), \
+            tolerant_reshapes(graph.unmapped_reshapes):
         group = graph.get_pruning_group(root, pruner.prune_out_channels, idxs)
     group.prune()
 

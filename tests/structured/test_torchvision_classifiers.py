@@ -145,6 +145,8 @@ def test_analysis_over_budget_skips_the_group_naming_the_op(monkeypatch):
     model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 4, 3), nn.Flatten(), nn.Linear(64, 2))
     x = torch.randn(1, 3, 8, 8)
     monkeypatch.setattr(_graph, "INDEX_BUDGET", 100)  # the flatten maps conv 2's 4 channels to 64 positions
+    monkeypatch.setattr(_graph, "INDEX_PER_CHANNEL", 10)
+    assert _graph.index_budget(4) == 100 and _graph.index_budget(50) == 500
     groups = {g.root: g for g in channel_groups(model, x)}
     assert groups["0"].site is not None
     assert groups["2"].site is None and "over budget: its index mapping reached" in groups["2"].reason
