@@ -177,6 +177,8 @@ def child(name: str, sides: list[str], mem_gb: float) -> None:
         except Exception as err:  # noqa: BLE001 - a crash is an outcome the sweep records
             result = {"outcome": "crash", "reason": f"{type(err).__name__}: {str(err).splitlines()[0][:160]}"
                       if str(err) else type(err).__name__}
+            if "can't allocate memory" in str(err):  # torch's allocator under the address-space limit
+                result = {"outcome": "memory", "reason": f"the {mem_gb:g} GB address-space limit of this sweep"}
         print(json.dumps({"side": side, **result, "peak_mb": peak_mb()}), flush=True)
 
 
