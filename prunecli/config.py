@@ -144,6 +144,8 @@ def compose(model: nn.Module, parts: PrunerParts, *, optimizer: torch.optim.Opti
     target, criterion, allocation, regularizer = parts.target, parts.criterion, parts.allocation, parts.regularizer
     traced = {"example_inputs": example_inputs} if optional(target, "needs_example_inputs") else {}
     sites, skipped = target.sites(model, parts.layers.select(model, target.module_types), **traced)
+    if not sites and hasattr(target, "check_sites"):
+        target.check_sites(model, sites, skipped)  # the channel target blames the model's ops where they are why
     if not sites:
         raise ConfigError("pruner.layers", parts.layers.describe(), f"rules selecting layers that target {target} "
                           f"can prune; skipped: {skipped}")

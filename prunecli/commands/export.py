@@ -41,6 +41,8 @@ def export(cfg: Any) -> dict[str, Any]:
     if "max_abs_diff" in result:
         compared = "onnxruntime vs PyTorch" if fmt == "onnx" else f"{fmt} vs masked model"
         line += f"; {compared} max abs difference {result['max_abs_diff']:.3g}"
+        if "output_scale" in result:  # compact: judged relative to the outputs' scale
+            line += f" at output scale {result['output_scale']:.3g} (relative {result['max_rel_diff']:.3g})"
     if "ratio" in result:  # sparse
         line += f"; {result['bytes']:,} bytes, {result['ratio']:.3f}x the dense state's {result['bytes_dense']:,}"
     if "packed" in result:  # semi_structured

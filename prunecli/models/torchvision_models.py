@@ -103,7 +103,25 @@ def build_torchvision_model(
         if family in _POOLED_FEATURES:
             _drop_leading_pools(model.features, image_size)
     _replace_first_conv(model, in_channels)
+    if family == "mnasnet":
+        _default_state_version(model, 2)
     return model
+
+
+def _default_state_version(model: nn.Module, version: int) -> None:
+    """Let ``model`` load a state dict without its ``_metadata`` (safetensors keeps tensors only).
+
+    Torchvision's MNASNet refuses a state dict whose metadata lacks ``version`` (1: the stem of torchvision
+    < 0.6, 2: today's); a model built here has today's layout, so its checkpoints are version ``version``.
+    """
+    load = type(model)._load_from_state_dict
+
+    def versioned(self, state_dict, prefix, local_metadata, *args):  # nn.Module's signature
+        if local_metadata.get("version") is None:
+            local_metadata = {**local_metadata, "version": version}
+        return load(self, state_dict, prefix, local_metadata, *args)
+
+    model._load_from_state_dict = versioned.__get__(model)
 
 
 def _from_builder(tv, name, builder, in_channels, num_classes, image_size, small_stem, kwargs) -> nn.Module:

@@ -8,7 +8,7 @@ what :func:`replay` applies to a fresh dense model.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -16,12 +16,21 @@ from torch import Tensor, nn
 from prunecli.errors import ConfigError
 from prunecli.sites import Site
 from prunecli.structure._blocks import producers, site_keys, transformer_sites
-from prunecli.structure._graph import CONV, dependency_graph, history, load_history, prune_out_channels
+from prunecli.structure._graph import CONV, AnalysisBudget, dependency_graph, history, load_history, prune_out_channels
 from prunecli.structure._groups import NORMS, head_site, index_member, traced_groups
 from prunecli.structure._surgery import apply_cuts, site_cuts, sliced_sites
 
 # Layers whose channel removal Torch-Pruning performs exactly; groups holding anything else are sliced.
 TP_EXACT = (*CONV, nn.Linear, *NORMS)
+
+
+def output_gap(reference: Tensor, other: Tensor) -> tuple[float, float]:
+    """``(max |other - reference|, max |reference|)``: how far a compact model's outputs are from the masked
+    model's, and the outputs' scale. Deep models with random weights reach logits of 1e7 where float32
+    rounding alone differs by tens, so exactness is judged by the ratio, not the absolute difference."""
+    diff = float((other.detach().double() - reference.detach().double()).abs().max()) if reference.numel() else 0.0
+    scale = float(reference.detach().double().abs().max()) if reference.numel() else 0.0
+    return diff, scale
 
 
 def removable(site: Site, masks: dict[str, Tensor]) -> list[int]:
@@ -43,7 +52,13 @@ def compact(model: nn.Module, masks: dict[str, Tensor], example_inputs: Any) -> 
     batch to trace ``model`` on. Returns the plan :func:`replay` applies to a fresh dense model:
     ``{"history": Torch-Pruning's pruning history ([[root FQN, True, [indices]], ...]), "cuts": slices removed
     by slicing ([[parameter FQN, dim, [indices]], ...], dense index space)}``.
+
+    Raises:
+        ConfigError: (``format``) the compacted model would have removed slices its masks keep
+            (:func:`check_widths`) or fails to run on ``example_inputs`` (:func:`check_runs`); ``model`` is
+            then compacted all the same: call it on a copy.
     """
+    dense_shapes = {name: tuple(p.shape) for name, p in model.named_parameters()}
     blocks, _ = transformer_sites(model, index_member)
     removals = [(site, idxs) for site in blocks if (idxs := removable(site, masks))]
     claimed = set().union(*(site_keys(site) for site in blocks))
@@ -66,11 +81,68 @@ def compact(model: nn.Module, masks: dict[str, Tensor], example_inputs: Any) -> 
                 removals.append((site, idxs))
     for i, (root, _, idxs) in enumerate(planned):
         if i not in own:
-            prune_out_channels(graph, root, idxs)
+            try:
+                prune_out_channels(graph, root, idxs)
+            except AnalysisBudget:
+                pass  # over the time bound this time: its channels stay, masked to zero (still exact)
     cuts = site_cuts(removals)
     plan = {"history": history(graph) if graph is not None else [], "cuts": cuts}
     apply_cuts(model, cuts)
+    check_widths(model, dense_shapes, masks)
+    check_runs(model, example_inputs)
     return plan
+
+
+def check_runs(model: nn.Module, example_inputs: Any) -> None:
+    """The compacted ``model`` runs on ``example_inputs``.
+
+    Raises:
+        ConfigError: (``format``) it fails, e.g. where its forward reshapes a pruned tensor to a channel count
+            read from another tensor (PVT's ``sr(x).reshape(B, C, -1)``), which the graph cannot see.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        if isinstance(example_inputs, Mapping):
+            model(**example_inputs)
+        elif isinstance(example_inputs, (tuple, list)):
+            model(*example_inputs)
+        else:
+            model(example_inputs)
+    except Exception as err:  # any op of the model's own forward
+        line = str(err).splitlines()[0] if str(err) else ""
+        raise ConfigError("format", "compact", "a model whose compacted forward runs",
+                          reason=f"the compacted {type(model).__name__} fails: {type(err).__name__}: {line} (its "
+                                 "forward may reshape to a channel count it reads from another tensor)") from None
+    finally:
+        model.train(was_training)
+
+
+def check_widths(model: nn.Module, dense_shapes: dict[str, tuple[int, ...]], masks: dict[str, Tensor]) -> None:
+    """Every parameter of the compacted ``model`` keeps at least the slices its mask keeps along each dim (all
+    of them without a mask), and no more than it had.
+
+    Raises:
+        ConfigError: (``format``) a parameter lost slices its mask keeps, e.g. where a layer concatenates a
+            tensor with a transform of itself (ghost modules) and the graph couples the two halves.
+    """
+    params = dict(model.named_parameters())
+    for fqn, shape in dense_shapes.items():
+        param = params.get(fqn)
+        if param is None or tuple(param.shape) == shape:
+            continue
+        mask = masks.get(fqn)
+        for dim, size in enumerate(shape):
+            width = param.shape[dim] if param.dim() == len(shape) else -1
+            if width == size:
+                continue
+            kept = size if mask is None or tuple(mask.shape) != shape else \
+                int(mask.movedim(dim, 0).reshape(size, -1).any(1).sum())
+            if not kept <= width <= size:
+                raise ConfigError("format", "compact", "a compaction that removes only what the masks remove",
+                                  reason=f"{fqn} would keep {max(width, 0)} of {size} slices along dim {dim} where "
+                                         f"its mask keeps {kept}; the coupled groups of "
+                                         f"{type(model).__name__} are wrong there, so nothing is written")
 
 
 def replay(model: nn.Module, plan: dict[str, list] | list[list], example_inputs: Any) -> nn.Module:

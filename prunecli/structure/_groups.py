@@ -23,6 +23,8 @@ from torch import nn
 
 from prunecli.sites import IndexLayout, Member, Site
 from prunecli.structure._graph import CONV, ROOT_TYPES, dependency_graph, root_groups
+from prunecli.structure._grouped import grouped_reason, merge_grouped
+from prunecli.structure._modules import is_layer_norm_2d
 
 NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 # Layers that produce a group's channels: one left dense by the layer rules keeps the whole group dense.
@@ -71,7 +73,7 @@ def _module_dims(module: nn.Module, name: str, out: bool) -> dict[str, int] | st
 
 def _norm_dims(norm: nn.LayerNorm | nn.GroupNorm, name: str) -> dict[str, int] | str:
     kind = type(norm).__name__
-    if type(norm) not in (nn.LayerNorm, nn.GroupNorm):
+    if type(norm) not in (nn.LayerNorm, nn.GroupNorm) and not is_layer_norm_2d(norm):
         return f"{name} ({kind}) subclasses a norm layer: only nn.LayerNorm and nn.GroupNorm are compacted exactly"
     if getattr(norm, "weight", None) is None:
         return f"{name} ({kind}) has no affine weight, so a masked channel is not zero after it"
@@ -106,8 +108,19 @@ def index_member(name: str, param: nn.Parameter, dim: int, units: int, scored: b
     return Member(name, param, layout, scored)
 
 
-def group_site(graph: Any, group: Any, selected: dict[str, nn.Module] | None, round_to: int = 1) -> Site | str:
-    """The site of one Torch-Pruning group, or the reason it cannot be one (``selected``: None = any layer)."""
+def is_grouped(module: nn.Module) -> bool:
+    """A grouped convolution that is not depthwise (its channels couple by whole groups)."""
+    return isinstance(module, CONV) and module.groups > 1 and not (
+        module.groups == module.in_channels == module.out_channels)
+
+
+def group_site(graph: Any, group: Any, selected: dict[str, nn.Module] | None, round_to: int = 1,
+               grouped: list | None = None) -> Site | str:
+    """The site of one Torch-Pruning group, or the reason it cannot be one (``selected``: None = any layer).
+
+    ``grouped``: a list to which the group's grouped-convolution slices are added as ``(module, FQN, out?,
+    positions, root indices)`` instead of refusing the group; the site then leaves them out (see
+    :func:`merge_grouped`)."""
     names = graph._module2name
     root = group[0].dep.target.module
     root_name = names[root]
@@ -128,11 +141,19 @@ def group_site(graph: Any, group: Any, selected: dict[str, nn.Module] | None, ro
             slices.setdefault((pname, node.pruning_dim % module.dim()), {}).update(
                 zip(map(int, item.idxs), map(int, item.root_idxs)))
             continue
+        if node in getattr(graph, "unmapped_reshapes", ()):
+            return (f"op {node.name} is a reshape Torch-Pruning cannot map (e.g. a channel shuffle, which permutes "
+                    "channels)")
         name = names.get(module)
         if name is None:
             op = str(node.name).lower().replace("_", "")
             if any(bad in op for bad in MIXING_OPS) and node.grad_fn not in graph.attention_ops:
                 return f"op {node.name} mixes channels, so masked and removed channels would differ"
+            continue
+        if grouped is not None and is_grouped(module):
+            if out and selected is not None and name not in selected:
+                return f"its channels are shared with {name}, which the layer rules leave dense"
+            grouped.append((module, name, out, [int(i) for i in item.idxs], [int(r) for r in item.root_idxs]))
             continue
         dims = _module_dims(module, name, out)
         if isinstance(dims, str):
@@ -155,6 +176,9 @@ def group_site(graph: Any, group: Any, selected: dict[str, nn.Module] | None, ro
     fqns = [fqn for fqn, _ in slices]
     if len(set(fqns)) < len(fqns):
         return f"a parameter of it is coupled along two dims ({sorted(f for f in fqns if fqns.count(f) > 1)[0]})"
+    bad = out_of_range(slices, params, num_units)
+    if bad:
+        return bad
     members = []
     for (fqn, dim), mapping in slices.items():
         positions = tuple(sorted(mapping))
@@ -172,22 +196,55 @@ def group_site(graph: Any, group: Any, selected: dict[str, nn.Module] | None, ro
                 norm=norm, unit_dim=unit_dim, round_to=round_to)
 
 
+def out_of_range(slices: dict[tuple[str, int], dict[int, int]], params: dict[str, nn.Parameter],
+                 num_units: int) -> str | None:
+    """Why the index positions Torch-Pruning mapped onto the group's parameters cannot be masks (a position
+    beyond a parameter's size, or a unit beyond the root's channels: its index mapping through some reshapes of
+    attention and MLP-mixer layouts is wrong), or None."""
+    for (fqn, dim), mapping in slices.items():
+        size = params[fqn].shape[dim]
+        if any(not 0 <= p < size for p in mapping):
+            return (f"the dependency graph maps its channels to positions beyond {fqn}'s size {size} along dim "
+                    f"{dim} (max {max(mapping)}), so its slices are unknown")
+        if any(not 0 <= u < num_units for u in mapping.values()):
+            return (f"the dependency graph maps {fqn} to channels beyond the root's {num_units}, so its slices are "
+                    "unknown")
+    return None
+
+
 def traced_groups(graph: Any, selected: dict[str, nn.Module] | None = None, round_to: int = 1,
                   skip: Iterable[str] = ()) -> Iterator[tuple[nn.Module, ChannelGroup]]:
     """``(root module, group)`` for every conv/linear root of ``graph`` (only those in ``selected`` unless None,
-    none of those in ``skip``)."""
+    none of those in ``skip``). The two groups around a grouped convolution (its input channels, its output
+    channels) become one site whose units are the convolution's groups (:func:`merge_grouped`)."""
     names = graph._module2name
+    done: list[tuple[nn.Module, ChannelGroup | tuple]] = []
     for root, group in root_groups(graph, skip):
         name = names[root]
         if selected is not None and name not in selected:
             continue
-        site = group_site(graph, group, selected, round_to)
-        if isinstance(site, Site):
-            yield root, ChannelGroup(name, site)
+        if isinstance(group, str):  # its analysis went over the bounds or failed
+            done.append((root, ChannelGroup(name, None, group, (name,))))
             continue
-        producers = (names.get(item.dep.target.module) for item in group.items
-                     if graph.is_out_channel_pruning_fn(item.dep.handler))
-        yield root, ChannelGroup(name, None, site, tuple(p for p in producers if p is not None))
+        grouped: list = []
+        site = group_site(graph, group, selected, round_to, grouped)
+        producers = tuple(p for p in (names.get(item.dep.target.module) for item in group.items
+                                      if graph.is_out_channel_pruning_fn(item.dep.handler)) if p is not None)
+        if isinstance(site, Site) and grouped:
+            done.append((root, (site, grouped, producers)))
+        elif isinstance(site, Site):
+            done.append((root, ChannelGroup(name, site)))
+        else:
+            done.append((root, ChannelGroup(name, None, site, producers)))
+    merged = merge_grouped(names, {names[r]: g for r, g in done if isinstance(g, tuple)})
+    for root, group in done:
+        if isinstance(group, tuple):
+            name = names[root]
+            if name in merged:  # the feeding group's root has no site of its own: its channels are units
+                group = ChannelGroup(name, merged[name]) if merged[name] is not None else ChannelGroup(name, None)
+            else:
+                group = ChannelGroup(name, None, grouped_reason(group[1]), group[2])
+        yield root, group
 
 
 def channel_groups(model: nn.Module, example_inputs: Any, selected: dict[str, nn.Module] | None = None,

@@ -65,6 +65,25 @@ class CountedLayerNorm(nn.Module):
         return f"{self.weight.shape[0]} of {self.count} channels, eps={self.eps}"
 
 
+def is_layer_norm_2d(module: nn.Module) -> bool:
+    """Whether ``module`` is torchvision's ``LayerNorm2d`` (ConvNeXt): an ``nn.LayerNorm`` over the channel dim
+    of an NCHW tensor (permuted to the last dim and back)."""
+    kind = type(module)
+    return kind.__name__ == "LayerNorm2d" and kind.__module__ == "torchvision.models.convnext"
+
+
+class CountedLayerNorm2d(CountedLayerNorm):
+    """:class:`CountedLayerNorm` over the channel dim of an NCHW tensor, for torchvision's ``LayerNorm2d``."""
+
+    @classmethod
+    def from_dense(cls, norm: nn.LayerNorm) -> "CountedLayerNorm2d":
+        assert is_layer_norm_2d(norm) and norm.weight is not None, "checked by group discovery"
+        return cls(norm.weight, norm.bias, norm.normalized_shape[0], norm.eps)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
 def is_rms_norm(module: nn.Module) -> bool:
     """Whether ``module`` is a Llama-style RMSNorm (``weight * x / sqrt(mean(x^2) + variance_epsilon)``, computed
     in float32): transformers' ``LlamaRMSNorm``, ``MistralRMSNorm``, ``Qwen2RMSNorm``..."""

@@ -27,7 +27,15 @@ from torch import nn
 
 from prunecli.sites import Site
 from prunecli.structure._blocks import refit_blocks
-from prunecli.structure._modules import Attention, CountedGroupNorm, CountedLayerNorm, CountedRMSNorm, is_rms_norm
+from prunecli.structure._modules import (
+    Attention,
+    CountedGroupNorm,
+    CountedLayerNorm,
+    CountedLayerNorm2d,
+    CountedRMSNorm,
+    is_layer_norm_2d,
+    is_rms_norm,
+)
 
 CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 SWAPS = {nn.LayerNorm: CountedLayerNorm.from_dense, nn.GroupNorm: CountedGroupNorm.from_dense,
@@ -47,7 +55,11 @@ def sliced_sites(model: nn.Module, sites: list[Site], exact_types: tuple[type, .
 
     def exact(fqn: str) -> bool:
         owner = fqn.rpartition(".")[0]
-        return bool(owner) and isinstance(model.get_submodule(owner), exact_types) and not any(
+        module = model.get_submodule(owner) if owner else None
+        # Torch-Pruning cuts a grouped conv's input channels inside every group; whole groups are sliced here.
+        grouped = isinstance(module, CONV) and module.groups > 1 and not (
+            module.groups == module.in_channels == module.out_channels)
+        return bool(owner) and isinstance(module, exact_types) and not grouped and not any(
             owner.startswith(f"{a}.") for a in attention)
 
     keys = [{(m.name, m.layout.dim) for m in s.members} for s in sites]
@@ -84,8 +96,9 @@ def _swap_owners(model: nn.Module, cuts: list[list]) -> None:
         for i in range(len(parts) - 1, 0, -1):
             name = ".".join(parts[:i])
             module = model.get_submodule(name)
-            if type(module) in SWAPS or is_rms_norm(module):
-                swap = SWAPS.get(type(module), CountedRMSNorm.from_dense)
+            if type(module) in SWAPS or is_rms_norm(module) or is_layer_norm_2d(module):
+                swap = SWAPS.get(type(module)) or (CountedLayerNorm2d.from_dense if is_layer_norm_2d(module)
+                                                   else CountedRMSNorm.from_dense)
                 _set_module(model, name, swap(module))
                 break
 
@@ -96,10 +109,12 @@ def _refit(module: nn.Module) -> None:
         module.out_features, module.in_features = module.weight.shape
     elif isinstance(module, CONV):
         depthwise = module.groups > 1 and module.groups == module.in_channels and module.weight.shape[1] == 1
-        module.out_channels = module.weight.shape[0]
         if depthwise:
-            module.in_channels = module.groups = module.out_channels
-        else:
+            module.in_channels = module.groups = module.out_channels = module.weight.shape[0]
+        else:  # a grouped conv loses whole groups: its rows per group stay
+            per_group = module.out_channels // module.groups
+            module.out_channels = module.weight.shape[0]
+            module.groups = max(1, module.out_channels // per_group) if module.groups > 1 else 1
             module.in_channels = module.weight.shape[1] * module.groups
     elif isinstance(module, nn.Embedding):
         module.num_embeddings, module.embedding_dim = module.weight.shape

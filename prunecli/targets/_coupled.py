@@ -9,6 +9,8 @@ Masking a site's channels computes exactly what removing them computes (:func:`p
 from __future__ import annotations
 
 import logging
+import re
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,6 +97,24 @@ def coupled_sites(model: nn.Module, modules: dict[str, nn.Module], example_input
     return sites, skipped
 
 
+def _cause(reason: str) -> str:
+    """A group's skip reason with its layer names left out where an op is named, so causes can be counted."""
+    op = re.search(r"op \S*?\((\w+)\)", reason)
+    return f"op {op.group(1)} mixes channels" if op else reason
+
+
+def refuse_unprunable(model: nn.Module, skipped: dict[str, str]) -> None:
+    """Raise when no site was found because of the model's ops (not because the layer rules leave a sharing
+    layer dense or select nothing traced, which is ``pruner.layers``' to say), naming the commonest causes."""
+    causes = Counter(_cause(r) for r in skipped.values() if "layer rules leave" not in r and "not reached" not in r)
+    if not causes:
+        return
+    top = "; ".join(f"{cause} ({n} layer{'s' * (n > 1)})" for cause, n in causes.most_common(3))
+    more = f"; and {len(causes) - 3} other causes" if len(causes) > 3 else ""
+    raise ConfigError("pruner.target", "channel", "a model with a coupled channel group masks can make exact",
+                      reason=f"every coupled group of {type(model).__name__} is unprunable: {top}{more}")
+
+
 @dataclass(frozen=True)
 class CoupledChannel:
     """Whole channels of coupled groups (``pruner.target=channel``), found on the model's example inputs.
@@ -135,6 +155,11 @@ class CoupledChannel:
                         "following norm), not across coupled layers; compact export removes nothing")
             return LayerChannel().sites(model, modules)
         return coupled_sites(model, modules, example_inputs, self.round_to, self.heads)
+
+    def check_sites(self, model: nn.Module, sites: list[Site], skipped: dict[str, str]) -> None:
+        """Without any site, refuse at ``pruner.target`` when the model's ops made every group unprunable."""
+        if not sites:
+            refuse_unprunable(model, skipped)
 
     def __str__(self) -> str:
         options = [f"round_to={self.round_to}"] * (self.round_to != 1) + ["heads=false"] * (not self.heads)

@@ -79,3 +79,16 @@ def test_tampered_weights_are_refused(exported):
     path.write_bytes(bytes(data))
     with pytest.raises(CheckpointError, match="SHA-256"):
         compact.load(path)
+
+
+def test_exactness_is_judged_relative_to_the_output_scale():
+    from prunecli.errors import ConfigError
+    from prunecli.structure import output_gap
+
+    # inception_v3 with random weights: logits of 6.9e7 differ by 54 in float32 rounding alone.
+    assert compact.check_exact("Inception3", 54.0, 6.9e7, 1e-6, 1e-5) == pytest.approx(54.0 / 6.9e7)
+    assert compact.check_exact("Zero", 5e-7, 0.0, 1e-6, 1e-5) == float("inf")  # no scale: the atol floor passes it
+    with pytest.raises(ConfigError, match=r"differ by 0\.003 at an output scale of 2 \(relative 0\.0015\)"):
+        compact.check_exact("Net", 3e-3, 2.0, 1e-6, 1e-5)
+    assert output_gap(torch.tensor([1.0, -4.0]), torch.tensor([1.5, -4.0])) == (0.5, 4.0)
+    assert compact.check_options({}) == {"atol": 1e-6, "rtol": 1e-5}
