@@ -185,8 +185,11 @@ class RunDirCheck(Callback):
 def _check_optimize(config: Any) -> None:
     """A sweeper that optimises (Optuna; not Hydra's basic one) needs ``optimize`` to name the number the task
     returns: without it every trial would fail. One line and exit code 2 before the first job."""
-    target = str(config.hydra.sweeper.get("_target_", ""))
-    in_params = "optimize" in (config.hydra.sweeper.get("params", None) or {})  # fixed there for every trial
+    sweeper = config.hydra.get("sweeper", None)  # always composed by Hydra; absent in a hand-made config
+    if sweeper is None:
+        return
+    target = str(sweeper.get("_target_", ""))
+    in_params = "optimize" in (sweeper.get("params", None) or {})  # fixed there for every trial
     if config.get("optimize", None) is None and not in_params and not target.endswith(".BasicSweeper"):
         error = ConfigError("optimize", None, "a summary metric, e.g. optimize=accuracy",
                             f"the sweeper {target.rpartition('.')[2]} optimises the number the task returns")
