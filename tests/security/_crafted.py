@@ -97,3 +97,15 @@ def npy_bytes() -> bytes:
     buffer = io.BytesIO()
     np.save(buffer, np.arange(4))
     return buffer.getvalue()
+
+
+def check_evaluate_refuses(cli: Any, path: Path, tmp_path: Path, match: str) -> None:
+    """``prunecli evaluate`` of the export at ``path`` exits 2 with one ``error:`` line matching ``match``,
+    no traceback and no evaluate.json."""
+    import re
+
+    result = cli("evaluate", f"checkpoint={path.with_suffix('.json')}", f"hydra.run.dir={tmp_path / 'out'}")
+    assert result.exit_code == 2, (result.stdout, result.stderr, result.exception)
+    errors = [line for line in result.error_lines if line.startswith("error:")]
+    assert len(errors) == 1 and re.search(match, errors[0]), result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "out" / "evaluate.json").exists()

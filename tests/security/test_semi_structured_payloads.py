@@ -5,12 +5,11 @@ and packed tensors are refused in one line (exit 2 from ``prunecli evaluate``, C
 from __future__ import annotations
 
 import json
-import re
 import shutil
 
 import pytest
 import torch
-from _crafted import DELETE, edit_json, pickle_payload, rehash_weights
+from _crafted import DELETE, check_evaluate_refuses, edit_json, pickle_payload, rehash_weights
 
 from prunecli.checkpoint import load_checkpoint, load_model
 from prunecli.errors import CheckpointError
@@ -56,14 +55,6 @@ def crafted(honest_export, tmp_path):
     return make
 
 
-def check_cli(cli, path, tmp_path, match):
-    result = cli("evaluate", f"checkpoint={path.with_suffix('.json')}", f"hydra.run.dir={tmp_path / 'out'}")
-    assert result.exit_code == 2, (result.stdout, result.stderr, result.exception)
-    errors = [line for line in result.error_lines if line.startswith("error:")]
-    assert len(errors) == 1 and re.search(match, errors[0]), result.stderr
-    assert "Traceback" not in result.stderr and not (tmp_path / "out" / "evaluate.json").exists()
-
-
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_load_refuses(crafted, cli, tmp_path, case):
     key, make_value, match = CASES[case]
@@ -71,7 +62,7 @@ def test_load_refuses(crafted, cli, tmp_path, case):
     with pytest.raises(CheckpointError, match=match) as err:
         semi_structured.load(path)
     assert "\n" not in str(err.value) and not marker.exists()
-    check_cli(cli, path, tmp_path, match)
+    check_evaluate_refuses(cli, path, tmp_path, match)
     assert not marker.exists()
 
 

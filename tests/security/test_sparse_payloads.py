@@ -5,12 +5,11 @@ CheckpointError from :func:`prunecli.export.sparse.load`), and nothing they name
 from __future__ import annotations
 
 import json
-import re
 import shutil
 
 import pytest
 import torch
-from _crafted import DELETE, pickle_payload, rehash_weights
+from _crafted import DELETE, check_evaluate_refuses, pickle_payload, rehash_weights
 
 from prunecli.checkpoint import load_checkpoint, load_model
 from prunecli.errors import CheckpointError
@@ -49,14 +48,6 @@ def crafted(honest_export, tmp_path):
     return make
 
 
-def check_cli(cli, path, tmp_path, match):
-    result = cli("evaluate", f"checkpoint={path.with_suffix('.json')}", f"hydra.run.dir={tmp_path / 'out'}")
-    assert result.exit_code == 2, (result.stdout, result.stderr, result.exception)
-    errors = [line for line in result.error_lines if line.startswith("error:")]
-    assert len(errors) == 1 and re.search(match, errors[0]), result.stderr
-    assert "Traceback" not in result.stderr and not (tmp_path / "out" / "evaluate.json").exists()
-
-
 def _set(key, make_value):
     def edit(doc, marker):
         *parents, last = key.split(".")
@@ -77,7 +68,7 @@ def test_load_refuses(crafted, cli, tmp_path, case):
     with pytest.raises(CheckpointError, match=match) as err:
         sparse.load(path)
     assert "\n" not in str(err.value) and not marker.exists()
-    check_cli(cli, path, tmp_path, match)
+    check_evaluate_refuses(cli, path, tmp_path, match)
     assert not marker.exists()
 
 
@@ -120,7 +111,7 @@ def test_forged_packed_tensors_with_a_matching_hash_are_refused(crafted, cli, tm
     with pytest.raises(CheckpointError, match=match) as err:
         sparse.load(path)
     assert "\n" not in str(err.value)
-    check_cli(cli, path, tmp_path, match)
+    check_evaluate_refuses(cli, path, tmp_path, match)
 
 
 def test_a_changed_weights_file_fails_its_hash(crafted):
