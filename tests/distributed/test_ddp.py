@@ -144,12 +144,12 @@ def test_check_masks_names_the_step_and_the_first_differing_parameter(tmp_path):
         "try:\n"
         "    check_masks(masks, 7)\n"
         "except Exception as err:\n"
-        "    print(f'rank {rank}: {err}', flush=True)\n"
+        f"    open(os.path.join({str(tmp_path)!r}, f'rank{{rank}}.txt'), 'w').write(str(err))\n"
         "dist.barrier()\n"  # both ranks done before either tears gloo down (a peer gone first aborts the other)
         "dist.destroy_process_group()\n")
     out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
                           str(script)], capture_output=True, text=True, timeout=200)
     assert out.returncode == 0, out.stderr[-2000:]
-    lines = sorted(line for line in out.stdout.splitlines() if line.startswith("rank"))
-    assert len(lines) == 2 and all("at step 7 the mask of b.weight differs between rank 0 and rank 1" in line
-                                   for line in lines), lines
+    # Each rank writes its error to its own file: two processes' prints share torchrun's stdout and can interleave.
+    lines = [(tmp_path / f"rank{r}.txt").read_text() for r in (0, 1)]
+    assert all("at step 7 the mask of b.weight differs between rank 0 and rank 1" in line for line in lines), lines
