@@ -9,7 +9,7 @@ Layout of a checkpoint directory (``<run dir>/checkpoint/last``, ``.../best``)::
                         object ``{"layout": "bits", "shapes": {FQN: [sizes]}}`` (one key: safetensors writes
                         several in no fixed order, and a resumed run's files are compared byte for byte).
                         Version-1 checkpoints hold bool tensors and no ``masks`` metadata; both load as bool
-                        masks (:func:`decode_masks`)
+                        masks (:func:`prunecli._masks_file.decode_masks`)
     state.safetensors   what a resume needs (optimizer, LR schedule, pruner, RNG, progress), flattened to
                         dotted tensor keys, bool tensors (the pruner's masks) bit-packed as in masks.safetensors;
                         the non-tensor rest, bit-packed shapes included, is JSON in the file's metadata
@@ -40,8 +40,8 @@ import torch
 from torch import nn
 
 from prunecli._atomic import recover_dir, replace_dir, write_bytes, write_json
-from prunecli._bits import pack, unpack
 from prunecli._flatten import flatten, unflatten
+from prunecli._masks_file import decode_masks, encode_masks, safetensors_header
 from prunecli.errors import CheckpointError, ConfigError, first_line
 from prunecli.models.meta import on_meta
 from prunecli.models.spec import Origin, check_spec, short, sizes
@@ -50,7 +50,6 @@ from prunecli.models.spec import build as build_spec
 FORMAT = "prunecli-checkpoint"
 VERSION = 2  # 2: bit-packed masks (version-1 checkpoints, bool masks, still load)
 FILES = ("model.safetensors", "masks.safetensors", "state.safetensors")
-MASKS_LAYOUT = "bits"           # masks.safetensors metadata of version 2: bit-packed masks
 MAX_ELEMENTS = 20_000_000_000   # of a model rebuilt from a file, checked on the meta device before any allocation
 MAX_ELEMENTS_ENV = "PRUNECLI_MAX_ELEMENTS"
 
@@ -93,70 +92,6 @@ def fold_masks(state: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tens
             value = value.masked_fill(~masks[key].to(value.device, torch.bool), 0)
         out[key] = value.cpu().contiguous().clone()
     return out
-
-
-def encode_masks(masks: Mapping[str, torch.Tensor]) -> bytes:
-    """The masks.safetensors bytes of bool ``masks``: bit-packed, shapes in the metadata (see the module doc)."""
-    from safetensors.torch import save
-
-    shapes = {k: list(m.shape) for k, m in masks.items()}
-    return save({k: pack(m.bool()) for k, m in masks.items()},
-                metadata={"masks": json.dumps({"layout": MASKS_LAYOUT, "shapes": shapes})})
-
-
-def decode_masks(data: bytes, name: Path | str, weights: Mapping[str, Sequence[int]]) -> dict[str, torch.Tensor]:
-    """Bool masks from masks.safetensors bytes, bit-packed or (version 1) bool; each mask's shape must be that of
-    the weight of the same FQN in ``weights`` (shapes), or a :class:`CheckpointError` names it."""
-    from safetensors.torch import load
-
-    metadata = safetensors_header(data, name).get("__metadata__") or {}
-    try:
-        tensors = load(data)
-    except Exception as err:  # safetensors raises several types for a malformed file
-        raise CheckpointError(f"{name} is corrupt: {first_line(err)}") from None
-    if "masks" not in metadata:  # version 1: bool tensors
-        for key, mask in sorted(tensors.items()):
-            if mask.dtype != torch.bool:
-                raise CheckpointError(f"{name} holds {short(key)} as {mask.dtype}: expected bool masks or the "
-                                      f"{MASKS_LAYOUT!r} layout")
-        return tensors
-    record = _json_object(metadata["masks"], name)
-    if record.get("layout") != MASKS_LAYOUT:
-        raise CheckpointError(f"{name} has layout={short(record.get('layout'))}: expected {MASKS_LAYOUT!r}")
-    shapes = _mask_shapes(record.get("shapes"), name)
-    if set(shapes) != set(tensors):
-        odd = sorted(set(shapes) ^ set(tensors))[0]
-        raise CheckpointError(f"{name} is malformed: {short(odd)} is in its tensors or its shapes, not both")
-    masks = {}
-    for key, shape in shapes.items():
-        if key not in weights or tuple(weights[key]) != shape:
-            raise CheckpointError(f"{name} holds a mask of {short(key)} of shape {list(shape)}, which is not a "
-                                  "weight of that shape in model.safetensors")
-        try:
-            masks[key] = unpack(tensors[key], shape)
-        except ValueError as err:
-            raise CheckpointError(f"{name} is malformed: {short(key)}: {err}") from None
-    return masks
-
-
-def _json_object(value: str, name: Path | str) -> dict[str, Any]:
-    """The ``masks`` metadata of a bit-packed masks file, parsed: a JSON object."""
-    try:
-        record = json.loads(value)
-    except (ValueError, RecursionError):
-        record = None
-    if not isinstance(record, dict):
-        raise CheckpointError(f"{name} is malformed: its masks metadata is not a JSON object")
-    return record
-
-
-def _mask_shapes(shapes: Any, name: Path | str) -> dict[str, tuple[int, ...]]:
-    """The ``shapes`` of a bit-packed masks file's metadata: a mapping of FQN to a list of sizes."""
-    if not isinstance(shapes, dict) or not all(
-            isinstance(s, list) and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in s)
-            for s in shapes.values()):
-        raise CheckpointError(f"{name} is malformed: its shapes are not a JSON object of FQN to sizes")
-    return {k: tuple(s) for k, s in shapes.items()}
 
 
 def save_checkpoint(path: Path | str, *, model_state: Mapping[str, torch.Tensor],
@@ -339,34 +274,6 @@ def check_shapes(state: Mapping[str, torch.Tensor], shapes: Mapping[str, Sequenc
         if tuple(tensor.shape) != tuple(shapes[key]):
             raise origin.error("model", f"does not fit its weights: {key} is {list(shapes[key])} in the weights, "
                                         f"{list(tensor.shape)} in the model")
-
-
-def safetensors_header(data: bytes, name: Path | str) -> dict[str, Any]:
-    """A safetensors file's header (8-byte little-endian length, then JSON), read without the tensors."""
-    try:
-        size = int.from_bytes(data[:8], "little")
-        if len(data) < 8 or size > len(data) - 8:
-            raise ValueError("the header length is past the end of the file")
-        header = json.loads(data[8 : 8 + size])
-        if not isinstance(header, dict):
-            raise ValueError("the header is not a mapping")
-        return header
-    except (ValueError, RecursionError) as err:
-        raise CheckpointError(f"{name} is not a safetensors file: {first_line(err)}"
-                              ) from None
-
-
-def safetensors_shapes(data: bytes, name: Path | str) -> dict[str, tuple[int, ...]]:
-    """Tensor shapes from a safetensors file's header only."""
-    header = safetensors_header(data, name)
-    try:
-        shapes = {k: tuple(v["shape"]) for k, v in header.items() if k != "__metadata__"}
-        if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for s in shapes.values() for d in s):
-            raise ValueError("a shape is not a list of sizes")
-    except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as err:
-        raise CheckpointError(f"{name} is not a safetensors file: {first_line(err)}"
-                              ) from None
-    return shapes
 
 
 def read_json(path: Path) -> Any:

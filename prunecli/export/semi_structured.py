@@ -227,7 +227,8 @@ def load(path: Path | str, *, model: Any = None, trust_checkpoint_code: bool = F
     """
     from safetensors.torch import load as load_tensors
 
-    from prunecli.checkpoint import fit_model, model_builder, read_regular_file, safetensors_shapes
+    from prunecli._masks_file import safetensors_shapes
+    from prunecli.checkpoint import fit_model, model_builder, read_regular_file
 
     meta = load_spec(path)
     spec = spec_path(path)

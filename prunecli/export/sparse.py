@@ -228,7 +228,8 @@ def load(path: Path | str, *, model: Any = None, trust_checkpoint_code: bool = F
 
 
 def _load(path: Path | str, *, model: Any, trust_checkpoint_code: bool) -> tuple[nn.Module, dict, dict]:
-    from prunecli.checkpoint import fit_model, model_builder, safetensors_shapes
+    from prunecli._masks_file import safetensors_shapes
+    from prunecli.checkpoint import fit_model, model_builder
 
     meta, origin, data = _verified(path)
     shapes = {k: v for k, v in safetensors_shapes(data, origin.file).items() if not k.endswith((MASK, VALUES))}
